@@ -1,0 +1,42 @@
+"""The message bus between processes (pyzmq): recorders PUSH records, the supervisor PULLs them.
+
+PUSH/PULL rather than PUB/SUB because a segment announcement must not be dropped for a slow joiner.
+A recorder never blocks on the bus: if the supervisor is gone, announcements are dropped and the
+start-up reconcile adopts the files from disk instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import zmq
+
+from edgenvr.records import CameraState, SegmentRecord, from_message, to_message
+
+log = logging.getLogger(__name__)
+
+
+class BusSender:
+    def __init__(self, endpoint: str) -> None:
+        self._context = zmq.Context()
+        self._socket = self._context.socket(zmq.PUSH)
+        self._socket.setsockopt(zmq.SNDHWM, 10_000)
+        self._socket.setsockopt(zmq.LINGER, 2000)  # give the last announcements a moment on shutdown
+        self._socket.connect(endpoint)
+
+    def send(self, record: SegmentRecord | CameraState) -> bool:
+        try:
+            self._socket.send(json.dumps(to_message(record)).encode(), flags=zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            log.warning("bus full, announcement dropped (start-up reconcile will adopt it): %s", type(record).__name__)
+            return False
+
+    def close(self) -> None:
+        self._socket.close()
+        self._context.term()
+
+
+def decode(payload: bytes) -> SegmentRecord | CameraState:
+    return from_message(json.loads(payload))

@@ -1,0 +1,84 @@
+"""Read-only questions asked of the index: segments and gaps in a time range, camera states.
+
+Used by the CLI now and the web API later. Opens the index read-only, so it never blocks the writer
+(WAL readers and the writer do not wait for each other).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Iterator
+
+from edgenvr import index_schema
+from edgenvr.records import GapRecord
+from edgenvr.storage_layout import StorageLayout
+from edgenvr.timebase import now_ms
+
+# A camera whose newest segment ended longer ago than this is not recording now: it has an open gap.
+OPEN_GAP_AFTER_MS = 60_000
+
+
+@dataclass(frozen=True)
+class SegmentRow:
+    camera: str
+    start_ms: int
+    end_ms: int
+    path: str
+    bytes: int
+    sha256: str
+    codec: str
+    width: int
+    height: int
+    origin: str
+
+
+def open_readonly(layout: StorageLayout) -> sqlite3.Connection:
+    if not layout.index_path.exists():
+        raise FileNotFoundError(f"no index at {layout.index_path}: nothing has been recorded with this data_dir yet")
+    return index_schema.connect(layout.index_path, readonly=True)
+
+
+def segments(conn: sqlite3.Connection, layout: StorageLayout, camera: str | None = None,
+             since_ms: int | None = None, until_ms: int | None = None) -> Iterator[SegmentRow]:
+    """Segments overlapping [since, until), oldest first."""
+    # Segments are at most 10 min long (config limit), so a start_ms bound of since - 10 min uses the index.
+    lower = (since_ms - 600_000) if since_ms is not None else -(2**62)
+    query = ("SELECT camera, start_ms, end_ms, bytes, sha256, codec, width, height, origin FROM segments"
+             " WHERE deleting = 0 AND start_ms >= ? AND start_ms < ? AND end_ms > ?")
+    args: list[object] = [lower, until_ms if until_ms is not None else 2**62, since_ms if since_ms is not None else -(2**62)]
+    if camera is not None:
+        query += " AND camera = ?"
+        args.append(camera)
+    for row in conn.execute(query + " ORDER BY start_ms, camera", args):
+        yield SegmentRow(row["camera"], row["start_ms"], row["end_ms"],
+                         str(layout.segment_path(row["camera"], row["start_ms"])), row["bytes"], row["sha256"].hex(),
+                         row["codec"], row["width"], row["height"], row["origin"])
+
+
+def gaps(conn: sqlite3.Connection, camera: str | None = None, since_ms: int | None = None,
+         until_ms: int | None = None) -> list[GapRecord]:
+    """Closed gaps overlapping the range, plus an open gap for each camera not recording now."""
+    query = "SELECT camera, start_ms, end_ms, reason FROM gaps WHERE end_ms > ? AND start_ms < ?"
+    args: list[object] = [since_ms if since_ms is not None else -(2**62), until_ms if until_ms is not None else 2**62]
+    if camera is not None:
+        query += " AND camera = ?"
+        args.append(camera)
+    result = [GapRecord(r["camera"], r["start_ms"], r["end_ms"], r["reason"])
+              for r in conn.execute(query + " ORDER BY start_ms", args)]
+    now = now_ms()
+    for row in conn.execute("SELECT id, last_end_ms, state, state_reason FROM cameras"):
+        if camera is not None and row["id"] != camera:
+            continue
+        last_end = row["last_end_ms"]
+        if last_end is None or now - last_end <= OPEN_GAP_AFTER_MS:
+            continue
+        if (until_ms is None or last_end < until_ms) and (since_ms is None or now > since_ms):
+            reason = row["state_reason"] or f"camera {row['state']}"
+            result.append(GapRecord(row["id"], last_end, None, reason))
+    return sorted(result, key=lambda g: (g.start_ms, g.camera))
+
+
+def camera_states(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+    return conn.execute("SELECT id, state, state_since_ms, state_reason, dropped_json, last_end_ms FROM cameras"
+                        " ORDER BY id").fetchall()

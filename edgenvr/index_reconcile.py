@@ -1,0 +1,184 @@
+"""Keeps the index and the disk telling the same story. Run at every start-up, before recording.
+
+`check_consistency` only reports; `reconcile` repairs:
+- a row marked `deleting` (a sweep was cut off): unlink its file if still there, drop the row;
+- a row whose file is missing or has the wrong size: drop the row, record a gap saying why;
+- a complete file with no row (its batch was lost in a crash): probe it and adopt it;
+- a `.partial` left by a crash: remux its readable prefix into a segment and adopt it, or quarantine it.
+Nothing is deleted silently: every repair is logged, unreadable files go to quarantine/.
+
+Work is done one hour-bucket at a time (rows by start_ms, directory listings), so memory stays bounded
+and the cost is one pass over the index and one listing of the segment tree.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from edgenvr.index_writer import IndexWriter
+from edgenvr.segment_files import finalise_partial, quarantine, record_from_file
+from edgenvr.storage_layout import CAMERA_ID_PATTERN, StorageLayout, parse_segment_name
+
+log = logging.getLogger(__name__)
+
+HOUR_MS = 3_600_000
+
+
+@dataclass
+class ConsistencyReport:
+    rows: int = 0
+    files: int = 0
+    rows_without_file: list[str] = field(default_factory=list)
+    rows_with_wrong_size: list[str] = field(default_factory=list)
+    files_without_row: list[str] = field(default_factory=list)
+    partial_files: list[str] = field(default_factory=list)
+    rows_marked_deleting: int = 0
+
+    @property
+    def consistent(self) -> bool:
+        return not (self.rows_without_file or self.rows_with_wrong_size or self.files_without_row
+                    or self.partial_files or self.rows_marked_deleting)
+
+    def summary(self) -> str:
+        return (f"{self.rows} rows, {self.files} files; missing files {len(self.rows_without_file)}, "
+                f"wrong size {len(self.rows_with_wrong_size)}, unindexed files {len(self.files_without_row)}, "
+                f"partial files {len(self.partial_files)}, rows marked deleting {self.rows_marked_deleting}")
+
+
+@dataclass
+class _Bucket:
+    """What one camera has in one hour: index rows and files, each keyed by start_ms."""
+    camera: str
+    rows: dict[int, tuple[int, int]] = field(default_factory=dict)    # start_ms -> (row id, bytes)
+    files: dict[int, Path] = field(default_factory=dict)              # start_ms -> complete file
+    partials: list[Path] = field(default_factory=list)
+
+
+def _hour_dirs(layout: StorageLayout) -> dict[int, list[tuple[str, Path]]]:
+    """hour bucket -> [(camera, hour directory)] for every directory in the segment tree."""
+    result: dict[int, list[tuple[str, Path]]] = defaultdict(list)
+    if not layout.segments_dir.is_dir():
+        return result
+    import datetime as dt
+    for camera_entry in os.scandir(layout.segments_dir):
+        if not (camera_entry.is_dir() and CAMERA_ID_PATTERN.match(camera_entry.name)):
+            continue
+        for day in os.scandir(camera_entry.path):
+            for hour in os.scandir(day.path) if day.is_dir() else ():
+                try:
+                    when = dt.datetime.strptime(f"{day.name} {hour.name}", "%Y-%m-%d %H").replace(tzinfo=dt.timezone.utc)
+                except ValueError:
+                    log.warning("unexpected directory %s left alone", hour.path)
+                    continue
+                result[int(when.timestamp() * 1000) // HOUR_MS].append((camera_entry.name, Path(hour.path)))
+    return result
+
+
+def _buckets(conn: sqlite3.Connection, layout: StorageLayout) -> Iterator[list[_Bucket]]:
+    dirs = _hour_dirs(layout)
+    rows_by_hour: dict[int, list[sqlite3.Row]] = defaultdict(list)
+    row_iter = conn.execute("SELECT id, camera, start_ms, bytes FROM segments WHERE deleting = 0 ORDER BY start_ms")
+    pending_row = next(row_iter, None)
+    hours = sorted(dirs)
+    # Merge-join hours that have directories with hours that have rows, in time order.
+    while hours or pending_row is not None:
+        row_hour = pending_row["start_ms"] // HOUR_MS if pending_row is not None else None
+        hour = min(h for h in (hours[0] if hours else None, row_hour) if h is not None)
+        if hours and hours[0] == hour:
+            hours.pop(0)
+        while pending_row is not None and pending_row["start_ms"] // HOUR_MS == hour:
+            rows_by_hour[hour].append(pending_row)
+            pending_row = next(row_iter, None)
+        per_camera: dict[str, _Bucket] = {}
+        for row in rows_by_hour.pop(hour, []):
+            per_camera.setdefault(row["camera"], _Bucket(row["camera"])).rows[row["start_ms"]] = (row["id"], row["bytes"])
+        for camera, directory in dirs.get(hour, []):
+            bucket = per_camera.setdefault(camera, _Bucket(camera))
+            for entry in os.scandir(directory):
+                parsed = parse_segment_name(entry.name)
+                if parsed is None:
+                    continue
+                start_ms, is_partial = parsed
+                (bucket.partials.append(Path(entry.path)) if is_partial
+                 else bucket.files.__setitem__(start_ms, Path(entry.path)))
+        yield list(per_camera.values())
+
+
+def check_consistency(conn: sqlite3.Connection, layout: StorageLayout) -> ConsistencyReport:
+    """Compare index and disk without changing either (`edgenvr check-index`, tests)."""
+    report = ConsistencyReport()
+    report.rows_marked_deleting = conn.execute("SELECT COUNT(*) FROM segments WHERE deleting = 1").fetchone()[0]
+    for buckets in _buckets(conn, layout):
+        for bucket in buckets:
+            report.rows += len(bucket.rows)
+            report.files += len(bucket.files)
+            report.partial_files += [str(p) for p in bucket.partials]
+            for start_ms, (_, size) in bucket.rows.items():
+                path = bucket.files.get(start_ms)
+                if path is None:
+                    report.rows_without_file.append(f"{bucket.camera}/{start_ms}")
+                elif path.stat().st_size != size:
+                    report.rows_with_wrong_size.append(str(path))
+            report.files_without_row += [str(p) for s, p in bucket.files.items() if s not in bucket.rows]
+    return report
+
+
+def reconcile(writer: IndexWriter, layout: StorageLayout) -> ConsistencyReport:
+    """Repair index and disk so that `check_consistency` finds nothing. Returns what was found."""
+    conn = writer.conn
+    found = ConsistencyReport()
+    for row_id, camera, start_ms in conn.execute(
+            "SELECT id, camera, start_ms FROM segments WHERE deleting = 1").fetchall():
+        layout.segment_path(camera, start_ms).unlink(missing_ok=True)
+        conn.execute("DELETE FROM segments WHERE id = ?", (row_id,))
+        found.rows_marked_deleting += 1
+    if found.rows_marked_deleting:
+        log.info("reconcile: finished %d interrupted deletions", found.rows_marked_deleting)
+
+    dropped_rows: list[tuple[int, str, int, int, str]] = []
+    for buckets in _buckets(conn, layout):
+        for bucket in buckets:
+            found.rows += len(bucket.rows)
+            found.files += len(bucket.files)
+            for start_ms, (row_id, size) in bucket.rows.items():
+                path = bucket.files.get(start_ms)
+                if path is None:
+                    found.rows_without_file.append(f"{bucket.camera}/{start_ms}")
+                    dropped_rows.append((row_id, bucket.camera, start_ms, size, "segment file missing"))
+                elif path.stat().st_size != size:
+                    found.rows_with_wrong_size.append(str(path))
+                    quarantine(layout, path, f"size {path.stat().st_size} differs from indexed {size}")
+                    dropped_rows.append((row_id, bucket.camera, start_ms, size, "segment file damaged"))
+            adopt = sorted((s, p) for s, p in bucket.files.items() if s not in bucket.rows)
+            for _, path in adopt:
+                found.files_without_row.append(str(path))
+                try:
+                    writer.add_segment(record_from_file(layout, bucket.camera, path, origin="adopted"))
+                    log.info("reconcile: adopted %s", path)
+                except Exception as exc:  # noqa: BLE001 - any unreadable file goes to quarantine
+                    quarantine(layout, path, f"unindexed file not readable: {exc}")
+            for partial in sorted(bucket.partials):
+                found.partial_files.append(str(partial))
+                record = finalise_partial(layout, bucket.camera, partial)
+                if record is not None:
+                    writer.add_segment(record)
+                    log.info("reconcile: recovered %s (%d ms)", record.path, record.duration_ms)
+    for row_id, camera, start_ms, size, reason in dropped_rows:
+        log.error("reconcile: %s for %s at %d; row removed and recorded as a gap", reason, camera, start_ms)
+        end_ms = conn.execute("SELECT end_ms FROM segments WHERE id = ?", (row_id,)).fetchone()[0]
+        conn.execute("DELETE FROM segments WHERE id = ?", (row_id,))
+        conn.execute("INSERT INTO gaps (camera, start_ms, end_ms, reason) VALUES (?,?,?,?)",
+                     (camera, start_ms, end_ms, reason))
+        writer.indexed_bytes -= size
+    writer.commit()
+    if not found.consistent:
+        log.warning("reconcile: %s", found.summary())
+    else:
+        log.info("reconcile: index and disk agree (%d segments)", found.rows)
+    return found

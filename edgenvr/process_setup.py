@@ -1,0 +1,73 @@
+"""What every edgenvr process does first: logging format, dying with its parent, and the data-dir locks.
+
+Locks (flock, released by the kernel when a process dies, so a crash never leaves a stale lock):
+- the supervisor holds `.supervisor.lock` exclusively: two supervisors never share a data dir;
+- each recorder holds `.recorders.lock` shared; a starting supervisor takes it exclusively (waiting) before
+  it reconciles, so no recorder of a killed supervisor can still be writing while the disk is checked.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+from edgenvr.storage_layout import StorageLayout
+
+_PR_SET_PDEATHSIG = 1
+
+
+def setup_logging(level: str, name: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format=f"%(asctime)s %(levelname)s [{name}] %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def die_with_parent() -> None:
+    """Linux: SIGKILL this process when its parent dies, so a killed supervisor leaves no orphans."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+def lock_file(path: Path, exclusive: bool, wait_seconds: float) -> IO[str] | None:
+    """Open and flock `path`; returns the open file (keep it open to hold the lock) or None on timeout."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+")
+    mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            fcntl.flock(handle, mode)
+            return handle
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                handle.close()
+                return None
+            time.sleep(0.05)
+
+
+_held_locks: list[IO[str]] = []
+
+
+def become_child_process(data_dir: Path, name: str, log_level: str) -> None:
+    die_with_parent()
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+    setup_logging(log_level, name)
+    lock = lock_file(StorageLayout(data_dir).recorders_lock, exclusive=False, wait_seconds=30)
+    if lock is None:
+        logging.getLogger(__name__).error("cannot take the recorders lock of %s", data_dir)
+        os._exit(1)
+    _held_locks.append(lock)

@@ -1,0 +1,288 @@
+"""The recorder of one camera: RTSP in (PyAV, TCP, timeouts), packets copied into segment files.
+
+Runs as its own process (one per camera) so a camera whose stream or decoder misbehaves can never stop or
+slow another. It never decodes on the normal path. It cuts a segment at the first keyframe after
+`segment_seconds`, or at a keyframe whose parameter sets (SPS/PPS/VPS) changed. Packets before the first
+keyframe, flush packets, and packets with a missing or non-increasing DTS are dropped and counted.
+
+Failure paths:
+- cannot connect / wrong URL / not video: state `reconnecting` then `offline` with the reason; retry with
+  capped exponential backoff; nothing is written.
+- stream ends, errors or freezes (read timeout): the open segment is closed and announced, the loss shows
+  up as a gap in the index, and the camera is retried.
+- a segment cannot be written (disk full, I/O error): the partial file is finalised (its readable prefix
+  kept) or quarantined, state says why, and recording retries after a pause.
+- SIGTERM: the open segment is closed, fsynced and announced, then the process exits.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import signal
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+from edgenvr.bus import BusSender
+from edgenvr.config import CameraConfig, RecordingConfig
+from edgenvr.records import CameraState
+from edgenvr.segment_files import SegmentWriteError, SegmentWriter, finalise_partial
+from edgenvr.storage_layout import StorageLayout
+from edgenvr.timebase import now_ms
+from edgenvr.url_redaction import redact_text
+
+log = logging.getLogger(__name__)
+
+# After this long without a working connection the camera is reported offline rather than reconnecting.
+OFFLINE_AFTER_MS = 15_000
+# Stream clock vs wall clock disagreement that makes us re-anchor segment times to the wall clock.
+MAX_CLOCK_DRIFT_MS = 2_000
+
+_PARAMETER_SET_TYPES = {"h264": {7, 8}, "hevc": {32, 33, 34}}
+
+
+def parameter_sets(data: bytes, codec: str) -> bytes:
+    """The SPS/PPS (and VPS) NAL units at the front of an Annex-B access unit, concatenated.
+
+    Only the first few hundred bytes are scanned: cameras put parameter sets before the slice data."""
+    wanted = _PARAMETER_SET_TYPES.get(codec)
+    if not wanted:
+        return b""
+    found: list[bytes] = []
+    starts = []
+    i = data.find(b"\x00\x00\x01")
+    while i != -1:
+        starts.append(i + 3)
+        i = data.find(b"\x00\x00\x01", i + 3)
+    for n, start in enumerate(starts):
+        if start >= len(data):
+            break
+        header = data[start]
+        nal_type = header & 0x1F if codec == "h264" else (header >> 1) & 0x3F
+        if nal_type in wanted:
+            end = starts[n + 1] - 3 if n + 1 < len(starts) else len(data)
+            found.append(data[start:end].rstrip(b"\x00"))
+        elif found:
+            break  # past the parameter sets
+    return b"".join(found)
+
+
+def _ms(ticks: int, time_base: Fraction) -> int:
+    return ticks * time_base.numerator * 1000 // time_base.denominator
+
+
+class CameraRecorder:
+    def __init__(self, camera: CameraConfig, recording: RecordingConfig, layout: StorageLayout,
+                 bus: BusSender) -> None:
+        self.camera = camera
+        self.recording = recording
+        self.layout = layout
+        self.bus = bus
+        self.stopping = False
+        self.dropped: dict[str, int] = {"before_keyframe": 0, "no_dts": 0, "non_increasing_dts": 0, "mux_error": 0}
+        self._state = ""
+        self._state_since = 0
+        self._template_container: av.container.InputContainer | None = None
+
+    # -- state reporting ---------------------------------------------------------------------------
+    def set_state(self, state: str, reason: str = "", since_ms: int | None = None) -> None:
+        if state != self._state:
+            self._state = state
+            self._state_since = since_ms if since_ms is not None else now_ms()
+            if reason:
+                log.warning("camera %s: %s: %s", self.camera.id, state, reason)
+            else:
+                log.info("camera %s: %s", self.camera.id, state)
+        self.bus.send(CameraState(self.camera.id, state, self._state_since, reason, dict(self.dropped)))
+
+    # -- main loop ---------------------------------------------------------------------------------
+    def run(self) -> None:
+        backoff = 1.0
+        lost_since: int | None = None
+        self.set_state("connecting")
+        while not self.stopping:
+            started = time.monotonic()
+            reason, recorded = self._record_one_connection()
+            if self.stopping:
+                break
+            if recorded or time.monotonic() - started > 30:
+                backoff = 1.0
+                lost_since = now_ms()
+            if lost_since is None:
+                lost_since = now_ms()
+            offline = now_ms() - lost_since >= OFFLINE_AFTER_MS
+            self.set_state("offline" if offline else "reconnecting", reason, since_ms=lost_since)
+            self._sleep(backoff)
+            backoff = min(backoff * 2, self.recording.max_backoff_seconds)
+        self.set_state("stopped")
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < deadline:
+            time.sleep(min(0.2, deadline - time.monotonic()))
+
+    def _open(self) -> av.container.InputContainer:
+        # FFmpeg's RTSP demuxer gives up on a silent TCP socket after two of its `timeout` periods
+        # (measured: 5 s -> 10 s), so half the configured read timeout makes a frozen camera fail on time.
+        # The read side uses only this socket timeout: PyAV's own read timeout would run a Python
+        # interrupt callback inside every libav read, a cost paid per packet for nothing.
+        socket_timeout_us = int(self.recording.read_timeout_seconds * 1_000_000 / 2)
+        return av.open(
+            self.camera.url,
+            options={
+                "rtsp_transport": "tcp",
+                "timeout": str(socket_timeout_us),
+                # keep the stream-info probe short: we only need codec parameters, not decoded frames
+                "analyzeduration": "1000000",
+            },
+            timeout=(self.recording.connect_timeout_seconds, None),
+        )
+
+    def _record_one_connection(self) -> tuple[str, bool]:
+        """Record until the connection ends. Returns (why it ended, whether any segment was written)."""
+        try:
+            container = self._open()
+        except Exception as exc:  # noqa: BLE001 - PyAV raises many OSError/FFmpegError subclasses; all mean "retry"
+            return f"cannot connect: {type(exc).__name__}: {redact_text(str(exc))}", False
+        try:
+            if not container.streams.video:
+                kinds = ", ".join(s.type for s in container.streams) or "nothing"
+                return f"stream has no video track (found {kinds})", False
+            return self._record_stream(container, container.streams.video[0])
+        finally:
+            try:
+                container.close()
+            except Exception:  # noqa: BLE001 - closing a dead RTSP session may fail; nothing to keep from it
+                pass
+
+    def _record_stream(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> tuple[str, bool]:
+        codec = stream.codec_context.name
+        time_base = stream.time_base
+        # Cut at the first keyframe at or after segment_seconds; 100 ms of slack absorbs timestamp jitter
+        # (live RTSP timestamps come from a timer), so a 10 s GOP-aligned camera gets 10 s, not 11 s, files.
+        segment_ticks = int((self.recording.segment_seconds - 0.1) / time_base)
+        anchor_ms: int | None = None
+        writer: SegmentWriter | None = None
+        last_dts: int | None = None
+        last_pts = 0
+        frame_ticks = 0
+        params = b""
+        template: av.video.stream.VideoStream = stream  # codec parameters that new segments are created with
+        recorded = False
+        reason = "stream ended"
+        self.set_state("connecting")
+        try:
+            for packet in container.demux(stream):
+                if self.stopping:
+                    reason = "stopping"
+                    break
+                if packet.size == 0:
+                    continue  # flush packet at end of stream
+                dts = packet.dts
+                if dts is None:
+                    self.dropped["no_dts"] += 1
+                    continue
+                if last_dts is not None and dts <= last_dts:
+                    self.dropped["non_increasing_dts"] += 1
+                    continue
+                pts = packet.pts if packet.pts is not None else dts
+                key = packet.is_keyframe
+                if writer is None and not key:
+                    self.dropped["before_keyframe"] += 1
+                    continue
+                if key:
+                    new_params = parameter_sets(bytes(memoryview(packet)[:1024]), codec)
+                    changed = bool(params and new_params and new_params != params)
+                    if writer is not None and (pts - writer_first_pts >= segment_ticks or changed):
+                        wall = now_ms()
+                        end_ms = anchor_ms + _ms(pts, time_base)
+                        self._close(writer, end_ms, wall)
+                        writer = None
+                        if changed:
+                            log.info("camera %s: stream parameters changed, new segment", self.camera.id)
+                            template = self._template_from_keyframe(packet, codec) or template
+                        drift = wall - end_ms
+                        if abs(drift) > MAX_CLOCK_DRIFT_MS:
+                            log.warning("camera %s: stream clock drifted %d ms from wall clock, re-anchoring",
+                                        self.camera.id, drift)
+                            anchor_ms = wall - _ms(pts, time_base)
+                    if new_params:
+                        params = new_params
+                    if writer is None:
+                        if anchor_ms is None:
+                            anchor_ms = now_ms() - _ms(pts, time_base)
+                        writer = SegmentWriter(self.layout, self.camera.id, template,
+                                               anchor_ms + _ms(pts, time_base), dts, time_base)
+                        writer_first_pts = pts
+                        if not recorded:
+                            self.set_state("recording")
+                        recorded = True
+                if pts > last_pts:
+                    frame_ticks = pts - last_pts if last_pts else frame_ticks
+                    last_pts = pts
+                last_dts = dts
+                try:
+                    writer.write(packet)
+                except av.error.FFmpegError as exc:
+                    self.dropped["mux_error"] += 1
+                    log.debug("camera %s: muxer refused a packet: %s", self.camera.id, exc)
+        except SegmentWriteError as exc:
+            reason = f"cannot write segment: {exc}"
+            if writer is not None:
+                writer.abort()
+                finalise_partial(self.layout, self.camera.id, writer.partial_path)
+                writer = None
+        except Exception as exc:  # noqa: BLE001 - read errors and timeouts from libav end this connection
+            reason = f"stream error: {type(exc).__name__}: {redact_text(str(exc))}"
+        if writer is not None and anchor_ms is not None:
+            self._close(writer, anchor_ms + _ms(last_pts + frame_ticks, time_base), now_ms())
+        return reason, recorded
+
+    def _template_from_keyframe(self, packet: av.Packet, codec: str) -> av.video.stream.VideoStream | None:
+        """Codec parameters (size, SPS/PPS as extradata) for a keyframe whose parameter sets changed.
+
+        The RTSP demuxer keeps the parameters from the session start, so the keyframe is parsed on its own
+        by libav's elementary-stream demuxer. Rare (a camera reconfigured), so its cost does not matter."""
+        try:
+            probe = av.open(io.BytesIO(bytes(packet)), format="h264" if codec == "h264" else "hevc")
+            self._template_container = probe  # keeps the template's codec parameters alive
+            return probe.streams.video[0]
+        except (av.error.FFmpegError, IndexError) as exc:
+            log.warning("camera %s: cannot read the new stream parameters (%s); keeping the old ones",
+                        self.camera.id, exc)
+            return None
+
+    def _close(self, writer: SegmentWriter, end_ms: int, wall_end_ms: int) -> None:
+        try:
+            record = writer.close(end_ms, wall_end_ms)
+        except SegmentWriteError as exc:
+            log.error("camera %s: %s; finalising what was written", self.camera.id, exc)
+            writer.abort()
+            record = finalise_partial(self.layout, self.camera.id, writer.partial_path)
+            if record is None:
+                return
+        self.bus.send(record)
+        self.bus.send(CameraState(self.camera.id, self._state, self._state_since, "", dict(self.dropped)))
+
+
+def run_recorder(camera: CameraConfig, recording: RecordingConfig, data_dir: Path, bus_endpoint: str,
+                 log_level: str = "info") -> None:
+    """Process entry point (started by the supervisor)."""
+    from edgenvr.process_setup import become_child_process
+
+    become_child_process(data_dir, f"recorder {camera.id}", log_level)
+    bus = BusSender(bus_endpoint)
+    recorder = CameraRecorder(camera, recording, StorageLayout(data_dir), bus)
+
+    def on_term(signum: int, frame: object) -> None:
+        recorder.stopping = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the supervisor, which stops us in order
+    try:
+        recorder.run()
+    finally:
+        bus.close()

@@ -1,0 +1,214 @@
+"""Segment files on disk: writing one crash-safely, reading one back, and finalising a partial one.
+
+A segment is a fragmented MP4 (moof per keyframe and at least every second) written under a
+`.partial` name. Closing it runs: muxer trailer -> read back for SHA-256 -> fsync file -> rename to the
+final name -> fsync directory. Only then is it announced to the index. A process killed mid-segment
+leaves a `.partial` that still demuxes up to its last complete fragment; `finalise_partial` remuxes
+that readable prefix (stream copy, no decode) into a normal segment, or quarantines the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+from edgenvr.records import SegmentRecord
+from edgenvr.storage_layout import StorageLayout, final_path_of_partial, fsync_dir, parse_segment_name, partial_path
+
+log = logging.getLogger(__name__)
+
+MP4_OPTIONS = {
+    # empty_moov + fragments: a killed writer leaves a file readable up to the last fragment.
+    "movflags": "frag_keyframe+empty_moov+default_base_moof",
+    # bound what a crash can lose to about one second even for long-GOP cameras
+    "frag_duration": "1000000",
+}
+
+
+class SegmentWriteError(Exception):
+    """Writing or closing a segment failed (disk full, I/O error). The partial file is left for finalising."""
+
+
+def sha256_and_fsync(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+        os.fsync(f.fileno())
+    return digest.hexdigest()
+
+
+class SegmentWriter:
+    """Stream-copies packets of one video stream into one segment file."""
+
+    def __init__(self, layout: StorageLayout, camera: str, template: av.video.stream.VideoStream,
+                 start_ms: int, first_dts: int, time_base: Fraction) -> None:
+        self.camera = camera
+        self.start_ms = start_ms
+        self.final_path = layout.segment_path(camera, start_ms)
+        self.partial_path = partial_path(self.final_path)
+        self._layout = layout
+        self._first_dts = first_dts
+        self._time_base = time_base
+        self.packets = 0
+        self.codec = template.codec_context.name
+        self.width = template.codec_context.width
+        self.height = template.codec_context.height
+        try:
+            self.partial_path.parent.mkdir(parents=True, exist_ok=True)
+            self._container = av.open(str(self.partial_path), "w", format="mp4", options=dict(MP4_OPTIONS))
+            self._stream = self._container.add_stream_from_template(template)
+        except (OSError, av.error.FFmpegError) as exc:
+            raise SegmentWriteError(f"cannot create {self.partial_path}: {exc}") from exc
+
+    def write(self, packet: av.Packet) -> None:
+        # Rebase so every file starts at t=0: players and the MP4 edit list stay simple.
+        packet.dts -= self._first_dts
+        packet.pts = packet.pts - self._first_dts if packet.pts is not None else packet.dts
+        packet.stream = self._stream
+        try:
+            self._container.mux(packet)
+        except OSError as exc:  # ENOSPC, EIO: the segment cannot continue
+            raise SegmentWriteError(f"writing {self.partial_path.name}: {exc}") from exc
+        self.packets += 1
+
+    def close(self, end_ms: int, wall_end_ms: int) -> SegmentRecord:
+        """Finish the file durably and return its record. Raises SegmentWriteError (partial left on disk)."""
+        try:
+            self._container.close()
+            sha256 = sha256_and_fsync(self.partial_path)
+            size = self.partial_path.stat().st_size
+            os.rename(self.partial_path, self.final_path)
+            fsync_dir(self.final_path.parent)
+        except (OSError, av.error.FFmpegError) as exc:
+            raise SegmentWriteError(f"closing {self.partial_path.name}: {exc}") from exc
+        return SegmentRecord(
+            camera=self.camera, start_ms=self.start_ms, end_ms=max(end_ms, self.start_ms + 1),
+            path=self._layout.relative(self.final_path), bytes=size, sha256=sha256, codec=self.codec,
+            width=self.width, height=self.height, packets=self.packets, wall_end_ms=wall_end_ms)
+
+    def abort(self) -> None:
+        """Best-effort close after a failure; whatever was written stays as .partial for finalise_partial."""
+        try:
+            self._container.close()
+        except Exception as exc:  # noqa: BLE001 - the muxer may fail in many ways on a broken disk
+            log.warning("%s: closing aborted segment failed: %s", self.camera, exc)
+
+
+@dataclass(frozen=True)
+class SegmentProbe:
+    packets: int
+    duration_ms: int
+    codec: str
+    width: int
+    height: int
+    starts_with_keyframe: bool
+
+
+def probe_segment(path: Path) -> SegmentProbe:
+    """Demux (no decode) a segment file. Raises av.error.FFmpegError / OSError if it is unreadable."""
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise ValueError("no video stream")
+        stream = container.streams.video[0]
+        first_key: bool | None = None
+        first_pts: int | None = None
+        last_pts: int | None = None
+        step = 0
+        count = 0
+        for packet in container.demux(stream):
+            if packet.size == 0 or packet.pts is None:
+                continue
+            if first_key is None:
+                first_key = packet.is_keyframe
+                first_pts = packet.pts
+            elif last_pts is not None and packet.pts > last_pts:
+                step = packet.pts - last_pts
+            last_pts = packet.pts if last_pts is None else max(last_pts, packet.pts)
+            count += 1
+        if count == 0 or first_pts is None or last_pts is None:
+            raise ValueError("no complete packets")
+        ticks = last_pts - first_pts + (packet.duration or step or 0)
+        duration_ms = int(ticks * stream.time_base * 1000)
+        return SegmentProbe(packets=count, duration_ms=duration_ms, codec=stream.codec_context.name,
+                            width=stream.codec_context.width, height=stream.codec_context.height,
+                            starts_with_keyframe=bool(first_key))
+
+
+def record_from_file(layout: StorageLayout, camera: str, path: Path, origin: str) -> SegmentRecord:
+    """Index record for a complete segment found on disk (its start time is in its name)."""
+    parsed = parse_segment_name(path.name)
+    if parsed is None:
+        raise ValueError(f"{path.name} is not a segment file name")
+    start_ms, _ = parsed
+    probe = probe_segment(path)
+    sha256 = sha256_and_fsync(path)
+    return SegmentRecord(camera=camera, start_ms=start_ms, end_ms=start_ms + max(probe.duration_ms, 1),
+                         path=layout.relative(path), bytes=path.stat().st_size, sha256=sha256,
+                         codec=probe.codec, width=probe.width, height=probe.height, packets=probe.packets,
+                         wall_end_ms=int(path.stat().st_mtime * 1000), origin=origin)
+
+
+def quarantine(layout: StorageLayout, path: Path, reason: str) -> Path:
+    """Move a file we cannot index out of the ring, keeping it for a human; never delete it silently."""
+    target_dir = layout.quarantine_dir
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / f"{path.parent.parent.parent.name}-{path.name}"
+    shutil.move(str(path), target)
+    fsync_dir(target_dir)
+    (target.with_name(target.name + ".reason.txt")).write_text(reason + "\n")
+    log.warning("quarantined %s -> %s: %s", path, target, reason)
+    return target
+
+
+def finalise_partial(layout: StorageLayout, camera: str, partial: Path) -> SegmentRecord | None:
+    """Turn a `.partial` left by a crash into a complete segment (remuxing its readable prefix), or
+    quarantine it with a logged reason. Returns the record to index, or None if nothing was recoverable."""
+    final = final_path_of_partial(partial)
+    repaired = partial.with_name(partial.name + ".remux")
+    try:
+        with av.open(str(partial)) as source:
+            if not source.streams.video:
+                raise ValueError("no video stream")
+            in_stream = source.streams.video[0]
+            written = 0
+            last_dts: int | None = None
+            with av.open(str(repaired), "w", format="mp4", options=dict(MP4_OPTIONS)) as target:
+                out_stream = target.add_stream_from_template(in_stream)
+                try:
+                    for packet in source.demux(in_stream):
+                        if packet.size == 0 or packet.dts is None:
+                            continue
+                        if last_dts is not None and packet.dts <= last_dts:
+                            continue
+                        if written == 0 and not packet.is_keyframe:
+                            continue
+                        last_dts = packet.dts
+                        packet.stream = out_stream
+                        target.mux(packet)
+                        written += 1
+                except av.error.FFmpegError as exc:  # the torn tail of the last fragment
+                    log.info("%s: readable prefix of %s ends: %s", camera, partial.name, exc)
+        if written == 0:
+            raise ValueError("no complete fragment")
+        sha256_and_fsync(repaired)
+        os.replace(repaired, final)
+        partial.unlink()
+        fsync_dir(final.parent)
+        return record_from_file(layout, camera, final, origin="recovered")
+    except (OSError, ValueError, av.error.FFmpegError) as exc:
+        repaired.unlink(missing_ok=True)
+        if partial.exists():
+            if partial.stat().st_size == 0:
+                partial.unlink()  # nothing was ever written: there is nothing to keep
+                log.info("%s: removed empty %s", camera, partial.name)
+            else:
+                quarantine(layout, partial, f"partial segment not recoverable: {exc}")
+        return None

@@ -1,0 +1,225 @@
+"""`edgenvr run`: one recorder process per enabled camera, and the index writer and retention in one loop.
+
+Start-up order: take the data-dir lock (one supervisor per data dir) -> wait until no recorder of a previous
+run is alive -> reconcile index and disk -> start recorders. A recorder that dies is restarted with capped
+backoff; one camera's trouble never touches another camera. SIGTERM/SIGINT: recorders close and announce
+their open segments, the index is committed, then the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+
+import zmq
+import zmq.asyncio
+
+from edgenvr import index_schema
+from edgenvr.bus import decode
+from edgenvr.config import CameraConfig, Config
+from edgenvr.index_reconcile import reconcile
+from edgenvr.index_writer import IndexWriter
+from edgenvr.process_setup import lock_file
+from edgenvr.records import CameraState, SegmentRecord
+from edgenvr.retention_policy import RetentionPolicy
+from edgenvr.storage_layout import StorageLayout
+from edgenvr.timebase import now_ms
+
+log = logging.getLogger(__name__)
+
+
+class SupervisorError(Exception):
+    """The supervisor cannot start (data dir locked by another run, unusable index)."""
+
+
+@dataclass
+class _RecorderSlot:
+    camera: CameraConfig
+    process: BaseProcess | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    started_at: float = 0.0
+
+
+def _sd_notify(message: str) -> None:
+    """systemd Type=notify readiness and watchdog pings; a no-op outside systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.sendto(message.encode(), address)
+        except OSError as exc:
+            log.debug("sd_notify failed: %s", exc)
+
+
+@dataclass
+class Supervisor:
+    config: Config
+    layout: StorageLayout = field(init=False)
+    stopping: asyncio.Event = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.layout = StorageLayout(self.config.storage.data_dir)
+        self._slots = {c.id: _RecorderSlot(c) for c in self.config.enabled_cameras}
+        self._context = multiprocessing.get_context("forkserver")
+        # Recorders fork from a server that has PyAV imported once: faster starts, shared pages.
+        self._context.set_forkserver_preload(["edgenvr.recorder"])
+        self.states: dict[str, CameraState] = {}
+        self.segments_indexed = 0
+
+    # -- start-up ----------------------------------------------------------------------------------
+    def _prepare(self) -> None:
+        self.layout.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = lock_file(self.layout.supervisor_lock, exclusive=True, wait_seconds=0)
+        if self._lock is None:
+            raise SupervisorError(f"another edgenvr is already running on {self.layout.data_dir}")
+        # Recorders of a killed run die with it (PDEATHSIG), but may take a moment: never reconcile under them.
+        previous = lock_file(self.layout.recorders_lock, exclusive=True, wait_seconds=20)
+        if previous is None:
+            raise SupervisorError("recorders of a previous run are still alive; stop them first")
+        previous.close()
+        try:
+            self.conn = index_schema.connect(self.layout.index_path)
+        except (index_schema.IndexVersionError, OSError) as exc:
+            raise SupervisorError(f"cannot open index {self.layout.index_path}: {exc}") from exc
+        self.writer = IndexWriter(self.conn)
+        started = time.monotonic()
+        report = reconcile(self.writer, self.layout)
+        log.info("start-up reconcile took %.2f s: %s", time.monotonic() - started, report.summary())
+        self.retention = RetentionPolicy(self.config.storage, self.layout, self.writer,
+                                         self.config.recording.segment_seconds)
+
+    # -- recorders ---------------------------------------------------------------------------------
+    def _start_recorder(self, slot: _RecorderSlot) -> None:
+        from edgenvr.recorder import run_recorder
+
+        process = self._context.Process(
+            target=run_recorder, name=f"recorder-{slot.camera.id}",
+            args=(slot.camera, self.config.recording, self.layout.data_dir, self._endpoint, self.config.log_level))
+        process.start()
+        slot.process = process
+        slot.started_at = time.monotonic()
+        log.info("camera %s: recorder started (pid %s)", slot.camera.id, process.pid)
+
+    def _supervise_recorders(self) -> None:
+        now = time.monotonic()
+        for slot in self._slots.values():
+            process = slot.process
+            if process is not None and process.is_alive():
+                continue
+            if process is not None:
+                code = process.exitcode
+                process.close()
+                slot.process = None
+                if now - slot.started_at > 60:
+                    slot.restarts = 0  # it ran fine for a while: restart quickly again
+                delay = min(2 ** slot.restarts, self.config.recording.max_backoff_seconds)
+                slot.restarts += 1
+                slot.next_start = now + delay
+                log.error("camera %s: recorder exited with code %s; restarting in %.0f s", slot.camera.id, code, delay)
+                self._on_state(CameraState(slot.camera.id, "reconnecting", now_ms(), f"recorder exited with code {code}"))
+            if now >= slot.next_start:
+                self._start_recorder(slot)
+
+    # -- bus ---------------------------------------------------------------------------------------
+    def _on_state(self, state: CameraState) -> None:
+        self.states[state.camera] = state
+        self.writer.set_state(state)
+
+    def _on_message(self, payload: bytes) -> None:
+        try:
+            record = decode(payload)
+        except (ValueError, TypeError, KeyError) as exc:
+            log.error("ignoring malformed bus message: %s", exc)
+            return
+        if isinstance(record, SegmentRecord):
+            self.writer.add_segment(record)
+            self.retention.note_written(record.bytes)
+            self.segments_indexed += 1
+        else:
+            self._on_state(record)
+
+    async def _receive(self, socket_: zmq.asyncio.Socket) -> None:
+        while True:
+            self._on_message(await socket_.recv())
+
+    def _drain(self, socket_: zmq.asyncio.Socket) -> None:
+        while True:
+            try:
+                self._on_message(socket_.recv(flags=zmq.NOBLOCK).result())
+            except zmq.Again:
+                return
+
+    # -- main loop ---------------------------------------------------------------------------------
+    async def run(self) -> None:
+        self._prepare()
+        self.stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        context = zmq.asyncio.Context()
+        pull = context.socket(zmq.PULL)
+        port = pull.bind_to_random_port("tcp://127.0.0.1")
+        self._endpoint = f"tcp://127.0.0.1:{port}"
+        receiver = asyncio.create_task(self._receive(pull))
+        storage = self.config.storage
+        last_sweep = 0.0
+        _sd_notify("READY=1")
+        log.info("recording %d cameras into %s", len(self._slots), self.layout.data_dir)
+        try:
+            while not self.stopping.is_set():
+                self._supervise_recorders()
+                now = time.monotonic()
+                if now - last_sweep >= storage.sweep_seconds:
+                    last_sweep = now
+                    self.retention.sweep()
+                if now - self.writer.last_commit >= storage.index_commit_seconds:
+                    self.writer.commit()
+                _sd_notify("WATCHDOG=1")
+                try:
+                    await asyncio.wait_for(self.stopping.wait(), timeout=1.0)
+                except asyncio.TimeoutError:
+                    pass
+                if receiver.done():
+                    receiver.result()  # re-raise what killed the receiver
+        finally:
+            _sd_notify("STOPPING=1")
+            await self._stop_recorders()
+            receiver.cancel()
+            self._drain(pull)
+            self.writer.commit()
+            pull.close(linger=0)
+            context.term()
+            self.conn.close()
+            log.info("stopped; %d segments indexed this run", self.segments_indexed)
+
+    async def _stop_recorders(self) -> None:
+        running = [s.process for s in self._slots.values() if s.process is not None and s.process.is_alive()]
+        for process in running:
+            process.terminate()
+        # A recorder blocked on a frozen camera notices SIGTERM after its read timeout.
+        deadline = time.monotonic() + self.config.recording.read_timeout_seconds + 5
+        while any(p.is_alive() for p in running) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        for process in running:
+            if process.is_alive():
+                log.error("recorder %s did not stop in time; killing it (its partial segment is recovered at start-up)",
+                          process.name)
+                process.kill()
+                process.join(2)
+        await asyncio.sleep(0.3)  # let the last announcements arrive
+
+
+def run_supervisor(config: Config) -> None:
+    asyncio.run(Supervisor(config).run())

@@ -1,0 +1,35 @@
+"""Time as the project uses it everywhere: UTC epoch milliseconds as int, plus parsing user input."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+
+def now_ms() -> int:
+    """Wall clock, UTC epoch milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+def parse_time_ms(text: str) -> int:
+    """Accepts epoch ms (13+ digits), epoch seconds, or ISO 8601 (naive means UTC); returns epoch ms."""
+    text = text.strip()
+    if text.lstrip("-").isdigit():
+        value = int(text)
+        return value if abs(value) >= 10**11 else value * 1000
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a time: use epoch ms, epoch seconds or ISO 8601 like 2026-11-22T10:00:00Z") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.timezone.utc)
+    return int(parsed.timestamp() * 1000)
+
+
+def format_ms(epoch_ms: int | None) -> str:
+    """Human-readable UTC time for CLI tables."""
+    if epoch_ms is None:
+        return "-"
+    return dt.datetime.fromtimestamp(epoch_ms / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"

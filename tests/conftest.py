@@ -1,0 +1,95 @@
+"""Shared test fixtures: real test cameras (GStreamer RTSP server), real edgenvr processes, real files."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from edgenvr.camera_simulator import make_clip, simulator_unavailable_reason
+
+CLIP_CACHE = Path(os.environ.get("EDGENVR_TEST_CLIPS", "/tmp/edgenvr-test-clips"))
+
+
+@pytest.fixture(scope="session")
+def simulator_ready() -> None:
+    reason = simulator_unavailable_reason()
+    if reason:
+        pytest.fail(f"test camera unavailable: {reason}")
+
+
+@pytest.fixture(scope="session")
+def h264_clip() -> Path:
+    return make_clip(CLIP_CACHE / "qvga-25fps-gop25.h264", codec="h264", width=320, height=240, fps=25, seconds=4)
+
+
+@pytest.fixture(scope="session")
+def h265_clip() -> Path:
+    return make_clip(CLIP_CACHE / "qvga-25fps-gop25.h265", codec="h265", width=320, height=240, fps=25, seconds=4)
+
+
+def config_text(data_dir: Path, cameras: dict[str, str], *, segment_seconds: float = 5, quota: str = "90%",
+                min_free: str = "0", commit_seconds: float = 1, sweep_seconds: float = 1,
+                extra_storage: str = "") -> str:
+    lines = ["[storage]", f'data_dir = "{data_dir}"', f'quota = "{quota}"', f'min_free = "{min_free}"',
+             f"index_commit_seconds = {commit_seconds}", f"sweep_seconds = {sweep_seconds}", extra_storage,
+             "[recording]", f"segment_seconds = {segment_seconds}", "read_timeout_seconds = 5",
+             "connect_timeout_seconds = 5", "max_backoff_seconds = 2"]
+    for camera_id, url in cameras.items():
+        lines += ["[[cameras]]", f'id = "{camera_id}"', f'url = "{url}"']
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class RunningSupervisor:
+    """`edgenvr run` as a real child process, its log in a file."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log():
+                return
+            if self.process.poll() is not None:
+                raise AssertionError(f"edgenvr exited with {self.process.returncode}:\n{self.log()[-3000:]}")
+            time.sleep(0.1)
+        raise AssertionError(f"{text!r} not logged within {timeout} s:\n{self.log()[-3000:]}")
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
+
+
+def start_supervisor(config_path: Path, log_path: Path) -> RunningSupervisor:
+    log_file = open(log_path, "ab")
+    process = subprocess.Popen([sys.executable, "-m", "edgenvr", "run", "--config", str(config_path)],
+                               stdout=log_file, stderr=subprocess.STDOUT)
+    log_file.close()
+    return RunningSupervisor(process, log_path)
+
+
+@pytest.fixture
+def supervisors() -> Iterator[list[RunningSupervisor]]:
+    """Supervisors a test starts; any still running at the end are killed."""
+    started: list[RunningSupervisor] = []
+    yield started
+    for supervisor in started:
+        if supervisor.process.poll() is None:
+            supervisor.kill()

@@ -1,0 +1,477 @@
+"""Tests for edgenvr.config and edgenvr.url_redaction: what a user editing the
+config file relies on (values, defaults, clear errors naming the key) and that
+camera passwords never leak into messages or reprs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgenvr.config import (
+    CameraConfig,
+    Config,
+    ConfigError,
+    Quota,
+    RecordingConfig,
+    StorageConfig,
+    config_to_toml,
+    load_config,
+    parse_config,
+    parse_size,
+)
+from edgenvr.url_redaction import redact_text, redact_url
+
+PASSWORD = "S3cr3t-pw"
+MAIN_URL = f"rtsp://admin:{PASSWORD}@192.0.2.10:554/Streaming/Channels/101"
+SUB_URL = f"rtsp://admin:{PASSWORD}@192.0.2.10:554/Streaming/Channels/102"
+
+FULL_CONFIG = f"""
+[storage]
+data_dir = "/var/lib/edgenvr"
+quota = "85%"            # of the data filesystem
+min_free = "2GB"
+max_age_days = 30
+sweep_seconds = 5
+index_commit_seconds = 20
+
+[recording]
+segment_seconds = 6
+connect_timeout_seconds = 8
+read_timeout_seconds = 4.5
+max_backoff_seconds = 60
+
+[logging]
+level = "debug"
+
+[[cameras]]
+id = "gudang-1"
+name = "Gudang logistik - pintu utama"
+url = "{MAIN_URL}"
+detect_url = "{SUB_URL}"
+enabled = true
+
+[[cameras]]
+id = "kasir-2"
+url = "rtsps://192.0.2.11/live"
+enabled = false
+"""
+
+CAMERA = '[[cameras]]\nid = "cam-1"\nurl = "rtsp://192.0.2.10/stream"\n'
+
+
+def write(tmp_path: Path, text: str, name: str = "edgenvr.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def problems_of(tmp_path: Path, text: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text))
+    return caught.value.problems
+
+
+def assert_one_problem(problems: list[str], key_path: str, *fragments: str) -> None:
+    """Exactly one problem, starting with the key path and mentioning fragments."""
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(f"{key_path}: "), problems
+    for fragment in fragments:
+        assert fragment in problems[0], problems
+
+
+# --- a valid config ----------------------------------------------------------
+
+
+def test_full_config_loads_with_every_value(tmp_path: Path) -> None:
+    path = write(tmp_path, FULL_CONFIG)
+    config = load_config(path)
+
+    assert config.source == str(path)
+    assert config.log_level == "debug"
+    assert config.storage == StorageConfig(
+        data_dir=Path("/var/lib/edgenvr"),
+        quota=Quota(percent=85.0),
+        min_free_bytes=2 * 10**9,
+        max_age_days=30.0,
+        sweep_seconds=5.0,
+        index_commit_seconds=20.0,
+    )
+    assert config.recording == RecordingConfig(
+        segment_seconds=6, connect_timeout_seconds=8, read_timeout_seconds=4.5, max_backoff_seconds=60
+    )
+    gudang = config.camera("gudang-1")
+    assert gudang.name == "Gudang logistik - pintu utama"
+    assert gudang.url == MAIN_URL
+    assert gudang.detect_url == SUB_URL
+    assert gudang.enabled is True
+    kasir = config.camera("kasir-2")
+    assert kasir.name == "kasir-2"  # name defaults to the id
+    assert kasir.detect_url is None
+    assert [camera.id for camera in config.cameras] == ["gudang-1", "kasir-2"]
+    assert config.enabled_cameras == (gudang,)
+    with pytest.raises(KeyError):
+        config.camera("nope")
+
+
+def test_empty_file_gives_defaults_and_no_cameras(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "# a box being set up\n"))
+    assert config.cameras == ()
+    assert config.enabled_cameras == ()
+    assert config.log_level == "info"
+    storage = config.storage
+    assert storage.data_dir == Path("/var/lib/edgenvr")
+    assert storage.quota == Quota(percent=90.0)
+    assert storage.min_free_bytes == 10**9
+    assert storage.max_age_days is None
+    assert storage.sweep_seconds == 10
+    assert storage.index_commit_seconds == 15
+    assert config.recording == RecordingConfig()
+    assert config.recording.segment_seconds == 10
+    assert config.recording.connect_timeout_seconds == 10
+    assert config.recording.read_timeout_seconds == 5
+    assert config.recording.max_backoff_seconds == 2
+
+
+def test_absolute_quota_and_case_insensitive_log_level(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, '[storage]\nquota = "400GB"\nmin_free = 0\n[logging]\nlevel = "WARNING"\n'))
+    assert config.storage.quota == Quota(bytes=400 * 10**9)
+    assert config.storage.min_free_bytes == 0
+    assert config.log_level == "warning"
+
+
+def test_relative_data_dir_is_relative_to_the_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config_dir = tmp_path / "etc"
+    config_dir.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    path = write(config_dir, '[storage]\ndata_dir = "recordings"\n')
+
+    assert load_config(path).storage.data_dir == config_dir / "recordings"
+    # parse_config has no file, so the current directory is the base.
+    assert parse_config(path.read_text()).storage.data_dir == elsewhere / "recordings"
+
+
+def test_byte_order_mark_from_windows_editors_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + CAMERA.encode())
+    assert load_config(path).camera("cam-1").url == "rtsp://192.0.2.10/stream"
+
+
+# --- rejected configs: each message names the key -----------------------------
+
+
+def test_missing_file_names_the_path(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError) as caught:
+        load_config(missing)
+    assert_one_problem(caught.value.problems, str(missing), "cannot read")
+
+
+def test_bad_toml_names_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path, '[storage]\nquota = "85%"\nmin_free = \n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert_one_problem(caught.value.problems, str(path), "invalid TOML", "line 3")
+
+
+@pytest.mark.parametrize(
+    ("text", "key_path", "hint"),
+    [
+        ('frobnicate = 1\n', "frobnicate", ""),
+        ('[camera]\nid = "a"\n', "camera", 'did you mean "cameras"'),
+        ('[storage]\nfrobnicate = 1\n', "storage.frobnicate", ""),
+        ('[storage]\nqouta = "85%"\n', "storage.qouta", 'did you mean "quota"'),
+        ('[recording]\nsegment_secs = 5\n', "recording.segment_secs", 'did you mean "segment_seconds"'),
+        ('[logging]\nlevl = "info"\n', "logging.levl", 'did you mean "level"'),
+        (CAMERA + 'enable = false\n', "cameras[0].enable", 'did you mean "enabled"'),
+    ],
+)
+def test_unknown_keys_are_rejected_at_every_level(tmp_path: Path, text: str, key_path: str, hint: str) -> None:
+    assert_one_problem(problems_of(tmp_path, text), key_path, "unknown key", hint)
+
+
+def test_duplicate_camera_id(tmp_path: Path) -> None:
+    text = CAMERA + CAMERA.replace("192.0.2.10", "192.0.2.11")
+    assert_one_problem(
+        problems_of(tmp_path, text),
+        "cameras[1].id",
+        'duplicate camera id "cam-1" (also cameras[0].id)',
+    )
+
+
+@pytest.mark.parametrize("bad_id", ["../x", "a/b", "..", "Gudang-1", "cam 1", "-cam", "", "a" * 33, "cam\n"])
+def test_invalid_camera_ids(tmp_path: Path, bad_id: str) -> None:
+    text = CAMERA.replace('id = "cam-1"', f"id = {bad_id!r}".replace("'", '"').replace("\n", "\\n"))
+    assert_one_problem(problems_of(tmp_path, text), "cameras[0].id", "is not a valid id", "a-z, 0-9")
+
+
+def test_longest_valid_camera_id_is_accepted(tmp_path: Path) -> None:
+    camera_id = "a" * 32
+    config = load_config(write(tmp_path, CAMERA.replace("cam-1", camera_id)))
+    assert config.camera(camera_id).id == camera_id
+
+
+@pytest.mark.parametrize(
+    ("quota", "fragment"),
+    [
+        ('"120%"', "120% is over 100%"),
+        ('"0%"', "0% must be more than 0%"),
+        ('"-5%"', "must be more than 0%"),
+        ('"abc"', '"abc" is not a percentage like "85%" or a size like "400GB"'),
+        ('"400XB"', 'unknown unit "XB"'),
+        ('"0"', "more than 0 bytes"),
+        ("0.85", "expected a percentage"),
+        ('"85"', 'write "85%" for a percentage'),  # 85 bytes would delete everything
+        ("85", 'write "85%" for a percentage'),
+    ],
+)
+def test_bad_quota(tmp_path: Path, quota: str, fragment: str) -> None:
+    assert_one_problem(problems_of(tmp_path, f"[storage]\nquota = {quota}\n"), "storage.quota", fragment)
+
+
+def test_full_quota_and_explicit_small_sizes_are_allowed(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, '[storage]\nquota = "100%"\n')).storage.quota == Quota(percent=100.0)
+    assert load_config(write(tmp_path, '[storage]\nquota = "85B"\n')).storage.quota == Quota(bytes=85)
+    assert load_config(write(tmp_path, "[storage]\nquota = 5000000\n")).storage.quota == Quota(bytes=5 * 10**6)
+
+
+@pytest.mark.parametrize("min_free", ['"-1GB"', "-1"])
+def test_negative_min_free(tmp_path: Path, min_free: str) -> None:
+    problems = problems_of(tmp_path, f"[storage]\nmin_free = {min_free}\n")
+    assert_one_problem(problems, "storage.min_free", "negative")
+
+
+@pytest.mark.parametrize(
+    ("text", "key_path", "fragment"),
+    [
+        ('[recording]\nsegment_seconds = "ten"\n', "recording.segment_seconds", 'expected a number, got string "ten"'),
+        ("[recording]\nsegment_seconds = true\n", "recording.segment_seconds", "expected a number, got boolean"),
+        ("[recording]\nsegment_seconds = 0\n", "recording.segment_seconds", "must be more than 0"),
+        ("[recording]\nsegment_seconds = 601\n", "recording.segment_seconds", "at most 600"),
+        ("[recording]\nread_timeout_seconds = nan\n", "recording.read_timeout_seconds", "finite"),
+        ("[storage]\nmax_age_days = 0\n", "storage.max_age_days", "must be more than 0"),
+        ("[storage]\ndata_dir = 5\n", "storage.data_dir", "expected a string"),
+        ('[logging]\nlevel = "verbose"\n', "logging.level", "debug, info, warning, error"),
+        ('storage = "big"\n', "storage", "expected a table"),
+        ('[cameras]\nid = "a"\n', "cameras", "[[cameras]]"),
+        (CAMERA + 'enabled = "yes"\n', "cameras[0].enabled", 'expected true or false, got string "yes"'),
+        ('[[cameras]]\nid = "cam-1"\n', "cameras[0].url", "required"),
+        ('[[cameras]]\nurl = "rtsp://192.0.2.10/"\n', "cameras[0].id", "required"),
+        ('[[cameras]]\nid = "cam-1"\nurl = "http://192.0.2.10/stream"\n', "cameras[0].url", "rtsp:// or rtsps://"),
+        ('[[cameras]]\nid = "cam-1"\nurl = "file:///tmp/x.mp4"\n', "cameras[0].url", "rtsp:// or rtsps://"),
+        ('[[cameras]]\nid = "cam-1"\nurl = "rtsp:///stream"\n', "cameras[0].url", "no host"),
+        ('[[cameras]]\nid = "cam-1"\nurl = "rtsp://192.0.2.10:99999/"\n', "cameras[0].url", "invalid port"),
+        (CAMERA + 'detect_url = "http://192.0.2.10/sub"\n', "cameras[0].detect_url", "rtsp:// or rtsps://"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path: Path, text: str, key_path: str, fragment: str) -> None:
+    assert_one_problem(problems_of(tmp_path, text), key_path, fragment)
+
+
+def test_all_problems_in_one_file_are_reported(tmp_path: Path) -> None:
+    text = f"""
+[storage]
+quota = "120%"
+frobnicate = true
+
+[recording]
+segment_seconds = "ten"
+
+[[cameras]]
+id = "Gudang/1"
+url = "{MAIN_URL}"
+enabled = "yes"
+
+[[cameras]]
+id = "ok-cam"
+url = "http://admin:{PASSWORD}@192.0.2.12/"
+"""
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text))
+    error = caught.value
+    keys = [problem.split(": ", 1)[0] for problem in error.problems]
+    assert keys == [
+        "storage.frobnicate",
+        "storage.quota",
+        "recording.segment_seconds",
+        "cameras[0].id",
+        "cameras[0].enabled",
+        "cameras[1].url",
+    ]
+    assert str(error) == "\n".join(error.problems)
+    assert PASSWORD not in str(error)
+    assert "http://admin:***@192.0.2.12/" in str(error)
+
+
+# --- sizes and quotas ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("400GB", 400 * 10**9),
+        ("2 GB", 2 * 10**9),
+        ("2gb", 2 * 10**9),
+        ("2G", 2 * 10**9),
+        ("2GiB", 2 * 2**30),
+        ("512MiB", 512 * 2**20),
+        ("1.5TB", 1_500_000_000_000),
+        ("1.1TB", 1_100_000_000_000),  # exact, no float rounding
+        ("10kB", 10_000),
+        ("4KiB", 4096),
+        ("1000", 1000),
+        ("1000B", 1000),
+        (1000, 1000),
+        (0, 0),
+    ],
+)
+def test_parse_size(text: str | int, expected: int) -> None:
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "GB", "abc", "1.2.3GB", "5 PB", "2 G B", "-1GB", "1e9"])
+def test_parse_size_rejects_nonsense_with_a_clear_message(text: str) -> None:
+    with pytest.raises(ValueError, match="size|unit|negative"):
+        parse_size(text)
+
+
+def test_parse_size_rejects_negative_int_and_bool() -> None:
+    with pytest.raises(ValueError, match="negative"):
+        parse_size(-1)
+    with pytest.raises(TypeError):
+        parse_size(True)  # type: ignore[arg-type]
+
+
+def test_quota_limit_bytes() -> None:
+    assert Quota(percent=85.0).limit_bytes(1000 * 10**9) == 850 * 10**9
+    assert Quota(percent=100.0).limit_bytes(12345) == 12345
+    assert Quota(percent=50.0).limit_bytes(3) == 1  # rounded down, never over quota
+    assert Quota(bytes=400 * 10**9).limit_bytes(2000 * 10**9) == 400 * 10**9
+    with pytest.raises(ValueError):
+        Quota()
+    with pytest.raises(ValueError):
+        Quota(percent=50.0, bytes=10)
+
+
+# --- credentials -----------------------------------------------------------------
+
+
+def test_passwords_never_appear_in_repr_or_str(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, FULL_CONFIG))
+    camera = config.camera("gudang-1")
+    for text in (repr(config), str(config), repr(camera), str(camera)):
+        assert PASSWORD not in text
+        # Still useful for debugging: user and host stay visible.
+        assert "rtsp://admin:***@192.0.2.10:554/Streaming/Channels/101" in text
+        assert "rtsp://admin:***@192.0.2.10:554/Streaming/Channels/102" in text
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"http://admin:{PASSWORD}@192.0.2.10/x",  # wrong scheme
+        f"admin:{PASSWORD}@192.0.2.10/x",  # scheme forgotten
+        f"rtsp://admin:{PASSWORD}@192.0.2.10:99999/x",  # bad port
+        f"rtsp://admin:{PASSWORD}/x@192.0.2.10/x",  # unencoded "/" in the password
+        f"rtsp://admin:{PASSWORD}#x@192.0.2.10/x",  # unencoded "#" in the password
+        f"rtsp://admin:{PASSWORD} @192.0.2.10/x",  # space
+    ],
+)
+def test_passwords_never_appear_in_url_errors(tmp_path: Path, url: str) -> None:
+    problems = problems_of(tmp_path, f'[[cameras]]\nid = "cam-1"\nurl = "{url}"\n')
+    assert len(problems) == 1 and problems[0].startswith("cameras[0].url: "), problems
+    assert PASSWORD not in problems[0]
+
+
+def test_password_pasted_under_a_wrong_key_does_not_leak(tmp_path: Path) -> None:
+    text = f'[[cameras]]\nid = "cam-1"\nurl = "rtsp://192.0.2.10/"\nenabled = "{MAIN_URL}"\n'
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text))
+    assert PASSWORD not in str(caught.value)
+    assert caught.value.problems[0].startswith("cameras[0].enabled: ")
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("rtsp://user:pass@host/Streaming/101", "rtsp://user:***@host/Streaming/101"),
+        ("rtsps://user:p@ss@host:322/x", "rtsps://user:***@host:322/x"),  # "@" in the password
+        ("rtsp://user:p%40ss@host", "rtsp://user:***@host"),
+        ("http://a:b@example.com/?q=1", "http://a:***@example.com/?q=1"),
+        ("rtsp://host:554/Streaming/101", "rtsp://host:554/Streaming/101"),  # no credentials
+        ("rtsp://user@host/x", "rtsp://user@host/x"),  # user name is not a secret
+        ("rtsp://host/path@1", "rtsp://host/path@1"),  # "@" in the path is not userinfo
+        ("", ""),
+    ],
+)
+def test_redact_url(url: str, expected: str) -> None:
+    assert redact_url(url) == expected
+
+
+def test_redact_text_on_an_ffmpeg_message() -> None:
+    message = (
+        f"[rtsp @ 0x55d0c8a2c1c0] method DESCRIBE failed: 401 Unauthorized\n"
+        f"{MAIN_URL}: Server returned 401 Unauthorized (authorization failed)\n"
+        f"retrying '{SUB_URL}' and rtsp://cam.local/live"
+    )
+    redacted = redact_text(message)
+    assert PASSWORD not in redacted
+    assert "rtsp://admin:***@192.0.2.10:554/Streaming/Channels/101: Server returned 401" in redacted
+    assert "'rtsp://admin:***@192.0.2.10:554/Streaming/Channels/102'" in redacted
+    assert "[rtsp @ 0x55d0c8a2c1c0] method DESCRIBE failed" in redacted
+    assert "rtsp://cam.local/live" in redacted
+    assert redact_text(redacted) == redacted
+
+
+# --- writing configs ---------------------------------------------------------------
+
+
+def test_config_to_toml_round_trips(tmp_path: Path) -> None:
+    original = load_config(write(tmp_path, FULL_CONFIG))
+    written = write(tmp_path, config_to_toml(original), "written.toml")
+    reloaded = load_config(written)
+    assert reloaded == Config(
+        storage=original.storage,
+        recording=original.recording,
+        cameras=original.cameras,
+        log_level=original.log_level,
+        source=str(written),
+    )
+
+
+def test_config_to_toml_round_trips_awkward_values(tmp_path: Path) -> None:
+    awkward_name = 'Pintu "utama" \\ gudang\ttab \x7f del, ünïcödé 🎥'
+    original = Config(
+        storage=StorageConfig(
+            data_dir=tmp_path / "data dir",
+            quota=Quota(bytes=2 * 2**30),
+            min_free_bytes=123_456_789,
+            max_age_days=0.5,
+            sweep_seconds=2.5,
+            index_commit_seconds=0,
+        ),
+        recording=RecordingConfig(segment_seconds=0.25),
+        cameras=(
+            CameraConfig(id="cam-1", name=awkward_name, url="rtsp://u:p%22w@192.0.2.10/x?a=1&b=2", enabled=False),
+            CameraConfig(id="cam-2", url="rtsps://192.0.2.11/live", detect_url="rtsps://192.0.2.11/sub"),
+        ),
+        log_level="error",
+    )
+    text = config_to_toml(original)
+    assert 'quota = "2GiB"' in text
+    assert parse_config(text) == original
+    assert parse_config(text).camera("cam-1").name == awkward_name
+
+
+def test_config_to_toml_keeps_fractional_percent_and_no_age_limit() -> None:
+    original = Config(storage=StorageConfig(data_dir=Path("/srv/nvr"), quota=Quota(percent=0.00001)))
+    text = config_to_toml(original)
+    assert "max_age_days" not in text
+    assert parse_config(text) == original
+
+
+def test_config_to_toml_round_trips_a_tiny_absolute_quota() -> None:
+    original = Config(storage=StorageConfig(data_dir=Path("/srv/nvr"), quota=Quota(bytes=85), min_free_bytes=0))
+    assert parse_config(config_to_toml(original)) == original
