@@ -285,10 +285,16 @@ def main(argv: list[str] | None = None) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         GLib.unix_signal_add(GLib.PRIORITY_HIGH, signum, quit_loop)
-    # Sessions of clients that vanished without TEARDOWN would otherwise keep their
-    # shared media (and its feeder) alive until the session timeout.
+    # A client over TCP that vanishes is dropped with its connection, but a UDP client
+    # that vanishes without TEARDOWN leaves a session (keeping its shared media and
+    # feeder alive) that GstRTSPServer never removes unless asked to expire sessions.
     pool = server.get_session_pool()
-    GLib.timeout_add_seconds(2, lambda: (pool.cleanup(), GLib.SOURCE_CONTINUE)[1])
+
+    def expire_sessions() -> bool:
+        pool.cleanup()
+        return GLib.SOURCE_CONTINUE
+
+    GLib.timeout_add_seconds(5, expire_sessions)
 
     print(f"READY rtsp://{args.host}:{server.get_bound_port()}", flush=True)
     loop.run()

@@ -29,6 +29,9 @@ MP4_OPTIONS = {
     "movflags": "frag_keyframe+empty_moov+default_base_moof",
     # bound what a crash can lose to about one second even for long-GOP cameras
     "frag_duration": "1000000",
+    # hand each finished fragment to the kernel at once: libav's 32 KB write buffer would otherwise hold
+    # several seconds of a low-bitrate stream, lost if the process is killed
+    "flush_packets": "1",
 }
 
 
@@ -186,6 +189,8 @@ def finalise_partial(layout: StorageLayout, camera: str, partial: Path) -> Segme
                     for packet in source.demux(in_stream):
                         if packet.size == 0 or packet.dts is None:
                             continue
+                        if packet.is_corrupt:  # the sample the crash tore: libav reads it short and flags it
+                            break
                         if last_dts is not None and packet.dts <= last_dts:
                             continue
                         if written == 0 and not packet.is_keyframe:
@@ -197,7 +202,11 @@ def finalise_partial(layout: StorageLayout, camera: str, partial: Path) -> Segme
                 except av.error.FFmpegError as exc:  # the torn tail of the last fragment
                     log.info("%s: readable prefix of %s ends: %s", camera, partial.name, exc)
         if written == 0:
-            raise ValueError("no complete fragment")
+            # Killed before the first fragment: the file is a header without video. Nothing to keep.
+            repaired.unlink(missing_ok=True)
+            partial.unlink()
+            log.info("%s: removed %s: killed before its first fragment, it held no video", camera, partial.name)
+            return None
         sha256_and_fsync(repaired)
         os.replace(repaired, final)
         partial.unlink()

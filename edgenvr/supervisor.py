@@ -72,9 +72,9 @@ class Supervisor:
     def __post_init__(self) -> None:
         self.layout = StorageLayout(self.config.storage.data_dir)
         self._slots = {c.id: _RecorderSlot(c) for c in self.config.enabled_cameras}
-        self._context = multiprocessing.get_context("forkserver")
-        # Recorders fork from a server that has PyAV imported once: faster starts, shared pages.
-        self._context.set_forkserver_preload(["edgenvr.recorder"])
+        # spawn, not fork: a forked child would share the event loop's signal wake-up socket and zmq state.
+        # The recorder's parent is then this process, so PR_SET_PDEATHSIG kills it if we are killed.
+        self._context = multiprocessing.get_context("spawn")
         self.states: dict[str, CameraState] = {}
         self.segments_indexed = 0
 
@@ -163,11 +163,12 @@ class Supervisor:
 
     # -- main loop ---------------------------------------------------------------------------------
     async def run(self) -> None:
-        self._prepare()
+        # Signals first: a SIGTERM during the start-up reconcile is honoured right after it, not fatal in it.
         self.stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
+        self._prepare()
         context = zmq.asyncio.Context()
         pull = context.socket(zmq.PULL)
         port = pull.bind_to_random_port("tcp://127.0.0.1")

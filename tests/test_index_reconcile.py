@@ -1,0 +1,152 @@
+"""What start-up does with a disk that disagrees with the index: after a crash, a hand-deleted file, a
+damaged card. Every case ends consistent, logged, and with nothing silently lost."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from edgenvr import index_schema
+from edgenvr.camera_simulator import SimulatedCamera
+from edgenvr.index_queries import gaps, open_readonly, segments
+from edgenvr.index_reconcile import check_consistency, reconcile
+from edgenvr.index_writer import IndexWriter
+from edgenvr.storage_layout import StorageLayout, partial_path
+
+from conftest import config_text, start_supervisor
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory, h264_clip: Path, simulator_ready: None) -> StorageLayout:
+    """A data dir with a few seconds of real recording, made once and copied by each test."""
+    root = tmp_path_factory.mktemp("reconcile")
+    with SimulatedCamera({"cam": (h264_clip, "h264")}, log_path=root / "cam.log") as camera:
+        config = root / "edgenvr.toml"
+        config.write_text(config_text(root / "data", {"door": camera.url("cam")}, segment_seconds=2))
+        supervisor = start_supervisor(config, root / "edgenvr.log")
+        try:
+            supervisor.wait_for_log("door: recording")
+            import time
+            time.sleep(9)
+        finally:
+            assert supervisor.stop() == 0
+    return StorageLayout(root / "data")
+
+
+@pytest.fixture
+def layout(recorded: StorageLayout, tmp_path: Path) -> StorageLayout:
+    shutil.copytree(recorded.data_dir, tmp_path / "data")
+    return StorageLayout(tmp_path / "data")
+
+
+def _reconcile(layout: StorageLayout) -> None:
+    conn = index_schema.connect(layout.index_path)
+    try:
+        reconcile(IndexWriter(conn), layout)
+    finally:
+        conn.close()
+
+
+def _rows(layout: StorageLayout) -> list:
+    with open_readonly(layout) as conn:
+        return list(segments(conn, layout))
+
+
+def _assert_consistent(layout: StorageLayout) -> None:
+    with open_readonly(layout) as conn:
+        report = check_consistency(conn, layout)
+    assert report.consistent, report.summary()
+
+
+def test_recording_is_consistent_after_a_clean_stop(layout: StorageLayout) -> None:
+    _assert_consistent(layout)
+    assert len(_rows(layout)) >= 3
+
+
+def test_hand_deleted_file_becomes_a_gap_not_a_dangling_row(layout: StorageLayout) -> None:
+    rows = _rows(layout)
+    victim = rows[1]
+    Path(victim.path).unlink()
+    with open_readonly(layout) as conn:
+        assert not check_consistency(conn, layout).consistent
+    _reconcile(layout)
+    _assert_consistent(layout)
+    assert victim.start_ms not in {r.start_ms for r in _rows(layout)}
+    with open_readonly(layout) as conn:
+        found = [g for g in gaps(conn, "door") if g.end_ms is not None]
+    assert [(g.start_ms, g.end_ms, g.reason) for g in found] == [(victim.start_ms, victim.end_ms, "segment file missing")]
+
+
+def test_truncated_indexed_file_is_quarantined_and_reported(layout: StorageLayout) -> None:
+    victim = _rows(layout)[0]
+    with open(victim.path, "r+b") as f:
+        f.truncate(Path(victim.path).stat().st_size // 2)
+    _reconcile(layout)
+    _assert_consistent(layout)
+    quarantined = list(layout.quarantine_dir.glob("door-*.mp4"))
+    assert len(quarantined) == 1
+    assert "differs from indexed" in quarantined[0].with_name(quarantined[0].name + ".reason.txt").read_text()
+
+
+def test_file_whose_row_was_lost_in_a_crash_is_adopted_with_the_same_hash(layout: StorageLayout) -> None:
+    victim = _rows(layout)[-1]
+    conn = sqlite3.connect(layout.index_path)
+    conn.execute("DELETE FROM segments WHERE start_ms = ?", (victim.start_ms,))
+    conn.commit()
+    conn.close()
+    _reconcile(layout)
+    _assert_consistent(layout)
+    adopted = [r for r in _rows(layout) if r.start_ms == victim.start_ms]
+    assert len(adopted) == 1 and adopted[0].sha256 == victim.sha256 and adopted[0].origin == "adopted"
+    assert abs(adopted[0].end_ms - victim.end_ms) <= 80
+
+
+def test_partial_segment_from_a_crash_keeps_its_complete_fragments(layout: StorageLayout) -> None:
+    source = _rows(layout)[0]
+    start_ms = _rows(layout)[-1].end_ms + 60_000
+    partial = partial_path(layout.segment_path("door", start_ms))
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    data = Path(source.path).read_bytes()
+    partial.write_bytes(data[: int(len(data) * 0.8)])  # torn in the middle of its last fragment
+    _reconcile(layout)
+    _assert_consistent(layout)
+    recovered = [r for r in _rows(layout) if r.start_ms == start_ms]
+    assert len(recovered) == 1 and recovered[0].origin == "recovered"
+    assert 500 <= recovered[0].end_ms - recovered[0].start_ms < source.end_ms - source.start_ms
+    import av
+    with av.open(recovered[0].path) as container:
+        frames = sum(len(p.decode()) for p in container.demux(container.streams.video[0]) if p.size)
+    assert frames >= 12
+
+
+def test_garbage_partial_is_quarantined_not_deleted(layout: StorageLayout) -> None:
+    partial = partial_path(layout.segment_path("door", _rows(layout)[-1].end_ms + 5000))
+    partial.write_bytes(b"\x00\x01 not a video" * 100)
+    _reconcile(layout)
+    _assert_consistent(layout)
+    kept = list(layout.quarantine_dir.glob("door-*.partial"))
+    assert len(kept) == 1 and kept[0].read_bytes().startswith(b"\x00\x01 not a video")
+
+
+def test_interrupted_deletion_is_finished(layout: StorageLayout) -> None:
+    victim = _rows(layout)[0]
+    conn = sqlite3.connect(layout.index_path)
+    conn.execute("UPDATE segments SET deleting = 1 WHERE start_ms = ?", (victim.start_ms,))
+    conn.commit()
+    conn.close()
+    _reconcile(layout)
+    _assert_consistent(layout)
+    assert not Path(victim.path).exists()
+    assert victim.start_ms not in {r.start_ms for r in _rows(layout)}
+
+
+def test_index_from_a_newer_version_is_refused(layout: StorageLayout) -> None:
+    conn = sqlite3.connect(layout.index_path)
+    conn.execute("PRAGMA user_version = 99")
+    conn.commit()
+    conn.close()
+    with pytest.raises(index_schema.IndexVersionError):
+        index_schema.connect(layout.index_path)

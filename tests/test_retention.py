@@ -1,0 +1,101 @@
+"""The disk ring on a real small filesystem (tmpfs): recording goes on, the quota and the free-space floor
+hold at every moment, and the oldest video goes first."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from edgenvr.camera_simulator import SimulatedCamera, make_clip
+from edgenvr.config import parse_size
+from edgenvr.index_queries import open_readonly
+from edgenvr.index_reconcile import check_consistency
+from edgenvr.storage_layout import StorageLayout
+
+from conftest import CLIP_CACHE, config_text, start_supervisor
+
+RUN_SECONDS = 45
+
+
+@pytest.fixture
+def small_disks(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    mounts = [tmp_path / "quota-disk", tmp_path / "floor-disk"]
+    for mount in mounts:
+        mount.mkdir()
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            pytest.fail(f"cannot mount a tmpfs (the disk-full tests need root): {result.stderr.strip()}")
+    try:
+        yield mounts[0], mounts[1]
+    finally:
+        for mount in mounts:
+            subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _used_bytes(directory: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(directory):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(root, name)).st_blocks * 512
+            except FileNotFoundError:
+                pass
+    return total
+
+
+def test_ring_keeps_quota_and_free_space_floor_while_recording(small_disks: tuple[Path, Path], tmp_path: Path,
+                                                               simulator_ready: None, supervisors: list) -> None:
+    quota_disk, floor_disk = small_disks
+    clip = make_clip(CLIP_CACHE / "vga-3mbit.h264", width=640, height=480, fps=25, seconds=4, bitrate=3_000_000)
+    cases = {
+        # quota binds: 5 MB of a 16 MB disk
+        quota_disk: dict(quota="5MB", min_free="1MB"),
+        # free-space floor binds: the quota would allow the whole disk
+        floor_disk: dict(quota="100%", min_free="10MB"),
+    }
+    with SimulatedCamera({"cam": (clip, "h264")}, log_path=tmp_path / "cam.log") as camera:
+        for disk, limits in cases.items():
+            config = tmp_path / f"{disk.name}.toml"
+            config.write_text(config_text(disk / "data", {"gate": camera.url("cam")}, segment_seconds=2, **limits))
+            supervisors.append(start_supervisor(config, tmp_path / f"{disk.name}.log"))
+        seen: dict[Path, set[int]] = {disk: set() for disk in cases}
+        worst_used = {disk: 0 for disk in cases}
+        worst_free = {disk: 1 << 62 for disk in cases}
+        deadline = time.monotonic() + RUN_SECONDS
+        while time.monotonic() < deadline:
+            for disk in cases:
+                layout = StorageLayout(disk / "data")
+                worst_used[disk] = max(worst_used[disk], _used_bytes(layout.data_dir))
+                worst_free[disk] = min(worst_free[disk], shutil.disk_usage(disk).free)
+                seen[disk] |= {int(p.name.split(".")[0]) for p in layout.segments_dir.glob("*/*/*/*.mp4")}
+            time.sleep(0.2)
+        for supervisor in supervisors:
+            assert supervisor.stop() == 0
+        for disk in cases:  # the segment open at the stop is closed and indexed by the stop
+            seen[disk] |= {int(p.name.split(".")[0]) for p in StorageLayout(disk / "data").segments_dir.glob("*/*/*/*.mp4")}
+
+    for disk, limits in cases.items():
+        layout = StorageLayout(disk / "data")
+        written = sum(1 for _ in seen[disk])
+        if limits["quota"].endswith("MB"):
+            assert worst_used[disk] <= parse_size(limits["quota"]), (disk.name, worst_used[disk])
+        assert worst_free[disk] >= parse_size(limits["min_free"]), (disk.name, worst_free[disk])
+        with open_readonly(layout) as conn:
+            kept = [r[0] for r in conn.execute("SELECT start_ms FROM segments ORDER BY start_ms")]
+            assert check_consistency(conn, layout).consistent
+        deleted = sorted(seen[disk] - set(kept))
+        assert deleted, f"{disk.name}: the ring never had to delete ({written} segments); test too short"
+        assert max(deleted) < min(kept), f"{disk.name}: something newer was deleted before something older"
+        # recording went on to the end: the newest kept segment is recent
+        assert kept and max(seen[disk]) == kept[-1]
+        assert len(kept) >= 3, f"{disk.name}: ring holds too little to be useful: {len(kept)} segments"
+        log = (tmp_path / f"{disk.name}.log").read_text()
+        assert "retention: deleted" in log
+        assert "Traceback" not in log and "No space left" not in log
