@@ -23,6 +23,7 @@ import signal
 import time
 from fractions import Fraction
 from pathlib import Path
+from typing import Iterator
 
 import av
 
@@ -175,16 +176,11 @@ class CameraRecorder:
         reason = "stream ended"
         self.set_state("connecting")
         try:
-            for packet in container.demux(stream):
+            for packet in self._timestamped(container, stream):
                 if self.stopping:
                     reason = "stopping"
                     break
-                if packet.size == 0:
-                    continue  # flush packet at end of stream
                 dts = packet.dts
-                if dts is None:
-                    self.dropped["no_dts"] += 1
-                    continue
                 if last_dts is not None and dts <= last_dts:
                     self.dropped["non_increasing_dts"] += 1
                     continue
@@ -240,6 +236,34 @@ class CameraRecorder:
         if writer is not None and anchor_ms is not None:
             self._close(writer, anchor_ms + _ms(last_pts + frame_ticks, time_base), now_ms())
         return reason, recorded
+
+    def _timestamped(self, container: av.container.InputContainer,
+                     stream: av.video.stream.VideoStream) -> Iterator[av.Packet]:
+        """Packets of the stream that carry a DTS; flush packets and untimed packets are dropped (counted).
+
+        FFmpeg's RTSP demuxer hands over the first packet of a session without timestamps, before it has
+        synchronised to RTCP; that packet is usually the keyframe the whole first GOP depends on. It is held
+        and stamped one frame before the next packet instead of dropped, so recording starts a GOP earlier."""
+        rate = stream.guessed_rate or stream.average_rate or 25
+        frame_ticks = max(1, int(1 / (rate * stream.time_base)))
+        held: av.Packet | None = None
+        first = True
+        for packet in container.demux(stream):
+            if packet.size == 0:
+                continue  # flush packet at end of stream
+            if packet.dts is None:
+                if first and packet.is_keyframe:
+                    held = packet
+                else:
+                    self.dropped["no_dts"] += 1
+                first = False
+                continue
+            first = False
+            if held is not None:
+                held.dts = held.pts = packet.dts - frame_ticks
+                yield held
+                held = None
+            yield packet
 
     def _template_from_keyframe(self, packet: av.Packet, codec: str) -> av.video.stream.VideoStream | None:
         """Codec parameters (size, SPS/PPS as extradata) for a keyframe whose parameter sets changed.
