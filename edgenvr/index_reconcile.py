@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Iterator
 
 from edgenvr.index_writer import IndexWriter
-from edgenvr.segment_files import finalise_partial, quarantine, record_from_file
+from edgenvr.segment_files import PartialNotFinalised, finalise_partial, quarantine, record_from_file
 from edgenvr.storage_layout import CAMERA_ID_PATTERN, StorageLayout, parse_segment_name
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,11 @@ def reconcile(writer: IndexWriter, layout: StorageLayout) -> ConsistencyReport:
                     quarantine(layout, path, f"unindexed file not readable: {exc}")
             for partial in sorted(bucket.partials):
                 found.partial_files.append(str(partial))
-                record = finalise_partial(layout, bucket.camera, partial)
+                try:
+                    record = finalise_partial(layout, bucket.camera, partial)
+                except PartialNotFinalised as exc:
+                    log.error("reconcile: %s; left for the next start-up", exc)
+                    continue
                 if record is not None:
                     writer.add_segment(record)
                     log.info("reconcile: recovered %s (%d ms)", record.path, record.duration_ms)

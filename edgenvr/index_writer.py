@@ -12,6 +12,7 @@ import logging
 import sqlite3
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from edgenvr.records import CameraState, GapRecord, SegmentRecord
 
@@ -32,8 +33,9 @@ class _Camera:
 
 
 class IndexWriter:
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, on_disk_full: Callable[[], bool] | None = None) -> None:
         self.conn = conn
+        self.on_disk_full = on_disk_full  # frees emergency space; returns whether it could
         self._segments: list[SegmentRecord] = []
         self._gaps: list[GapRecord] = []
         self._dirty: set[str] = set()
@@ -76,36 +78,48 @@ class IndexWriter:
         camera.dropped = dict(state.dropped)
         self._dirty.add(state.camera)
 
+    def transaction(self, work: Callable[[sqlite3.Connection], None]) -> None:
+        """Run `work` in one write transaction. If the disk is full, give up the emergency reserve and
+        try once more; a failure is raised with nothing half-written (the transaction rolls back)."""
+        for attempt in (1, 2):
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+                work(self.conn)
+                self.conn.execute("COMMIT")
+                return
+            except sqlite3.OperationalError as exc:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                disk_full = "full" in str(exc)
+                if not (attempt == 1 and disk_full and self.on_disk_full is not None and self.on_disk_full()):
+                    raise
+
     def commit(self) -> int:
-        """Write everything pending in one transaction. Returns the number of segments written."""
+        """Write everything pending in one transaction. Returns the number of segments written.
+        On failure the batch stays pending (nothing is lost: the files are on disk) and the error is raised."""
         segments, gaps, dirty = self._segments, self._gaps, self._dirty
-        self._segments, self._gaps, self._dirty = [], [], set()
         self.last_commit = time.monotonic()
         if not (segments or gaps or dirty):
             return 0
-        try:
-            self.conn.execute("BEGIN IMMEDIATE")
-            self.conn.executemany(
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executemany(
                 "INSERT INTO segments (camera, start_ms, end_ms, bytes, sha256, codec, width, height, packets,"
                 " wall_end_ms, origin) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 [(s.camera, s.start_ms, s.end_ms, s.bytes, bytes.fromhex(s.sha256), s.codec, s.width, s.height,
                   s.packets, s.wall_end_ms, s.origin) for s in segments])
-            self.conn.executemany("INSERT INTO gaps (camera, start_ms, end_ms, reason) VALUES (?,?,?,?)",
-                                  [(g.camera, g.start_ms, g.end_ms, g.reason) for g in gaps])
-            self.conn.executemany(
+            conn.executemany("INSERT INTO gaps (camera, start_ms, end_ms, reason) VALUES (?,?,?,?)",
+                             [(g.camera, g.start_ms, g.end_ms, g.reason) for g in gaps])
+            conn.executemany(
                 "INSERT INTO cameras (id, state, state_since_ms, state_reason, dropped_json, last_end_ms)"
                 " VALUES (?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET state=excluded.state,"
                 " state_since_ms=excluded.state_since_ms, state_reason=excluded.state_reason,"
                 " dropped_json=excluded.dropped_json, last_end_ms=excluded.last_end_ms",
                 [(cid, c.state, c.since_ms, c.reason, json.dumps(c.dropped, sort_keys=True), c.last_end_ms)
                  for cid in sorted(dirty) for c in [self._cameras[cid]]])
-            self.conn.execute("COMMIT")
-        except sqlite3.Error:
-            # Put the batch back so nothing is lost; the files are on disk either way.
-            self.conn.execute("ROLLBACK") if self.conn.in_transaction else None
-            self._segments[:0], self._gaps[:0] = segments, gaps
-            self._dirty |= dirty
-            raise
+
+        self.transaction(write)
+        self._segments, self._gaps, self._dirty = [], [], set()
         self.indexed_bytes += sum(s.bytes for s in segments)
         return len(segments)
 

@@ -30,7 +30,7 @@ import av
 from edgenvr.bus import BusSender
 from edgenvr.config import CameraConfig, RecordingConfig
 from edgenvr.records import CameraState
-from edgenvr.segment_files import SegmentWriteError, SegmentWriter, finalise_partial
+from edgenvr.segment_files import PartialNotFinalised, SegmentWriteError, SegmentWriter, finalise_partial
 from edgenvr.storage_layout import StorageLayout
 from edgenvr.timebase import now_ms
 from edgenvr.url_redaction import redact_text
@@ -87,6 +87,7 @@ class CameraRecorder:
         self._state = ""
         self._state_since = 0
         self._template_container: av.container.InputContainer | None = None
+        self._unfinished: list[Path] = []  # partials the disk refused to finalise (full); retried later
 
     # -- state reporting ---------------------------------------------------------------------------
     def set_state(self, state: str, reason: str = "", since_ms: int | None = None) -> None:
@@ -228,8 +229,7 @@ class CameraRecorder:
         except SegmentWriteError as exc:
             reason = f"cannot write segment: {exc}"
             if writer is not None:
-                writer.abort()
-                finalise_partial(self.layout, self.camera.id, writer.partial_path)
+                self._salvage(writer)
                 writer = None
         except Exception as exc:  # noqa: BLE001 - read errors and timeouts from libav end this connection
             reason = f"stream error: {type(exc).__name__}: {redact_text(str(exc))}"
@@ -284,12 +284,28 @@ class CameraRecorder:
             record = writer.close(end_ms, wall_end_ms)
         except SegmentWriteError as exc:
             log.error("camera %s: %s; finalising what was written", self.camera.id, exc)
-            writer.abort()
-            record = finalise_partial(self.layout, self.camera.id, writer.partial_path)
-            if record is None:
-                return
+            self._salvage(writer)
+            return
         self.bus.send(record)
         self.bus.send(CameraState(self.camera.id, self._state, self._state_since, "", dict(self.dropped)))
+        for partial in list(self._unfinished):  # the disk works again: finish what it refused earlier
+            self._unfinished.remove(partial)
+            self._finalise(partial)
+
+    def _salvage(self, writer: SegmentWriter) -> None:
+        """After a write failure: keep the readable prefix of the segment, announced like any segment."""
+        writer.abort()
+        self._finalise(writer.partial_path)
+
+    def _finalise(self, partial: Path) -> None:
+        try:
+            record = finalise_partial(self.layout, self.camera.id, partial)
+        except PartialNotFinalised as exc:
+            log.error("camera %s: %s; retrying after the next segment", self.camera.id, exc)
+            self._unfinished.append(partial)
+            return
+        if record is not None:
+            self.bus.send(record)
 
 
 def run_recorder(camera: CameraConfig, recording: RecordingConfig, data_dir: Path, bus_endpoint: str,

@@ -45,6 +45,7 @@ class RetentionPolicy:
         self.writer = writer
         self.segment_seconds = segment_seconds
         self._written: deque[tuple[float, int]] = deque()  # (monotonic time, bytes) of recent segments
+        self._starved = False  # the floor cannot be met by deleting video; alerted once until it recovers
 
     def note_written(self, size: int) -> None:
         now = time.monotonic()
@@ -96,6 +97,8 @@ class RetentionPolicy:
                 deleted, freed = deleted + d, freed + f
                 reasons.append("max_age_days")
         need, why = self.bytes_to_free()
+        if need == 0:
+            self._starved = False
         while need > 0:
             victims = self.writer.conn.execute(
                 "SELECT id, camera, start_ms, bytes FROM segments WHERE deleting = 0"
@@ -107,8 +110,10 @@ class RetentionPolicy:
                 if total >= need:
                     break
             if not chosen:
-                if why == "free space below min_free":
-                    log.error("ALERT: free space below min_free and nothing left in the index to delete")
+                if why == "free space below min_free" and not self._starved:
+                    log.error("ALERT: free space below min_free and no recording left to delete: "
+                              "something else is filling the disk")
+                self._starved = True
                 break
             d, f = self._delete(chosen)
             deleted, freed = deleted + d, freed + f
@@ -123,10 +128,7 @@ class RetentionPolicy:
     def _delete(self, victims: list) -> tuple[int, int]:
         ids = [(v["id"],) for v in victims]
         writer = self.writer
-        writer.commit()  # pending inserts first, so the index never lags the disk by a delete
-        writer.conn.execute("BEGIN IMMEDIATE")
-        writer.conn.executemany("UPDATE segments SET deleting = 1 WHERE id = ?", ids)
-        writer.conn.execute("COMMIT")
+        writer.transaction(lambda conn: conn.executemany("UPDATE segments SET deleting = 1 WHERE id = ?", ids))
         directories = set()
         for victim in victims:
             path = self.layout.segment_path(victim["camera"], victim["start_ms"])
@@ -138,9 +140,7 @@ class RetentionPolicy:
         for directory in directories:
             fsync_dir(directory)
             _remove_empty_dirs(directory, stop=directory.parent.parent)  # keep camera dirs
-        writer.conn.execute("BEGIN IMMEDIATE")
-        writer.conn.executemany("DELETE FROM segments WHERE id = ?", ids)
-        writer.conn.execute("COMMIT")
+        writer.transaction(lambda conn: conn.executemany("DELETE FROM segments WHERE id = ?", ids))
         freed = sum(v["bytes"] for v in victims)
         writer.indexed_bytes -= freed
         return len(victims), freed

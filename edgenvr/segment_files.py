@@ -9,6 +9,7 @@ that readable prefix (stream copy, no decode) into a normal segment, or quaranti
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -33,6 +34,13 @@ MP4_OPTIONS = {
     # several seconds of a low-bitrate stream, lost if the process is killed
     "flush_packets": "1",
 }
+
+
+_DISK_TROUBLE = {errno.ENOSPC, errno.EIO, errno.EROFS, errno.EDQUOT}
+
+
+class PartialNotFinalised(Exception):
+    """A partial segment could not be finalised because of the disk (full, I/O error); it is left in place."""
 
 
 class SegmentWriteError(Exception):
@@ -173,7 +181,8 @@ def quarantine(layout: StorageLayout, path: Path, reason: str) -> Path:
 
 def finalise_partial(layout: StorageLayout, camera: str, partial: Path) -> SegmentRecord | None:
     """Turn a `.partial` left by a crash into a complete segment (remuxing its readable prefix), or
-    quarantine it with a logged reason. Returns the record to index, or None if nothing was recoverable."""
+    quarantine it with a logged reason. Returns the record to index, or None if nothing was recoverable.
+    Raises PartialNotFinalised (file left untouched) when the disk itself fails, e.g. is full."""
     final = final_path_of_partial(partial)
     repaired = partial.with_name(partial.name + ".remux")
     try:
@@ -213,11 +222,17 @@ def finalise_partial(layout: StorageLayout, camera: str, partial: Path) -> Segme
         fsync_dir(final.parent)
         return record_from_file(layout, camera, final, origin="recovered")
     except (OSError, ValueError, av.error.FFmpegError) as exc:
-        repaired.unlink(missing_ok=True)
-        if partial.exists():
-            if partial.stat().st_size == 0:
-                partial.unlink()  # nothing was ever written: there is nothing to keep
-                log.info("%s: removed empty %s", camera, partial.name)
-            else:
-                quarantine(layout, partial, f"partial segment not recoverable: {exc}")
+        try:
+            repaired.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and exc.errno in _DISK_TROUBLE:
+                # The disk, not the file, is the problem: keep the file where it is and try again later.
+                raise PartialNotFinalised(f"cannot finalise {partial.name} now: {exc}") from exc
+            if partial.exists():
+                if partial.stat().st_size == 0:
+                    partial.unlink()  # nothing was ever written: there is nothing to keep
+                    log.info("%s: removed empty %s", camera, partial.name)
+                else:
+                    quarantine(layout, partial, f"partial segment not recoverable: {exc}")
+        except OSError as trouble:
+            raise PartialNotFinalised(f"cannot finalise or quarantine {partial.name} now: {trouble}") from trouble
         return None

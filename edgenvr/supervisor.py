@@ -14,10 +14,11 @@ import multiprocessing
 import os
 import signal
 import socket
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
-from pathlib import Path
+from typing import Callable
 
 import zmq
 import zmq.asyncio
@@ -25,6 +26,7 @@ import zmq.asyncio
 from edgenvr import index_schema
 from edgenvr.bus import decode
 from edgenvr.config import CameraConfig, Config
+from edgenvr.disk_reserve import DiskReserve
 from edgenvr.index_reconcile import reconcile
 from edgenvr.index_writer import IndexWriter
 from edgenvr.process_setup import lock_file
@@ -76,6 +78,7 @@ class Supervisor:
         # The recorder's parent is then this process, so PR_SET_PDEATHSIG kills it if we are killed.
         self._context = multiprocessing.get_context("spawn")
         self.states: dict[str, CameraState] = {}
+        self._trouble_logged: dict[str, float] = {}
         self.segments_indexed = 0
 
     # -- start-up ----------------------------------------------------------------------------------
@@ -93,7 +96,8 @@ class Supervisor:
             self.conn = index_schema.connect(self.layout.index_path)
         except (index_schema.IndexVersionError, OSError) as exc:
             raise SupervisorError(f"cannot open index {self.layout.index_path}: {exc}") from exc
-        self.writer = IndexWriter(self.conn)
+        self.reserve = DiskReserve(self.layout.data_dir / ".reserve")
+        self.writer = IndexWriter(self.conn, on_disk_full=self.reserve.release)
         started = time.monotonic()
         report = reconcile(self.writer, self.layout)
         log.info("start-up reconcile took %.2f s: %s", time.monotonic() - started, report.summary())
@@ -182,11 +186,14 @@ class Supervisor:
             while not self.stopping.is_set():
                 self._supervise_recorders()
                 now = time.monotonic()
+                # Index and disk trouble (disk full, I/O errors) is logged and retried at the next tick;
+                # recorders go on writing files regardless, and nothing pending is dropped.
                 if now - last_sweep >= storage.sweep_seconds:
                     last_sweep = now
-                    self.retention.sweep()
+                    self._guarded("retention sweep", self.retention.sweep)
+                    self._guarded("disk reserve", self.reserve.ensure)
                 if now - self.writer.last_commit >= storage.index_commit_seconds:
-                    self.writer.commit()
+                    self._guarded("index commit", self.writer.commit)
                 _sd_notify("WATCHDOG=1")
                 try:
                     await asyncio.wait_for(self.stopping.wait(), timeout=1.0)
@@ -199,11 +206,24 @@ class Supervisor:
             await self._stop_recorders()
             receiver.cancel()
             self._drain(pull)
-            self.writer.commit()
+            self._guarded("final index commit", self.writer.commit)
             pull.close(linger=0)
             context.term()
             self.conn.close()
             log.info("stopped; %d segments indexed this run", self.segments_indexed)
+
+    def _guarded(self, what: str, action: Callable[[], object]) -> None:
+        try:
+            action()
+        except (sqlite3.Error, OSError) as exc:
+            # once a minute per kind of trouble is enough for a disk that stays full for hours
+            last = self._trouble_logged.get(what, 0.0)
+            if time.monotonic() - last >= 60:
+                self._trouble_logged[what] = time.monotonic()
+                log.error("%s failed, will retry every tick: %s", what, exc)
+        else:
+            if self._trouble_logged.pop(what, None) is not None:
+                log.info("%s works again", what)
 
     async def _stop_recorders(self) -> None:
         running = [s.process for s in self._slots.values() if s.process is not None and s.process.is_alive()]

@@ -99,3 +99,62 @@ def test_ring_keeps_quota_and_free_space_floor_while_recording(small_disks: tupl
         log = (tmp_path / f"{disk.name}.log").read_text()
         assert "retention: deleted" in log
         assert "Traceback" not in log and "No space left" not in log
+
+
+def test_max_age_drops_old_continuous_video(tmp_path: Path, h264_clip: Path, simulator_ready: None,
+                                            supervisors: list) -> None:
+    max_age_s = 8
+    with SimulatedCamera({"cam": (h264_clip, "h264")}, log_path=tmp_path / "cam.log") as camera:
+        config = tmp_path / "c.toml"
+        config.write_text(config_text(tmp_path / "data", {"gate": camera.url("cam")}, segment_seconds=1,
+                                      extra_storage=f"max_age_days = {max_age_s / 86400}"))
+        supervisor = start_supervisor(config, tmp_path / "edgenvr.log")
+        supervisors.append(supervisor)
+        time.sleep(22)
+        checked_at_ms = int(time.time() * 1000)
+        layout = StorageLayout(tmp_path / "data")
+        with open_readonly(layout) as conn:
+            oldest = conn.execute("SELECT MIN(start_ms), COUNT(*) FROM segments").fetchone()
+        assert supervisor.stop() == 0
+    # one sweep interval (1 s) plus the index commit (1 s) of slack
+    assert checked_at_ms - oldest[0] <= (max_age_s + 3) * 1000, oldest
+    assert oldest[1] >= max_age_s - 2, "the ring should still hold the last max_age seconds"
+    assert "max_age_days" in supervisor.log()
+
+
+def test_disk_filled_by_something_else_is_reported_and_recording_resumes(
+        small_disks: tuple[Path, Path], tmp_path: Path, h264_clip: Path, simulator_ready: None,
+        supervisors: list) -> None:
+    disk = small_disks[0]
+    with SimulatedCamera({"cam": (h264_clip, "h264")}, log_path=tmp_path / "cam.log") as camera:
+        config = tmp_path / "c.toml"
+        config.write_text(config_text(disk / "data", {"gate": camera.url("cam")}, segment_seconds=1,
+                                      quota="100%", min_free="0"))
+        supervisor = start_supervisor(config, tmp_path / "edgenvr.log")
+        supervisors.append(supervisor)
+        supervisor.wait_for_log("gate: recording")
+        time.sleep(3)
+        filler = disk / "someone-elses-file"
+        with open(filler, "wb") as f:  # fill the disk to the last byte
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        supervisor.wait_for_log("No space left on device", timeout=20)
+        time.sleep(4)
+        filler.unlink()
+        freed_at_ms = int(time.time() * 1000)
+        time.sleep(8)
+        assert supervisor.stop() == 0
+    log = supervisor.log()
+    assert "Traceback" not in log and "recorder exited" not in log
+    assert "ALERT: disk full" in log  # the emergency reserve let the index commit and the ring make room
+    layout = StorageLayout(disk / "data")
+    with open_readonly(layout) as conn:
+        assert check_consistency(conn, layout).consistent
+        resumed = conn.execute("SELECT COUNT(*) FROM segments WHERE start_ms > ?", (freed_at_ms,)).fetchone()[0]
+        states = conn.execute("SELECT state FROM cameras").fetchall()
+    assert resumed >= 3, "recording did not resume after space came back"
+    assert states and states[0][0] == "stopped"
