@@ -66,8 +66,11 @@ TARGET_CORE_SHARE_AT_32 = 0.25
 TARGET_MARGINAL_RSS_MB = 30.0
 TARGET_INDEX_KB_PER_CAMERA_HOUR = 300.0
 
-# Memory is sampled once a second; smaps_rollup makes PSS as cheap to read as RSS.
+# CPU and RSS are sampled once a second (for the peak); PSS, which makes the kernel walk every
+# mapping of the process, every few samples: it changes slowly, and reading it each second for 65
+# processes cost the benchmark ~10% of a core on this 2-core machine.
 SAMPLE_SECONDS = 1.0
+PSS_EVERY_SAMPLES = 5
 
 
 class BenchmarkError(RuntimeError):
@@ -103,12 +106,13 @@ def _spawn(cmd: list[str], log_path: Path) -> subprocess.Popen[bytes]:
                                 start_new_session=True, preexec_fn=_die_with_us(), close_fds=True)
 
 
-def _stop(processes: Iterable[subprocess.Popen[bytes]], sig: int, timeout: float) -> None:
-    """Send `sig`, wait up to `timeout` s in total, then SIGKILL what is left."""
+def _stop(processes: Iterable[subprocess.Popen[bytes]], sig: int | None, timeout: float) -> None:
+    """Send `sig` (None: it was sent already), wait up to `timeout` s in total, then SIGKILL what is left."""
     running = [p for p in processes if p.poll() is None]
     for proc in running:
         try:
-            proc.send_signal(sig)
+            if sig is not None:
+                proc.send_signal(sig)
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + timeout
@@ -142,9 +146,15 @@ class _Tracked:
     peak_pss: int = 0
     alive: bool = True
 
+    def spent(self) -> float:
+        """CPU-seconds in the window."""
+        return self.cpu_last - self.cpu_start
+
 
 def _cpu(process: psutil.Process) -> float:
-    # user+system of the process itself; children_* would count a reaped child twice.
+    # user+system of the process itself; children_* would count a reaped child twice. The sum is
+    # the kernel's exact runtime; the user/system split is estimated from timer ticks, and for
+    # processes that wake 25 times a second it varied run to run, so it is not reported.
     times = process.cpu_times()
     return times.user + times.system
 
@@ -182,7 +192,7 @@ class ProcessGroup:
         self.peak_rss_total = self.peak_pss_total = 0
         self.started = self.ended = 0
 
-    def sample(self) -> None:
+    def sample(self, with_pss: bool) -> None:
         rss_total = pss_total = 0
         for member in self.members.values():
             if not member.alive:
@@ -190,20 +200,23 @@ class ProcessGroup:
             try:
                 with member.process.oneshot():
                     member.cpu_last = _cpu(member.process)
-                    memory = member.process.memory_full_info()
+                    memory = member.process.memory_full_info() if with_pss else member.process.memory_info()
             except (psutil.NoSuchProcess, psutil.ZombieProcess):
                 member.alive = False
                 self.ended += 1
                 continue
             member.peak_rss = max(member.peak_rss, memory.rss)
-            member.peak_pss = max(member.peak_pss, memory.pss)
             rss_total += memory.rss
-            pss_total += memory.pss
+            if with_pss:
+                member.peak_pss = max(member.peak_pss, memory.pss)
+                pss_total += memory.pss
         self.peak_rss_total = max(self.peak_rss_total, rss_total)
-        self.peak_pss_total = max(self.peak_pss_total, pss_total)
+        if with_pss:
+            self.peak_pss_total = max(self.peak_pss_total, pss_total)
 
     def cpu_seconds(self, role: str | None = None) -> float:
-        return sum(m.cpu_last - m.cpu_start for m in self.members.values() if role in (None, m.role))
+        """CPU-seconds in the window of the members with `role` (all if None)."""
+        return sum(m.spent() for m in self.members.values() if role in (None, m.role))
 
     def by_role(self, role: str) -> list[_Tracked]:
         return [m for m in self.members.values() if m.role == role]
@@ -218,9 +231,42 @@ def _edgenvr_role(process: psutil.Process) -> str:
     return "resource-tracker" if "resource_tracker" in cmdline else "recorder"
 
 
-def _busy_seconds() -> float:
+def _machine_times() -> dict[str, float]:
+    """CPU-seconds of the whole machine: busy (any process or interrupt work), and the parts of it
+    no process is charged for. Guest time is already inside user time; steal is the hypervisor's."""
     times = psutil.cpu_times()
-    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+    interrupts = getattr(times, "irq", 0.0) + getattr(times, "softirq", 0.0)
+    busy = times.user + times.nice + times.system + interrupts
+    return {"busy": busy, "interrupts": interrupts, "steal": getattr(times, "steal", 0.0),
+            "iowait": getattr(times, "iowait", 0.0)}
+
+
+def _all_process_cpu() -> dict[tuple[int, float], tuple[str, float]]:
+    """(pid, create time) -> (name, CPU-seconds) of every process and kernel thread."""
+    snapshot = {}
+    for proc in psutil.process_iter(["name", "cpu_times", "create_time"]):
+        times = proc.info["cpu_times"]
+        if times is not None and proc.info["create_time"] is not None:
+            snapshot[(proc.pid, proc.info["create_time"])] = (proc.info["name"] or "?", times.user + times.system)
+    return snapshot
+
+
+def _other_processes(before: dict[tuple[int, float], tuple[str, float]],
+                     after: dict[tuple[int, float], tuple[str, float]], ours: set[int],
+                     window: float) -> tuple[float, list[dict[str, Any]]]:
+    """CPU-seconds of all processes outside the benchmark during the window, and the busiest of
+    them: who disturbed the run."""
+    deltas: dict[str, float] = {}
+    for key, (name, cpu) in after.items():
+        if key[0] in ours:
+            continue
+        spent = cpu - before.get(key, (name, 0.0))[1]
+        if spent > 0:
+            # kworker/u4:1 and kworker/1:2 are one thing to a reader: group threads by name stem.
+            stem = name.split("/")[0] if name.startswith(("kworker", "ksoftirqd", "jbd2")) else name
+            deltas[stem] = deltas.get(stem, 0.0) + spent
+    top = sorted(deltas.items(), key=lambda item: -item[1])[:5]
+    return sum(deltas.values()), [{"name": name, "core_share": round(cpu / window, 4)} for name, cpu in top]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -445,7 +491,7 @@ class Run:
         if self.supervisor is not None:
             # The supervisor stops recorders (each closes its segment) and commits the index on SIGTERM.
             _stop([self.supervisor], signal.SIGTERM, timeout=60)
-        _stop(ffmpegs, signal.SIGINT, timeout=30)
+        _stop(ffmpegs, None, timeout=30)
 
     def stop_all(self) -> None:
         try:
@@ -471,12 +517,19 @@ def start_servers(run: Run, clip: Path, count: int) -> dict[str, str]:
     return urls
 
 
-def measure(args: argparse.Namespace, run: Run, clip: Path) -> dict[str, Any]:
-    pictures = clip_picture_index(clip)
+@dataclass
+class Timeline:
+    started: float = 0.0          # monotonic time the supervisor was started
+    ffmpeg_started: float = 0.0
+    warmup: float = 0.0
+
+
+def start_and_warm_up(args: argparse.Namespace, run: Run, clip: Path) -> Timeline:
+    """Start the simulator, edgenvr and the ffmpegs; return once both recorded a first file per camera."""
     urls = start_servers(run, clip, args.servers)
     config_path = run.workdir / "edgenvr.toml"
     config_path.write_text(config_toml(run.data_dir, urls))
-    t0 = time.monotonic()
+    timeline = Timeline(started=time.monotonic())
     run.supervisor = _spawn([sys.executable, "-m", "edgenvr", "run", "--config", str(config_path)],
                             run.supervisor_log)
     startup_timeout = 60 + 2 * len(run.cameras)
@@ -492,8 +545,9 @@ def measure(args: argparse.Namespace, run: Run, clip: Path) -> dict[str, Any]:
     if not args.no_ffmpeg:
         for camera in run.cameras:
             run.ffmpeg_dir(camera).mkdir(parents=True, exist_ok=True)
-            run.ffmpegs[camera] = _spawn(ffmpeg_command(urls[camera], run.ffmpeg_dir(camera)), run.ffmpeg_log(camera))
-    ffmpeg_started = time.monotonic()
+            run.ffmpegs[camera] = _spawn(ffmpeg_command(urls[camera], run.ffmpeg_dir(camera)),
+                                         run.ffmpeg_log(camera))
+    timeline.ffmpeg_started = time.monotonic()
 
     # Warm-up ends when both recorders have finished their first file for every camera, so the
     # window sees steady recording including segment roll-overs, not start-up (imports, probing).
@@ -503,14 +557,31 @@ def measure(args: argparse.Namespace, run: Run, clip: Path) -> dict[str, Any]:
         return edgenvr_done and ffmpeg_done
 
     _wait_until("first finished file of every camera", first_files_done, startup_timeout + 30, run.check_alive)
-    warmup = time.monotonic() - t0
+    timeline.warmup = time.monotonic() - timeline.started
+    return timeline
 
-    groups = {"edgenvr": ProcessGroup("edgenvr"), "ffmpeg": ProcessGroup("ffmpeg"),
-              "simulator": ProcessGroup("simulator"), "benchmark": ProcessGroup("benchmark")}
+
+@dataclass
+class WindowFigures:
+    """What was measured on the processes during the window."""
+
+    groups: dict[str, ProcessGroup]
+    seconds: float
+    machine: dict[str, float]
+    others_cpu: float
+    others: list[dict[str, Any]]
+    supervisor_write_bytes: int
+    index_at_window_end: dict[str, int]
+
+
+def measure_window(args: argparse.Namespace, run: Run) -> WindowFigures:
+    """CPU deltas over `--seconds`, RSS each second, PSS every few seconds, supervisor write bytes."""
+    groups = {name: ProcessGroup(name) for name in ("edgenvr", "ffmpeg", "simulator", "benchmark")}
     assert run.supervisor is not None
     supervisor = psutil.Process(run.supervisor.pid)
 
     def discover(in_window: bool) -> None:
+        # Each second: a recorder restarted by the supervisor must be counted too.
         groups["edgenvr"].track(supervisor, "supervisor", in_window)
         try:
             children = supervisor.children(recursive=True)
@@ -528,39 +599,39 @@ def measure(args: argparse.Namespace, run: Run, clip: Path) -> dict[str, Any]:
 
     discover(in_window=False)
     for group in groups.values():
-        group.sample()
+        group.sample(with_pss=False)
         group.reset_window()
+    everyone_start = _all_process_cpu()
     io_start = supervisor.io_counters()
-    busy_start = _busy_seconds()
+    machine_start = _machine_times()
     window_start = time.monotonic()
     next_sample = window_start
-    while True:
-        now = time.monotonic()
-        if now - window_start >= args.seconds:
-            break
+    samples = 0
+    while time.monotonic() - window_start < args.seconds:
         run.check_alive()
         discover(in_window=True)
         for group in groups.values():
-            group.sample()
+            group.sample(with_pss=samples % PSS_EVERY_SAMPLES == 0)
+        samples += 1
         next_sample += SAMPLE_SECONDS
         time.sleep(max(0.0, min(next_sample, window_start + args.seconds) - time.monotonic()))
     for group in groups.values():
-        group.sample()
+        group.sample(with_pss=True)
     io_end = supervisor.io_counters()
-    window = time.monotonic() - window_start
-    busy = _busy_seconds() - busy_start
-    index_at_window_end = index_bytes(run.data_dir)
-    recorder_restarts = groups["edgenvr"].started
-    edgenvr_ran = time.monotonic() - t0
-    ffmpeg_ran = time.monotonic() - ffmpeg_started
+    seconds = time.monotonic() - window_start
+    machine_end = _machine_times()
+    ours = {pid for group in groups.values() for pid in group.members}
+    others_cpu, others = _other_processes(everyone_start, _all_process_cpu(), ours, seconds)
+    return WindowFigures(
+        groups=groups, seconds=seconds,
+        machine={key: machine_end[key] - machine_start[key] for key in machine_start},
+        others_cpu=others_cpu, others=others,
+        supervisor_write_bytes=io_end.write_bytes - io_start.write_bytes,
+        index_at_window_end=index_bytes(run.data_dir))
 
-    run.stop_recorders()
-    index_after_stop = index_bytes(run.data_dir)
-    # The simulator stays up until the recorders are gone: stopping it first would make them see
-    # a lost camera and record a gap.
-    for server in run.servers:
-        server.stop()
 
+def analyse_recordings(run: Run, pictures: dict[int, int]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(per-camera file and index figures, index contents), read after everything stopped."""
     index = read_index(run.data_dir / "index.sqlite3")
     per_camera: dict[str, Any] = {}
     for camera in run.cameras:
@@ -569,12 +640,23 @@ def measure(args: argparse.Namespace, run: Run, clip: Path) -> dict[str, Any]:
         if camera in run.ffmpegs:
             entry["ffmpeg"] = asdict(scan_recording(ffmpeg_files(run.ffmpeg_dir(camera)), pictures))
         per_camera[camera] = entry
+    return per_camera, index
 
-    return summarise(args, run, groups, per_camera, index, window=window, busy=busy, warmup=warmup,
-                     write_bytes=io_end.write_bytes - io_start.write_bytes,
-                     index_at_window_end=index_at_window_end, index_after_stop=index_after_stop,
-                     recorder_restarts=recorder_restarts, edgenvr_ran=edgenvr_ran, ffmpeg_ran=ffmpeg_ran,
-                     clip_mbit=clip.stat().st_size * 8 / CLIP_SECONDS / 1e6)
+
+def measure(args: argparse.Namespace, run: Run, clip: Path) -> dict[str, Any]:
+    pictures = clip_picture_index(clip)
+    timeline = start_and_warm_up(args, run, clip)
+    window = measure_window(args, run)
+    stopping = time.monotonic()
+    run.stop_recorders()
+    index_after_stop = index_bytes(run.data_dir)
+    # The simulator stays up until the recorders are gone: stopping it first would make them see
+    # a lost camera and record a gap.
+    for server in run.servers:
+        server.stop()
+    per_camera, index = analyse_recordings(run, pictures)
+    return summarise(args, run, window, per_camera, index, timeline=timeline, stopped=stopping,
+                     index_after_stop=index_after_stop, clip_mbit=clip.stat().st_size * 8 / CLIP_SECONDS / 1e6)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -612,16 +694,15 @@ def _spread(values: list[float]) -> dict[str, float]:
     return {"min": round(min(values), 2), "mean": round(statistics.fmean(values), 2), "max": round(max(values), 2)}
 
 
-def summarise(args: argparse.Namespace, run: Run, groups: dict[str, ProcessGroup], per_camera: dict[str, Any],
-              index: dict[str, Any], *, window: float, busy: float, warmup: float, write_bytes: int,
-              index_at_window_end: dict[str, int], index_after_stop: dict[str, int], recorder_restarts: int,
-              edgenvr_ran: float, ffmpeg_ran: float, clip_mbit: float) -> dict[str, Any]:
+def summarise(args: argparse.Namespace, run: Run, w: WindowFigures, per_camera: dict[str, Any],
+              index: dict[str, Any], *, timeline: Timeline, stopped: float, index_after_stop: dict[str, int],
+              clip_mbit: float) -> dict[str, Any]:
+    groups, window, machine = w.groups, w.seconds, w.machine
     n = len(run.cameras)
     camera_minutes = n * window / 60
     edgenvr_group, ffmpeg_group = groups["edgenvr"], groups["ffmpeg"]
     edgenvr_cpu = edgenvr_group.cpu_seconds()
-    measured_cpu = sum(g.cpu_seconds() for g in groups.values())
-    recorder_cpu = [m.cpu_last - m.cpu_start for m in edgenvr_group.by_role("recorder")]
+    recorder_cpu = [m.spent() for m in edgenvr_group.by_role("recorder")]
 
     dropped_by_kind: dict[str, int] = {}
     for entry in per_camera.values():
@@ -652,38 +733,46 @@ def summarise(args: argparse.Namespace, run: Run, groups: dict[str, ProcessGroup
         "projected_core_share_at_32": round(edgenvr_cpu / camera_minutes * 32 / 60, 4),
         **_memory(edgenvr_group, "recorder", n),
         "supervisor_peak_rss_mb": _mb(max((m.peak_rss for m in edgenvr_group.by_role("supervisor")), default=0)),
-        "recorder_restarts_in_window": recorder_restarts,
+        "recorder_restarts_in_window": groups["edgenvr"].started,
         "dropped_packets": sum(dropped_by_kind.values()),
         "dropped_by_kind": dropped_by_kind,
         "gaps": len(index["gaps"]),
         "gap_rows": index["gaps"][:20],
         "indexed_seconds_per_camera": _spread([e["index"].get("indexed_seconds", 0) for e in per_camera.values()]),
-        "supervisor_write_bytes_in_window": write_bytes,
-        "index_write_kb_per_camera_hour": round(write_bytes / 1000 / (n * window / 3600), 1),
-        "index_bytes_at_window_end": index_at_window_end,
+        "supervisor_write_bytes_in_window": w.supervisor_write_bytes,
+        "index_write_kb_per_camera_hour": round(w.supervisor_write_bytes / 1000 / (n * window / 3600), 1),
+        "index_bytes_at_window_end": w.index_at_window_end,
         "index_bytes_after_stop": index_after_stop,
-        "ran_seconds": round(edgenvr_ran, 1),
+        "ran_seconds": round(stopped - timeline.started, 1),
         **recording_totals("edgenvr"),
     }
     result: dict[str, Any] = {
+        "edgenvr_code": code_version(),
         "cameras": n,
         "window_seconds": round(window, 2),
-        "warmup_seconds": round(warmup, 1),
+        "warmup_seconds": round(timeline.warmup, 1),
         "stream": {"width": WIDTH, "height": HEIGHT, "fps": FPS, "gop": GOP, "mbit_per_s": round(clip_mbit, 2)},
         "servers": len(run.servers),
         "simulator": {
             "cpu_seconds": round(groups["simulator"].cpu_seconds(), 2),
             "core_share": round(_core_share(groups["simulator"].cpu_seconds(), window), 4),
             "core_share_per_stream": round(_core_share(groups["simulator"].cpu_seconds(), window) / n, 4),
-            "core_share_max_server": round(max((_core_share(m.cpu_last - m.cpu_start, window)
+            "core_share_max_server": round(max((_core_share(m.spent(), window)
                                                 for m in groups["simulator"].members.values()), default=0), 4),
         },
         "benchmark_core_share": round(_core_share(groups["benchmark"].cpu_seconds(), window), 4),
         "machine": {
             "cores": psutil.cpu_count(),
-            "busy_core_share": round(_core_share(busy, window), 3),
-            # Whatever else ran (someone's test suite, kernel writeback): a large value means a disturbed run.
-            "other_core_share": round(_core_share(max(0.0, busy - measured_cpu), window), 3),
+            # From /proc/stat, which counts timer ticks: bursty work such as 25 fps recorders is
+            # sampled coarsely there, so this is not compared with the per-process figures above.
+            "busy_core_share": round(_core_share(machine["busy"], window), 3),
+            # Every other process and kernel thread (exact per-process runtime), plus interrupt
+            # work (loopback TCP is softirq work charged to no process). Large = a disturbed run.
+            "other_core_share": round(_core_share(w.others_cpu + machine["interrupts"], window), 3),
+            "interrupts_core_share": round(_core_share(machine["interrupts"], window), 3),
+            "steal_core_share": round(_core_share(machine["steal"], window), 3),
+            "iowait_core_share": round(_core_share(machine["iowait"], window), 3),
+            "busiest_other_processes": w.others,
         },
         "edgenvr": edgenvr,
         "per_camera": per_camera,
@@ -696,7 +785,7 @@ def summarise(args: argparse.Namespace, run: Run, groups: dict[str, ProcessGroup
             "cpu_seconds_per_camera_minute": round(ffmpeg_per_cam_min, 3),
             "core_share": round(_core_share(ffmpeg_cpu, window), 4),
             **_memory(ffmpeg_group, "ffmpeg", n),
-            "ran_seconds": round(ffmpeg_ran, 1),
+            "ran_seconds": round(stopped - timeline.ffmpeg_started, 1),
             **recording_totals("ffmpeg"),
         }
         result["ratio_edgenvr_to_ffmpeg"] = {
@@ -717,6 +806,19 @@ def summarise(args: argparse.Namespace, run: Run, groups: dict[str, ProcessGroup
             edgenvr["marginal_pss_per_camera_mb"] = round((edgenvr["tree_peak_pss_mb"] - base_pss) / step, 1)
     result["targets"] = targets(result)
     return result
+
+
+def code_version() -> str:
+    """The commit measured, marked dirty when edgenvr's tree has uncommitted changes."""
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--", "edgenvr"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return (head or "unknown") + ("+uncommitted edgenvr changes" if dirty else "")
 
 
 def load_baseline(path: Path) -> dict[str, Any]:
@@ -773,12 +875,14 @@ def report(result: dict[str, Any]) -> str:
     lines = [
         f"edgenvr recording benchmark: {result['cameras']} cameras, {s['width']}x{s['height']} {s['fps']} fps "
         f"GOP {s['gop']} {s['mbit_per_s']} Mbit/s; window {result['window_seconds']:.1f} s after "
-        f"{result['warmup_seconds']:.1f} s warm-up",
+        f"{result['warmup_seconds']:.1f} s warm-up; edgenvr {result['edgenvr_code']}",
         f"simulator: {result['servers']} server(s), {result['simulator']['core_share']:.1%} of a core "
         f"({result['simulator']['core_share_per_stream']:.2%} per stream, busiest server "
         f"{result['simulator']['core_share_max_server']:.1%}); not counted for either recorder",
-        f"machine: {result['machine']['cores']} cores, busy {result['machine']['busy_core_share']:.0%} of a core; "
-        f"other load {result['machine']['other_core_share']:.1%} of a core; "
+        f"machine: {result['machine']['cores']} cores; other load {result['machine']['other_core_share']:.1%} of a core "
+        f"(interrupts {result['machine']['interrupts_core_share']:.1%}; "
+        + ", ".join(f"{p['name']} {p['core_share']:.1%}" for p in result["machine"]["busiest_other_processes"])
+        + f"); steal {result['machine']['steal_core_share']:.1%}; "
         f"benchmark's own sampling {result['benchmark_core_share']:.1%}",
         "",
     ]

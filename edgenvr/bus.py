@@ -18,9 +18,10 @@ log = logging.getLogger(__name__)
 
 
 class BusSender:
+    """One sender per thread (zmq sockets are not thread-safe); they share the process's zmq context."""
+
     def __init__(self, endpoint: str) -> None:
-        self._context = zmq.Context()
-        self._socket = self._context.socket(zmq.PUSH)
+        self._socket = zmq.Context.instance().socket(zmq.PUSH)
         self._socket.setsockopt(zmq.SNDHWM, 10_000)
         self._socket.setsockopt(zmq.LINGER, 2000)  # give the last announcements a moment on shutdown
         self._socket.connect(endpoint)
@@ -35,7 +36,6 @@ class BusSender:
 
     def close(self) -> None:
         self._socket.close()
-        self._context.term()
 
 
 def decode(payload: bytes) -> SegmentRecord | CameraState:

@@ -186,3 +186,25 @@ def reconcile(writer: IndexWriter, layout: StorageLayout) -> ConsistencyReport:
     else:
         log.info("reconcile: index and disk agree (%d segments)", found.rows)
     return found
+
+
+def finalise_leftover_partials(writer: IndexWriter, layout: StorageLayout, camera_ids: list[str]) -> int:
+    """After a recorder process died: finalise the `.partial` files it left, before it is restarted.
+
+    A partial can only be in one of a camera's two newest hour directories (the hour may have turned
+    while it was open), so this looks nowhere else."""
+    recovered = 0
+    for camera in camera_ids:
+        camera_dir = layout.camera_dir(camera)
+        hours = sorted(p for day in camera_dir.glob("????-??-??") for p in day.glob("??"))[-2:]
+        for partial in sorted(p for hour in hours for p in hour.glob("*.mp4.partial")):
+            try:
+                record = finalise_partial(layout, camera, partial)
+            except PartialNotFinalised as exc:
+                log.error("%s; left for the next start-up", exc)
+                continue
+            if record is not None:
+                writer.add_segment(record)
+                recovered += 1
+                log.info("recovered %s (%d ms) left by a dead recorder", record.path, record.duration_ms)
+    return recovered

@@ -74,9 +74,11 @@ class IndexWriter:
             camera.last_problem = state.reason
         elif state.state == "stopped" and not camera.last_problem:
             camera.last_problem = "recording stopped"
+        before = (camera.state, camera.since_ms, camera.reason, camera.dropped)
         camera.state, camera.since_ms, camera.reason = state.state, state.since_ms, state.reason
         camera.dropped = dict(state.dropped)
-        self._dirty.add(state.camera)
+        if (camera.state, camera.since_ms, camera.reason, camera.dropped) != before:
+            self._dirty.add(state.camera)  # unchanged reports cost no index write
 
     def transaction(self, work: Callable[[sqlite3.Connection], None]) -> None:
         """Run `work` in one write transaction. If the disk is full, give up the emergency reserve and

@@ -27,7 +27,7 @@ from edgenvr import index_schema
 from edgenvr.bus import decode
 from edgenvr.config import CameraConfig, Config
 from edgenvr.disk_reserve import DiskReserve
-from edgenvr.index_reconcile import reconcile
+from edgenvr.index_reconcile import finalise_leftover_partials, reconcile
 from edgenvr.index_writer import IndexWriter
 from edgenvr.process_setup import lock_file
 from edgenvr.records import CameraState, SegmentRecord
@@ -44,7 +44,9 @@ class SupervisorError(Exception):
 
 @dataclass
 class _RecorderSlot:
-    camera: CameraConfig
+    """One recorder process and the cameras it records."""
+    name: str
+    cameras: tuple[CameraConfig, ...]
     process: BaseProcess | None = None
     restarts: int = 0
     next_start: float = 0.0
@@ -73,7 +75,10 @@ class Supervisor:
 
     def __post_init__(self) -> None:
         self.layout = StorageLayout(self.config.storage.data_dir)
-        self._slots = {c.id: _RecorderSlot(c) for c in self.config.enabled_cameras}
+        cameras = self.config.enabled_cameras
+        per_process = self.config.recording.cameras_per_process
+        groups = [cameras[i:i + per_process] for i in range(0, len(cameras), per_process)]
+        self._slots = [_RecorderSlot(f"recorders-{n + 1}", group) for n, group in enumerate(groups)]
         # spawn, not fork: a forked child would share the event loop's signal wake-up socket and zmq state.
         # The recorder's parent is then this process, so PR_SET_PDEATHSIG kills it if we are killed.
         self._context = multiprocessing.get_context("spawn")
@@ -106,19 +111,20 @@ class Supervisor:
 
     # -- recorders ---------------------------------------------------------------------------------
     def _start_recorder(self, slot: _RecorderSlot) -> None:
-        from edgenvr.recorder import run_recorder
+        from edgenvr.recorder import run_recorder_group
 
         process = self._context.Process(
-            target=run_recorder, name=f"recorder-{slot.camera.id}",
-            args=(slot.camera, self.config.recording, self.layout.data_dir, self._endpoint, self.config.log_level))
+            target=run_recorder_group, name=slot.name,
+            args=(slot.cameras, self.config.recording, self.layout.data_dir, self._endpoint,
+                  self.config.log_level, slot.name))
         process.start()
         slot.process = process
         slot.started_at = time.monotonic()
-        log.info("camera %s: recorder started (pid %s)", slot.camera.id, process.pid)
+        log.info("%s started (pid %s): %s", slot.name, process.pid, ", ".join(c.id for c in slot.cameras))
 
     def _supervise_recorders(self) -> None:
         now = time.monotonic()
-        for slot in self._slots.values():
+        for slot in self._slots:
             process = slot.process
             if process is not None and process.is_alive():
                 continue
@@ -131,8 +137,11 @@ class Supervisor:
                 delay = min(2 ** slot.restarts, self.config.recording.max_backoff_seconds)
                 slot.restarts += 1
                 slot.next_start = now + delay
-                log.error("camera %s: recorder exited with code %s; restarting in %.0f s", slot.camera.id, code, delay)
-                self._on_state(CameraState(slot.camera.id, "reconnecting", now_ms(), f"recorder exited with code {code}"))
+                log.error("%s exited with code %s; restarting in %.0f s", slot.name, code, delay)
+                self._guarded("recovering partial segments",
+                              lambda: finalise_leftover_partials(self.writer, self.layout, [c.id for c in slot.cameras]))
+                for camera in slot.cameras:
+                    self._on_state(CameraState(camera.id, "reconnecting", now_ms(), f"recorder exited with code {code}"))
             if now >= slot.next_start:
                 self._start_recorder(slot)
 
@@ -181,7 +190,7 @@ class Supervisor:
         storage = self.config.storage
         last_sweep = 0.0
         _sd_notify("READY=1")
-        log.info("recording %d cameras into %s", len(self._slots), self.layout.data_dir)
+        log.info("recording %d cameras into %s", len(self.config.enabled_cameras), self.layout.data_dir)
         try:
             while not self.stopping.is_set():
                 self._supervise_recorders()
@@ -226,7 +235,7 @@ class Supervisor:
                 log.info("%s works again", what)
 
     async def _stop_recorders(self) -> None:
-        running = [s.process for s in self._slots.values() if s.process is not None and s.process.is_alive()]
+        running = [s.process for s in self._slots if s.process is not None and s.process.is_alive()]
         for process in running:
             process.terminate()
         # A recorder blocked on a frozen camera notices SIGTERM after its read timeout.

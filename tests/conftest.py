@@ -37,11 +37,12 @@ def h265_clip() -> Path:
 
 def config_text(data_dir: Path, cameras: dict[str, str], *, segment_seconds: float = 5, quota: str = "90%",
                 min_free: str = "0", commit_seconds: float = 1, sweep_seconds: float = 1,
-                extra_storage: str = "") -> str:
+                extra_storage: str = "", cameras_per_process: int = 8) -> str:
     lines = ["[storage]", f'data_dir = "{data_dir}"', f'quota = "{quota}"', f'min_free = "{min_free}"',
              f"index_commit_seconds = {commit_seconds}", f"sweep_seconds = {sweep_seconds}", extra_storage,
              "[recording]", f"segment_seconds = {segment_seconds}", "read_timeout_seconds = 5",
-             "connect_timeout_seconds = 5", "max_backoff_seconds = 2"]
+             "connect_timeout_seconds = 5", "max_backoff_seconds = 2",
+             f"cameras_per_process = {cameras_per_process}"]
     for camera_id, url in cameras.items():
         lines += ["[[cameras]]", f'id = "{camera_id}"', f'url = "{url}"']
     return "\n".join(lines) + "\n"

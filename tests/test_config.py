@@ -125,7 +125,7 @@ def test_empty_file_gives_defaults_and_no_cameras(tmp_path: Path) -> None:
     assert storage.min_free_bytes == 10**9
     assert storage.max_age_days is None
     assert storage.sweep_seconds == 10
-    assert storage.index_commit_seconds == 15
+    assert storage.index_commit_seconds == 30
     assert config.recording == RecordingConfig()
     assert config.recording.segment_seconds == 10
     assert config.recording.connect_timeout_seconds == 10
@@ -475,3 +475,10 @@ def test_config_to_toml_keeps_fractional_percent_and_no_age_limit() -> None:
 def test_config_to_toml_round_trips_a_tiny_absolute_quota() -> None:
     original = Config(storage=StorageConfig(data_dir=Path("/srv/nvr"), quota=Quota(bytes=85), min_free_bytes=0))
     assert parse_config(config_to_toml(original)) == original
+
+
+@pytest.mark.parametrize("value, fragment", [("0", "from 1 to 64"), ("2.5", "whole number"), ('"4"', "whole number")])
+def test_cameras_per_process_must_be_a_small_whole_number(tmp_path: Path, value: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, f"[recording]\ncameras_per_process = {value}\n"))
+    assert "recording.cameras_per_process" in str(error.value) and fragment in str(error.value)

@@ -8,6 +8,7 @@ segment that was complete on disk at any kill, and `check_consistency` must find
 from __future__ import annotations
 
 import random
+import re
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from edgenvr.index_queries import open_readonly
 from edgenvr.index_reconcile import check_consistency
 from edgenvr.storage_layout import StorageLayout
 
-from conftest import config_text, start_supervisor
+from conftest import RunningSupervisor, config_text, start_supervisor
 
 KILLS = 20
 
@@ -68,3 +69,44 @@ def test_kill_9_at_random_points_loses_no_complete_segment(tmp_path: Path, h264_
     assert not lost, f"complete segments lost after kill -9 (seed {seed}): {sorted(lost)[:5]}"
     assert rows >= 2 * KILLS, "the loop recorded too little to mean anything"
     assert "Traceback" not in (tmp_path / "edgenvr.log").read_text() + final.log()
+
+
+def test_killed_recorder_process_is_restarted_and_other_cameras_keep_recording(
+        tmp_path: Path, h264_clip: Path, simulator_ready: None, supervisors: list) -> None:
+    import os
+    import signal
+
+    from edgenvr.index_queries import gaps
+
+    with SimulatedCamera({"a": (h264_clip, "h264"), "b": (h264_clip, "h264")}, log_path=tmp_path / "cam.log") as camera:
+        layout = StorageLayout(tmp_path / "data")
+        config = tmp_path / "edgenvr.toml"
+        config.write_text(config_text(layout.data_dir, {"cam-a": camera.url("a"), "cam-b": camera.url("b")},
+                                      segment_seconds=2, cameras_per_process=1))
+        supervisor = start_supervisor(config, tmp_path / "edgenvr.log")
+        supervisors.append(supervisor)
+        supervisor.wait_for_log("cam-a: recording")
+        supervisor.wait_for_log("cam-b: recording")
+        time.sleep(4)
+        os.kill(_pid_of(supervisor, "recorders-1"), signal.SIGKILL)
+        killed_at = time.time() * 1000
+        time.sleep(12)
+        assert supervisor.stop() == 0
+    log = supervisor.log()
+    assert "recorders-1 exited with code -9" in log
+    with open_readonly(layout) as conn:
+        gaps_a = [g for g in gaps(conn, "cam-a") if g.end_ms is not None]
+        gaps_b = [g for g in gaps(conn, "cam-b") if g.end_ms is not None]
+        resumed = conn.execute("SELECT COUNT(*) FROM segments WHERE camera = 'cam-a' AND start_ms > ?",
+                               (killed_at,)).fetchone()[0]
+        report = check_consistency(conn, layout)
+    assert len(gaps_a) == 1 and gaps_a[0].end_ms - gaps_a[0].start_ms < 8000, gaps_a
+    assert gaps_b == [], "a camera in another recorder process was disturbed"
+    assert resumed >= 2
+    assert report.consistent, report.summary()  # the killed recorder's partial segment was finalised
+
+
+def _pid_of(supervisor: RunningSupervisor, name: str) -> int:
+    found = re.findall(rf"{name} started \(pid (\d+)\)", supervisor.log())
+    assert found, f"{name} never started"
+    return int(found[-1])
