@@ -49,6 +49,7 @@ from typing import Any
 import av
 import psutil
 
+from edgenvr.annexb import annexb_nal_units
 from edgenvr.camera_simulator import SimulatedCamera, make_clip, simulator_unavailable_reason
 
 CLIP_CACHE = Path(os.environ.get("EDGENVR_TEST_CLIPS", "/tmp/edgenvr-test-clips"))
@@ -278,16 +279,7 @@ def _nal_units(data: bytes) -> Iterator[memoryview]:
     """NAL units of one access unit, in Annex-B (start codes) or MP4 (4-byte lengths) framing."""
     view = memoryview(data)
     if data[:3] == b"\x00\x00\x01" or data[:4] == b"\x00\x00\x00\x01":
-        starts = []
-        i = data.find(b"\x00\x00\x01")
-        while i != -1:
-            starts.append(i + 3)
-            i = data.find(b"\x00\x00\x01", i + 3)
-        for n, start in enumerate(starts):
-            end = starts[n + 1] - 3 if n + 1 < len(starts) else len(data)
-            while end > start and data[end - 1] == 0:  # trailing zeros belong to the next start code
-                end -= 1
-            yield view[start:end]
+        yield from annexb_nal_units(data)
         return
     i = 0
     while i + 4 <= len(data):

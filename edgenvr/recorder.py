@@ -29,6 +29,7 @@ from typing import Iterator
 import av
 import zmq
 
+from edgenvr.annexb import annexb_nal_units
 from edgenvr.bus import BusSender
 from edgenvr.config import CameraConfig, RecordingConfig
 from edgenvr.records import CameraState
@@ -50,24 +51,15 @@ _PARAMETER_SET_TYPES = {"h264": {7, 8}, "hevc": {32, 33, 34}}
 def parameter_sets(data: bytes, codec: str) -> bytes:
     """The SPS/PPS (and VPS) NAL units at the front of an Annex-B access unit, concatenated.
 
-    Only the first few hundred bytes are scanned: cameras put parameter sets before the slice data."""
+    Only the first few hundred bytes are passed in: cameras put parameter sets before the slice data."""
     wanted = _PARAMETER_SET_TYPES.get(codec)
     if not wanted:
         return b""
     found: list[bytes] = []
-    starts = []
-    i = data.find(b"\x00\x00\x01")
-    while i != -1:
-        starts.append(i + 3)
-        i = data.find(b"\x00\x00\x01", i + 3)
-    for n, start in enumerate(starts):
-        if start >= len(data):
-            break
-        header = data[start]
-        nal_type = header & 0x1F if codec == "h264" else (header >> 1) & 0x3F
+    for nal in annexb_nal_units(data):
+        nal_type = nal[0] & 0x1F if codec == "h264" else (nal[0] >> 1) & 0x3F
         if nal_type in wanted:
-            end = starts[n + 1] - 3 if n + 1 < len(starts) else len(data)
-            found.append(data[start:end].rstrip(b"\x00"))
+            found.append(bytes(nal))
         elif found:
             break  # past the parameter sets
     return b"".join(found)
@@ -119,11 +111,12 @@ class CameraRecorder:
                 lost_since = now_ms()
             offline = now_ms() - lost_since >= OFFLINE_AFTER_MS
             self.set_state("offline" if offline else "reconnecting", reason, since_ms=lost_since)
-            self._sleep(backoff)
+            self.pause(backoff)
             backoff = min(backoff * 2, self.recording.max_backoff_seconds)
         self.set_state("stopped")
 
-    def _sleep(self, seconds: float) -> None:
+    def pause(self, seconds: float) -> None:
+        """Sleep, but return at once when the recorder is told to stop."""
         deadline = time.monotonic() + seconds
         while not self.stopping and time.monotonic() < deadline:
             time.sleep(min(0.2, deadline - time.monotonic()))
@@ -321,7 +314,7 @@ def _record_until_stopped(recorder: CameraRecorder) -> None:
         except Exception:  # noqa: BLE001 - last line of defence for one camera's thread
             log.exception("camera %s: recorder failed; restarting it in %.0f s", recorder.camera.id, backoff)
             recorder.set_state("reconnecting", "recorder error, restarting")
-            recorder._sleep(backoff)
+            recorder.pause(backoff)
             backoff = min(backoff * 2, 30.0)
 
 
