@@ -410,20 +410,29 @@ def camera_ids(count: int) -> list[str]:
     return [f"cam-{i:02d}" for i in range(count)]
 
 
-def config_toml(data_dir: Path, urls: dict[str, str]) -> str:
-    # index_commit_seconds is left at its default (15 s) on purpose: index writes are measured as
-    # shipped. The quota is far above what a run writes, so retention never deletes during it.
+def config_toml(data_dir: Path, urls: dict[str, str], cameras_per_process: int | None = None) -> str:
+    # index_commit_seconds is left at its default on purpose: index writes are measured as shipped.
+    # The quota is far above what a run writes, so retention never deletes during it.
     lines = ["[storage]", f"data_dir = {json.dumps(str(data_dir))}", 'quota = "1TB"', 'min_free = "0"', "",
-             "[recording]", f"segment_seconds = {SEGMENT_SECONDS}", ""]
+             "[recording]", f"segment_seconds = {SEGMENT_SECONDS}"]
+    if cameras_per_process is not None:
+        lines.append(f"cameras_per_process = {cameras_per_process}")
+    lines.append("")
     for camera, url in urls.items():
         lines += ["[[cameras]]", f"id = {json.dumps(camera)}", f"url = {json.dumps(url)}", ""]
     return "\n".join(lines)
 
 
-def ffmpeg_command(url: str, out_dir: Path) -> list[str]:
+# `--ffmpeg-format fmp4` gives ffmpeg the crash-safe output edgenvr writes (segment_files.MP4_OPTIONS):
+# the issue's reference command writes plain MP4, which loses a whole segment when the process dies.
+FFMPEG_FMP4_OPTIONS = ["-segment_format_options",
+                       "movflags=frag_keyframe+empty_moov+default_base_moof:frag_duration=1000000:flush_packets=1"]
+
+
+def ffmpeg_command(url: str, out_dir: Path, output_format: str = "mp4") -> list[str]:
     return ["ffmpeg", "-hide_banner", "-loglevel", "error", "-rtsp_transport", "tcp", "-i", url,
             "-c", "copy", "-f", "segment", "-segment_time", str(SEGMENT_SECONDS), "-reset_timestamps", "1",
-            str(out_dir / "%05d.mp4")]
+            *(FFMPEG_FMP4_OPTIONS if output_format == "fmp4" else []), str(out_dir / "%05d.mp4")]
 
 
 def _wait_until(what: str, ready: Callable[[], bool], timeout: float, check: Callable[[], None]) -> float:
@@ -520,7 +529,7 @@ def start_and_warm_up(args: argparse.Namespace, run: Run, clip: Path) -> Timelin
     """Start the simulator, edgenvr and the ffmpegs; return once both recorded a first file per camera."""
     urls = start_servers(run, clip, args.servers)
     config_path = run.workdir / "edgenvr.toml"
-    config_path.write_text(config_toml(run.data_dir, urls))
+    config_path.write_text(config_toml(run.data_dir, urls, args.cameras_per_process))
     timeline = Timeline(started=time.monotonic())
     run.supervisor = _spawn([sys.executable, "-m", "edgenvr", "run", "--config", str(config_path)],
                             run.supervisor_log)
@@ -537,7 +546,7 @@ def start_and_warm_up(args: argparse.Namespace, run: Run, clip: Path) -> Timelin
     if not args.no_ffmpeg:
         for camera in run.cameras:
             run.ffmpeg_dir(camera).mkdir(parents=True, exist_ok=True)
-            run.ffmpegs[camera] = _spawn(ffmpeg_command(urls[camera], run.ffmpeg_dir(camera)),
+            run.ffmpegs[camera] = _spawn(ffmpeg_command(urls[camera], run.ffmpeg_dir(camera), args.ffmpeg_format),
                                          run.ffmpeg_log(camera))
     timeline.ffmpeg_started = time.monotonic()
 
@@ -745,6 +754,8 @@ def summarise(args: argparse.Namespace, run: Run, w: WindowFigures, per_camera: 
         "warmup_seconds": round(timeline.warmup, 1),
         "stream": {"width": WIDTH, "height": HEIGHT, "fps": FPS, "gop": GOP, "mbit_per_s": round(clip_mbit, 2)},
         "servers": len(run.servers),
+        "ffmpeg_format": args.ffmpeg_format,
+        "cameras_per_process": args.cameras_per_process,
         "simulator": {
             "cpu_seconds": round(groups["simulator"].cpu_seconds(), 2),
             "core_share": round(_core_share(groups["simulator"].cpu_seconds(), window), 4),
@@ -867,7 +878,8 @@ def report(result: dict[str, Any]) -> str:
     lines = [
         f"edgenvr recording benchmark: {result['cameras']} cameras, {s['width']}x{s['height']} {s['fps']} fps "
         f"GOP {s['gop']} {s['mbit_per_s']} Mbit/s; window {result['window_seconds']:.1f} s after "
-        f"{result['warmup_seconds']:.1f} s warm-up; edgenvr {result['edgenvr_code']}",
+        f"{result['warmup_seconds']:.1f} s warm-up; edgenvr {result['edgenvr_code']}, cameras_per_process "
+        f"{result['cameras_per_process'] or 'default'}; ffmpeg writes {result['ffmpeg_format']}",
         f"simulator: {result['servers']} server(s), {result['simulator']['core_share']:.1%} of a core "
         f"({result['simulator']['core_share_per_stream']:.2%} per stream, busiest server "
         f"{result['simulator']['core_share_max_server']:.1%}); not counted for either recorder",
@@ -958,6 +970,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=60, help="measured window after warm-up (default 60)")
     parser.add_argument("--json", action="store_true", help="also print all figures as one JSON object (last line)")
     parser.add_argument("--no-ffmpeg", action="store_true", help="record with edgenvr alone")
+    parser.add_argument("--ffmpeg-format", choices=["mp4", "fmp4"], default="mp4",
+                        help="ffmpeg's output: plain MP4 (the issue's reference, default) or the same "
+                             "fragmented MP4 edgenvr writes")
+    parser.add_argument("--cameras-per-process", type=int, default=None,
+                        help="edgenvr's recording.cameras_per_process (default: edgenvr's own default)")
     parser.add_argument("--servers", type=int, default=1,
                         help="simulator processes to spread the mounts over (default 1)")
     parser.add_argument("--baseline", type=Path,

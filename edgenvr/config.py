@@ -204,7 +204,7 @@ class RecordingConfig:
     max_backoff_seconds: float = 2
     # Cameras recorded by one process (one thread each). 1 isolates every camera in its own process;
     # more share one interpreter and libav: about 50 MB RSS per process vs a few MB per extra thread.
-    cameras_per_process: int = 8
+    cameras_per_process: int = 16
 
 
 @dataclass(frozen=True, repr=False)
@@ -746,7 +746,7 @@ def _url_problem(url: str) -> str | None:
     if not parts.hostname:
         return f"{shown} has no host"
     try:
-        parts.port
+        _ = parts.port  # urlsplit validates the port only when it is read
     except ValueError:
         # urlsplit's own message can quote part of the password; use ours.
         return f"{shown} has an invalid port (use 1-65535)"

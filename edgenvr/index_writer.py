@@ -50,10 +50,6 @@ class IndexWriter:
         return self._cameras.setdefault(camera_id, _Camera())
 
     @property
-    def pending(self) -> int:
-        return len(self._segments) + len(self._gaps) + len(self._dirty)
-
-    @property
     def pending_bytes(self) -> int:
         return sum(s.bytes for s in self._segments)
 
@@ -124,7 +120,3 @@ class IndexWriter:
         self._segments, self._gaps, self._dirty = [], [], set()
         self.indexed_bytes += sum(s.bytes for s in segments)
         return len(segments)
-
-    def camera_states(self) -> dict[str, CameraState]:
-        return {cid: CameraState(cid, c.state, c.since_ms or 0, c.reason, dict(c.dropped))
-                for cid, c in self._cameras.items()}

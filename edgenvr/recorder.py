@@ -168,6 +168,7 @@ class CameraRecorder:
         frame_ticks = 0
         params = b""
         template: av.video.stream.VideoStream = stream  # codec parameters that new segments are created with
+        writer_first_pts = 0
         recorded = False
         reason = "stream ended"
         self.set_state("connecting")

@@ -82,7 +82,6 @@ class Supervisor:
         # spawn, not fork: a forked child would share the event loop's signal wake-up socket and zmq state.
         # The recorder's parent is then this process, so PR_SET_PDEATHSIG kills it if we are killed.
         self._context = multiprocessing.get_context("spawn")
-        self.states: dict[str, CameraState] = {}
         self._trouble_logged: dict[str, float] = {}
         self.segments_indexed = 0
 
@@ -138,17 +137,14 @@ class Supervisor:
                 slot.restarts += 1
                 slot.next_start = now + delay
                 log.error("%s exited with code %s; restarting in %.0f s", slot.name, code, delay)
-                self._guarded("recovering partial segments",
-                              lambda: finalise_leftover_partials(self.writer, self.layout, [c.id for c in slot.cameras]))
+                self._guarded("recovering partial segments", finalise_leftover_partials,
+                              self.writer, self.layout, [c.id for c in slot.cameras])
                 for camera in slot.cameras:
-                    self._on_state(CameraState(camera.id, "reconnecting", now_ms(), f"recorder exited with code {code}"))
+                    self.writer.set_state(CameraState(camera.id, "reconnecting", now_ms(), f"recorder exited with code {code}"))
             if now >= slot.next_start:
                 self._start_recorder(slot)
 
     # -- bus ---------------------------------------------------------------------------------------
-    def _on_state(self, state: CameraState) -> None:
-        self.states[state.camera] = state
-        self.writer.set_state(state)
 
     def _on_message(self, payload: bytes) -> None:
         try:
@@ -161,7 +157,7 @@ class Supervisor:
             self.retention.note_written(record.bytes)
             self.segments_indexed += 1
         else:
-            self._on_state(record)
+            self.writer.set_state(record)
 
     async def _receive(self, socket_: zmq.asyncio.Socket) -> None:
         while True:
@@ -221,9 +217,9 @@ class Supervisor:
             self.conn.close()
             log.info("stopped; %d segments indexed this run", self.segments_indexed)
 
-    def _guarded(self, what: str, action: Callable[[], object]) -> None:
+    def _guarded(self, what: str, action: Callable[..., object], *args: object) -> None:
         try:
-            action()
+            action(*args)
         except (sqlite3.Error, OSError) as exc:
             # once a minute per kind of trouble is enough for a disk that stays full for hours
             last = self._trouble_logged.get(what, 0.0)

@@ -47,7 +47,7 @@ def test_kill_9_at_random_points_loses_no_complete_segment(tmp_path: Path, h264_
         config.write_text(config_text(layout.data_dir, {"cam-a": camera.url("a"), "cam-b": camera.url("b")},
                                       segment_seconds=1, quota="10GB"))
         must_keep: set[tuple[str, int]] = set()
-        for attempt in range(KILLS):
+        for _ in range(KILLS):
             supervisor = start_supervisor(config, tmp_path / "edgenvr.log")
             supervisors.append(supervisor)
             time.sleep(rng.uniform(0.3, 6.0))  # sometimes inside start-up reconcile, mostly while recording
