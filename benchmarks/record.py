@@ -28,7 +28,6 @@ benchmark's own sampling, and the rest of the machine's load, so that a disturbe
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import math
 import os
@@ -51,6 +50,7 @@ import psutil
 
 from edgenvr.annexb import annexb_nal_units
 from edgenvr.camera_simulator import SimulatedCamera, make_clip, simulator_unavailable_reason
+from edgenvr.process_setup import die_with_parent_preexec
 
 CLIP_CACHE = Path(os.environ.get("EDGENVR_TEST_CLIPS", "/tmp/edgenvr-test-clips"))
 FPS = 25
@@ -82,29 +82,13 @@ class BenchmarkError(RuntimeError):
 # Child processes
 # ---------------------------------------------------------------------------------------------
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_us() -> Callable[[], None]:
-    """preexec_fn: the child gets SIGTERM if the benchmark dies (even by SIGKILL), so no recorder
-    outlives a crashed run. Resolved before fork: nothing may be loaded between fork and exec."""
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return preexec
-
-
 def _spawn(cmd: list[str], log_path: Path) -> subprocess.Popen[bytes]:
     with open(log_path, "ab") as log:
         # A session of its own: Ctrl-C reaches only the benchmark, which then stops everything in
         # order (recorders must close their segments before the files are analysed).
         return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, preexec_fn=_die_with_us(), close_fds=True)
+                                start_new_session=True, close_fds=True,
+                                preexec_fn=die_with_parent_preexec(signal.SIGTERM))  # no orphans if we die
 
 
 def _stop(processes: Iterable[subprocess.Popen[bytes]], sig: int | None, timeout: float) -> None:

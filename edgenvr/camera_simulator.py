@@ -15,7 +15,6 @@ It is used by ``edgenvr demo``, the test suite and the benchmarks.
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import json
 import os
@@ -23,15 +22,16 @@ import selectors
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
 
 import numpy as np
+
+from edgenvr.process_setup import die_with_parent_preexec
 
 __all__ = [
     "DEBIAN_PACKAGES",
@@ -398,36 +398,6 @@ def _free_port(host: str) -> int:
         return int(sock.getsockname()[1])
 
 
-_PR_SET_PDEATHSIG = 1
-
-
-@functools.lru_cache(maxsize=1)
-def _libc() -> ctypes.CDLL | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    return ctypes.CDLL(None, use_errno=True)
-
-
-def _die_with_parent_preexec() -> Callable[[], None] | None:
-    """A preexec_fn making the child get SIGKILL when its parent dies (Linux).
-
-    Resolved before fork: the child must not load libraries between fork and exec.
-    """
-    libc = _libc()
-    if libc is None:
-        return None
-    prctl = libc.prctl
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        # The parent may have died between fork and prctl; then nobody would kill us.
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return preexec
-
-
 def _mount_name(name: str) -> str:
     name = name.strip("/")
     if not name or any(c in name for c in "=: ") or "/" in name:
@@ -536,7 +506,7 @@ class SimulatedCamera:
         try:
             self._proc = subprocess.Popen(
                 self._command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=log, preexec_fn=_die_with_parent_preexec(), close_fds=True,
+                stderr=log, preexec_fn=die_with_parent_preexec(), close_fds=True,
             )
         finally:
             log.close()  # the child holds its own descriptor

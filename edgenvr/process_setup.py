@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Callable
 
 from edgenvr.storage_layout import StorageLayout
 
@@ -39,6 +39,24 @@ def die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         pass
+
+
+def die_with_parent_preexec(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
+    """A subprocess preexec_fn that makes the child get `sig` when its parent dies (Linux; None elsewhere).
+
+    prctl is resolved here, before fork: nothing may be loaded between fork and exec."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died between fork and prctl: nobody would signal us
+            os._exit(1)
+
+    return preexec
 
 
 def lock_file(path: Path, exclusive: bool, wait_seconds: float) -> IO[str] | None:
