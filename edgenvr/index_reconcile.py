@@ -13,6 +13,7 @@ and the cost is one pass over the index and one listing of the segment tree.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import sqlite3
@@ -65,7 +66,6 @@ def _hour_dirs(layout: StorageLayout) -> dict[int, list[tuple[str, Path]]]:
     result: dict[int, list[tuple[str, Path]]] = defaultdict(list)
     if not layout.segments_dir.is_dir():
         return result
-    import datetime as dt
     for camera_entry in os.scandir(layout.segments_dir):
         if not (camera_entry.is_dir() and CAMERA_ID_PATTERN.match(camera_entry.name)):
             continue
@@ -110,22 +110,33 @@ def _buckets(conn: sqlite3.Connection, layout: StorageLayout) -> Iterator[list[_
         yield list(per_camera.values())
 
 
+def _compare(bucket: _Bucket, report: ConsistencyReport) -> tuple[list[tuple[int, int, int, Path | None]], list[Path]]:
+    """Add one bucket's disagreements to `report`. Returns the bad rows as (start_ms, row id, bytes,
+    damaged file or None when the file is missing) and the files without a row, oldest first."""
+    report.rows += len(bucket.rows)
+    report.files += len(bucket.files)
+    report.partial_files += [str(p) for p in sorted(bucket.partials)]
+    bad_rows: list[tuple[int, int, int, Path | None]] = []
+    for start_ms, (row_id, size) in bucket.rows.items():
+        path = bucket.files.get(start_ms)
+        if path is None:
+            report.rows_without_file.append(f"{bucket.camera}/{start_ms}")
+            bad_rows.append((start_ms, row_id, size, None))
+        elif path.stat().st_size != size:
+            report.rows_with_wrong_size.append(str(path))
+            bad_rows.append((start_ms, row_id, size, path))
+    unindexed = [p for s, p in sorted(bucket.files.items()) if s not in bucket.rows]
+    report.files_without_row += [str(p) for p in unindexed]
+    return bad_rows, unindexed
+
+
 def check_consistency(conn: sqlite3.Connection, layout: StorageLayout) -> ConsistencyReport:
     """Compare index and disk without changing either (`edgenvr check-index`, tests)."""
     report = ConsistencyReport()
     report.rows_marked_deleting = conn.execute("SELECT COUNT(*) FROM segments WHERE deleting = 1").fetchone()[0]
     for buckets in _buckets(conn, layout):
         for bucket in buckets:
-            report.rows += len(bucket.rows)
-            report.files += len(bucket.files)
-            report.partial_files += [str(p) for p in bucket.partials]
-            for start_ms, (_, size) in bucket.rows.items():
-                path = bucket.files.get(start_ms)
-                if path is None:
-                    report.rows_without_file.append(f"{bucket.camera}/{start_ms}")
-                elif path.stat().st_size != size:
-                    report.rows_with_wrong_size.append(str(path))
-            report.files_without_row += [str(p) for s, p in bucket.files.items() if s not in bucket.rows]
+            _compare(bucket, report)
     return report
 
 
@@ -144,27 +155,20 @@ def reconcile(writer: IndexWriter, layout: StorageLayout) -> ConsistencyReport:
     dropped_rows: list[tuple[int, str, int, int, str]] = []
     for buckets in _buckets(conn, layout):
         for bucket in buckets:
-            found.rows += len(bucket.rows)
-            found.files += len(bucket.files)
-            for start_ms, (row_id, size) in bucket.rows.items():
-                path = bucket.files.get(start_ms)
-                if path is None:
-                    found.rows_without_file.append(f"{bucket.camera}/{start_ms}")
+            bad_rows, unindexed = _compare(bucket, found)
+            for start_ms, row_id, size, damaged in bad_rows:
+                if damaged is None:
                     dropped_rows.append((row_id, bucket.camera, start_ms, size, "segment file missing"))
-                elif path.stat().st_size != size:
-                    found.rows_with_wrong_size.append(str(path))
-                    quarantine(layout, path, f"size {path.stat().st_size} differs from indexed {size}")
+                else:
+                    quarantine(layout, damaged, f"size {damaged.stat().st_size} differs from indexed {size}")
                     dropped_rows.append((row_id, bucket.camera, start_ms, size, "segment file damaged"))
-            adopt = sorted((s, p) for s, p in bucket.files.items() if s not in bucket.rows)
-            for _, path in adopt:
-                found.files_without_row.append(str(path))
+            for path in unindexed:
                 try:
                     writer.add_segment(record_from_file(layout, bucket.camera, path, origin="adopted"))
                     log.info("reconcile: adopted %s", path)
                 except Exception as exc:  # noqa: BLE001 - any unreadable file goes to quarantine
                     quarantine(layout, path, f"unindexed file not readable: {exc}")
             for partial in sorted(bucket.partials):
-                found.partial_files.append(str(partial))
                 try:
                     record = finalise_partial(layout, bucket.camera, partial)
                 except PartialNotFinalised as exc:

@@ -283,7 +283,7 @@ class CameraRecorder:
             self._salvage(writer)
             return
         self.bus.send(record)
-        self.bus.send(CameraState(self.camera.id, self._state, self._state_since, "", dict(self.dropped)))
+        self.set_state(self._state)  # refreshes the drop counters the index shows
         for partial in list(self._unfinished):  # the disk works again: finish what it refused earlier
             self._unfinished.remove(partial)
             self._finalise(partial)

@@ -50,6 +50,14 @@ def _reconcile(layout: StorageLayout) -> None:
         conn.close()
 
 
+def _edit_index(layout: StorageLayout, sql: str, args: tuple = ()) -> None:
+    """Change the index behind edgenvr's back, as a crash or a damaged card would."""
+    conn = sqlite3.connect(layout.index_path)
+    conn.execute(sql, args)
+    conn.commit()
+    conn.close()
+
+
 def _rows(layout: StorageLayout) -> list:
     with open_readonly(layout) as conn:
         return list(segments(conn, layout))
@@ -93,10 +101,7 @@ def test_truncated_indexed_file_is_quarantined_and_reported(layout: StorageLayou
 
 def test_file_whose_row_was_lost_in_a_crash_is_adopted_with_the_same_hash(layout: StorageLayout) -> None:
     victim = _rows(layout)[-1]
-    conn = sqlite3.connect(layout.index_path)
-    conn.execute("DELETE FROM segments WHERE start_ms = ?", (victim.start_ms,))
-    conn.commit()
-    conn.close()
+    _edit_index(layout, "DELETE FROM segments WHERE start_ms = ?", (victim.start_ms,))
     _reconcile(layout)
     _assert_consistent(layout)
     adopted = [r for r in _rows(layout) if r.start_ms == victim.start_ms]
@@ -133,10 +138,7 @@ def test_garbage_partial_is_quarantined_not_deleted(layout: StorageLayout) -> No
 
 def test_interrupted_deletion_is_finished(layout: StorageLayout) -> None:
     victim = _rows(layout)[0]
-    conn = sqlite3.connect(layout.index_path)
-    conn.execute("UPDATE segments SET deleting = 1 WHERE start_ms = ?", (victim.start_ms,))
-    conn.commit()
-    conn.close()
+    _edit_index(layout, "UPDATE segments SET deleting = 1 WHERE start_ms = ?", (victim.start_ms,))
     _reconcile(layout)
     _assert_consistent(layout)
     assert not Path(victim.path).exists()
@@ -144,9 +146,6 @@ def test_interrupted_deletion_is_finished(layout: StorageLayout) -> None:
 
 
 def test_index_from_a_newer_version_is_refused(layout: StorageLayout) -> None:
-    conn = sqlite3.connect(layout.index_path)
-    conn.execute("PRAGMA user_version = 99")
-    conn.commit()
-    conn.close()
+    _edit_index(layout, "PRAGMA user_version = 99")
     with pytest.raises(index_schema.IndexVersionError):
         index_schema.connect(layout.index_path)
