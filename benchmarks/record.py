@@ -401,7 +401,8 @@ def config_toml(data_dir: Path, urls: dict[str, str], cameras_per_process: int |
              "[recording]", f"segment_seconds = {SEGMENT_SECONDS}"]
     if cameras_per_process is not None:
         lines.append(f"cameras_per_process = {cameras_per_process}")
-    lines.append("")
+    # This benchmark measures recording alone; benchmarks/motion.py measures recording with motion.
+    lines += ["", "[motion]", "enabled = false", ""]
     for camera, url in urls.items():
         lines += ["[[cameras]]", f"id = {json.dumps(camera)}", f"url = {json.dumps(url)}", ""]
     return "\n".join(lines)

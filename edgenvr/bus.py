@@ -1,4 +1,5 @@
-"""The message bus between processes (pyzmq): recorders PUSH records, the supervisor PULLs them.
+"""The message bus between processes (pyzmq): recorders and motion workers PUSH records, the supervisor
+PULLs them.
 
 PUSH/PULL rather than PUB/SUB because a segment announcement must not be dropped for a slow joiner.
 A recorder never blocks on the bus: if the supervisor is gone, announcements are dropped and the
@@ -12,7 +13,7 @@ import logging
 
 import zmq
 
-from edgenvr.records import CameraState, SegmentRecord, from_message, to_message
+from edgenvr.records import Record, from_message, to_message
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ class BusSender:
         self._socket.setsockopt(zmq.LINGER, 2000)  # give the last announcements a moment on shutdown
         self._socket.connect(endpoint)
 
-    def send(self, record: SegmentRecord | CameraState) -> bool:
+    def send(self, record: Record) -> bool:
         try:
             self._socket.send(json.dumps(to_message(record)).encode(), flags=zmq.NOBLOCK)
             return True
@@ -38,5 +39,5 @@ class BusSender:
         self._socket.close()
 
 
-def decode(payload: bytes) -> SegmentRecord | CameraState:
+def decode(payload: bytes) -> Record:
     return from_message(json.loads(payload))

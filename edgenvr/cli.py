@@ -1,4 +1,4 @@
-"""The `edgenvr` command line: run, demo, check-config, segments, gaps, status, check-index."""
+"""The `edgenvr` command line: run, demo, check-config, segments, gaps, status, check-index, hold, retention."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from edgenvr.config import Config, ConfigError, load_config
 from edgenvr.process_setup import setup_logging
+from edgenvr.records import EVENT_KINDS
 from edgenvr.storage_layout import StorageLayout
 from edgenvr.timebase import format_ms, parse_time_ms
 
@@ -146,6 +147,170 @@ def cmd_check_index(args: argparse.Namespace) -> int:
     return 0 if report.consistent else 1
 
 
+# -- holds and retention ---------------------------------------------------------------------------
+
+def _open_for_holds(config: Config):  # type: ignore[no-untyped-def]
+    from edgenvr.holds import open_index
+
+    try:
+        return open_index(StorageLayout(config.storage.data_dir))
+    except FileNotFoundError as exc:
+        print(f"edgenvr: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def cmd_hold_add(args: argparse.Namespace) -> int:
+    from edgenvr.holds import HoldError, add_hold
+
+    config = _load(args.config)
+    conn = _open_for_holds(config)
+    try:
+        hold = add_hold(conn, config, args.camera, args.from_ms, args.to_ms, args.reason)
+    except HoldError as exc:
+        print(f"edgenvr: hold not added: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        conn.close()
+    print(hold.id)  # alone on stdout, for scripts; the summary goes to stderr
+    print(f"edgenvr: {hold.describe()}", file=sys.stderr)
+    return 0
+
+
+def cmd_hold_list(args: argparse.Namespace) -> int:
+    from edgenvr.holds import hold_to_json, list_holds
+
+    config = _load(args.config)
+    with _open_index(config) as conn:
+        holds = list_holds(conn, args.camera, include_released=args.all)
+    if not args.json:
+        print(f"{'id':>4} {'camera':<16} {'from (UTC)':<24} {'to (UTC)':<24} {'state':<10} {'segments':>8}"
+              f" {'MB':>9}  reason")
+    for hold in holds:
+        if args.json:
+            print(json.dumps(hold_to_json(hold)))
+            continue
+        state = "in force" if hold.in_force else "released"
+        reason = hold.reason + (f" (released: {hold.release_reason})" if hold.release_reason else "")
+        print(f"{hold.id:>4} {hold.camera:<16} {format_ms(hold.from_ms):<24} {format_ms(hold.to_ms):<24} "
+              f"{state:<10} {hold.segments:>8} {hold.bytes / 1e6:>9.1f}  {reason}")
+    return 0
+
+
+def cmd_hold_release(args: argparse.Namespace) -> int:
+    from edgenvr.holds import HoldError, release_hold
+
+    config = _load(args.config)
+    conn = _open_for_holds(config)
+    try:
+        hold = release_hold(conn, args.id, args.reason or "")
+    except HoldError as exc:
+        print(f"edgenvr: hold not released: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        conn.close()
+    print(f"released {hold.describe()}; its video is back under event and continuous retention")
+    return 0
+
+
+def cmd_retention(args: argparse.Namespace) -> int:
+    from edgenvr.retention_report import build_report, format_report, report_to_json
+
+    config = _load(args.config)
+    with _open_index(config) as conn:
+        report = build_report(conn, config, StorageLayout(config.storage.data_dir))
+    lines = [json.dumps(obj) for obj in report_to_json(report)] if args.json else format_report(report)
+    for line in lines:
+        print(line)
+    return 0
+
+
+def _add_hold_and_retention_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    hold = sub.add_parser("hold", help="keep video whatever its age: add, list, release holds")
+    hold_sub = hold.add_subparsers(dest="hold_command", required=True)
+    add = hold_sub.add_parser("add", help="put a camera's video from..to on hold; prints the hold id")
+    add.add_argument("--config", required=True)
+    add.add_argument("--camera", required=True)
+    add.add_argument("--from", dest="from_ms", type=_time_arg, required=True,
+                     help="epoch ms/s or ISO 8601 (UTC if no zone)")
+    add.add_argument("--to", dest="to_ms", type=_time_arg, required=True, help="may be in the future")
+    add.add_argument("--reason", required=True, help="why the video is kept (incident, request)")
+    add.set_defaults(func=cmd_hold_add)
+    listing = hold_sub.add_parser("list", help="holds in force (--all: released ones too)")
+    listing.add_argument("--config", required=True)
+    listing.add_argument("--camera")
+    listing.add_argument("--all", action="store_true", help="include released holds")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    listing.set_defaults(func=cmd_hold_list)
+    release = hold_sub.add_parser("release", help="end a hold; its video goes back to normal retention")
+    release.add_argument("--config", required=True)
+    release.add_argument("id", type=int)
+    release.add_argument("--reason", help="why the hold ends (kept with the hold)")
+    release.set_defaults(func=cmd_hold_release)
+
+    retention = sub.add_parser("retention", help="days of video kept per camera, the next sweep, when the disk fills")
+    retention.add_argument("--config", required=True)
+    retention.add_argument("--json", action="store_true", help="one JSON object per camera, then one for the disk")
+    retention.set_defaults(func=cmd_retention)
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    from edgenvr.index_queries import events
+
+    config = _load(args.config)
+    layout = StorageLayout(config.storage.data_dir)
+    with _open_index(config) as conn:
+        found = events(conn, layout, args.camera, args.kind, args.since, args.until)
+    if not args.json:
+        print(f"{'camera':<16} {'kind':<16} {'start (UTC)':<24} {'seconds':>8}  zones / detail")
+    for event in found:
+        if args.json:
+            print(json.dumps(asdict(event)))
+            continue
+        kind = f"{event.kind}:{event.subkind}" if event.subkind else event.kind
+        length = f"{(event.end_ms - event.start_ms) / 1000:.1f}" if event.end_ms is not None else "open"
+        print(f"{event.camera:<16} {kind:<16} {format_ms(event.start_ms):<24} {length:>8}  "
+              f"{', '.join(event.zones)} {event.detail}".rstrip())
+    return 0
+
+
+def cmd_reference_approve(args: argparse.Namespace) -> int:
+    from edgenvr.reference_approval import ReferenceError, approve_current_view
+
+    config = _load(args.config)
+    try:
+        camera = config.camera(args.camera)
+    except KeyError:
+        print(f"edgenvr: no camera {args.camera!r} in {args.config}", file=sys.stderr)
+        return 2
+    try:
+        approved_ms, image = approve_current_view(StorageLayout(config.storage.data_dir), camera, args.by)
+    except (ReferenceError, OSError) as exc:
+        print(f"edgenvr: reference view not approved: {exc}", file=sys.stderr)
+        return 1
+    print(f"camera {camera.id}: current view approved as the reference at {format_ms(approved_ms)} ({image}); "
+          "a 'moved' alert closes once the motion worker loads it (within 10 s)")
+    return 0
+
+
+def _add_event_and_reference_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    events = sub.add_parser("events", help="motion, tamper, offline and alert events")
+    events.add_argument("--config", required=True)
+    events.add_argument("--camera")
+    events.add_argument("--kind", choices=list(EVENT_KINDS))
+    events.add_argument("--since", type=_time_arg, help="epoch ms/s or ISO 8601 (UTC if no zone)")
+    events.add_argument("--until", type=_time_arg)
+    events.add_argument("--json", action="store_true", help="one JSON object per line")
+    events.set_defaults(func=cmd_events)
+
+    reference = sub.add_parser("reference", help="a camera's approved reference view (moved-camera detection)")
+    reference_sub = reference.add_subparsers(dest="reference_command", required=True)
+    approve = reference_sub.add_parser("approve", help="approve the camera's current view as its reference")
+    approve.add_argument("--config", required=True)
+    approve.add_argument("--camera", required=True)
+    approve.add_argument("--by", help="who approves (default: the login name)")
+    approve.set_defaults(func=cmd_reference_approve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgenvr", description="Edge video recorder for RTSP cameras.")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
@@ -182,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     check_index = sub.add_parser("check-index", help="compare index and disk; exit 1 if they disagree")
     check_index.add_argument("--config", required=True)
     check_index.set_defaults(func=cmd_check_index)
+
+    _add_hold_and_retention_commands(sub)
+    _add_event_and_reference_commands(sub)
     return parser
 
 

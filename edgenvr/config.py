@@ -37,6 +37,9 @@ from .url_redaction import redact_text, redact_url
 
 __all__ = [
     "CameraConfig",
+    "MotionConfig",
+    "RetentionDays",
+    "Zone",
     "Config",
     "ConfigError",
     "Quota",
@@ -60,12 +63,16 @@ _CAMERA_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 _CAMERA_ID_RULE = 'use 1-32 characters a-z, 0-9 and "-", starting with a letter or digit'
 _URL_SCHEMES = ("rtsp", "rtsps")
 
-_TOP_KEYS = ("storage", "recording", "cameras", "logging")
+_TOP_KEYS = ("storage", "recording", "motion", "cameras", "logging")
 _STORAGE_KEYS = (
     "data_dir",
     "quota",
     "min_free",
     "max_age_days",
+    "event_days",
+    "retention_max_days",
+    "event_pre_seconds",
+    "event_post_seconds",
     "sweep_seconds",
     "index_commit_seconds",
 )
@@ -76,7 +83,13 @@ _RECORDING_KEYS = (
     "max_backoff_seconds",
     "cameras_per_process",
 )
-_CAMERA_KEYS = ("id", "name", "url", "detect_url", "enabled")
+_CAMERA_KEYS = ("id", "name", "url", "detect_url", "enabled", "max_age_days", "event_days",
+                "retention_max_days", "motion")
+# [motion] holds the defaults for every camera; [cameras.motion] overrides them and adds zones/ignore.
+_MOTION_KEYS = ("enabled", "fps", "sensitivity", "min_area", "tamper", "tamper_seconds")
+_MOTION_TOP_KEYS = _MOTION_KEYS + ("cameras_per_process",)
+_CAMERA_MOTION_KEYS = _MOTION_KEYS + ("zones", "ignore")
+_ZONE_KEYS = ("name", "polygon")
 _LOGGING_KEYS = ("level",)
 
 # Decimal units are powers of 1000 and binary units powers of 1024, matching
@@ -182,7 +195,11 @@ class StorageConfig:
     data_dir: Path
     quota: Quota = field(default_factory=lambda: Quota(percent=90.0))
     min_free_bytes: int = 1000**3
-    max_age_days: float | None = None
+    max_age_days: float | None = None   # continuous video older than this is deleted
+    event_days: float = 30.0             # video around motion/tamper events is kept this long
+    retention_max_days: float | None = None  # legal maximum: nothing but holds survives past it
+    event_pre_seconds: float = 10.0      # video kept before an event starts ...
+    event_post_seconds: float = 20.0     # ... and after it ends
     sweep_seconds: float = 10.0
     # Batching index commits saves SD-card writes; crash-safety does not rely
     # on it because start-up reconciles the index against the files on disk.
@@ -207,6 +224,41 @@ class RecordingConfig:
     cameras_per_process: int = 16
 
 
+Point = tuple[float, float]
+Polygon = tuple[Point, ...]   # normalised picture coordinates, 0..1 from the top left corner
+
+
+@dataclass(frozen=True)
+class Zone:
+    """A named area of the picture; when a camera has zones, only motion inside them counts."""
+
+    name: str
+    polygon: Polygon
+
+
+@dataclass(frozen=True)
+class MotionConfig:
+    """Motion and tamper detection of one camera."""
+
+    enabled: bool = True
+    fps: float = 5.0             # pictures analysed per second
+    sensitivity: float = 0.5     # 0..1: higher counts fainter changes as motion
+    min_area: float = 0.002      # smallest moving blob that counts, as a fraction of the picture
+    zones: tuple[Zone, ...] = ()
+    ignore: tuple[Polygon, ...] = ()  # never counted as motion (trees, a road, an on-screen clock)
+    tamper: bool = True          # covered / defocused / moved camera detection
+    tamper_seconds: float = 10.0  # how long a tamper condition must last before it is raised
+
+
+@dataclass(frozen=True)
+class RetentionDays:
+    """A camera's retention, resolved from its own settings and [storage]; None = no age limit."""
+
+    max_age_days: float | None
+    event_days: float
+    retention_max_days: float | None
+
+
 @dataclass(frozen=True, repr=False)
 class CameraConfig:
     """One camera. ``repr()``/``str()`` never show the password in its URLs.
@@ -221,6 +273,11 @@ class CameraConfig:
     url: str = ""
     detect_url: str | None = None
     enabled: bool = True
+    # None: the [storage] setting applies
+    max_age_days: float | None = None
+    event_days: float | None = None
+    retention_max_days: float | None = None
+    motion: MotionConfig = field(default_factory=MotionConfig)
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -244,6 +301,8 @@ class Config:
     cameras: tuple[CameraConfig, ...] = ()
     log_level: str = "info"
     source: str = "<string>"
+    # Motion workers per process (one thread each), like recording.cameras_per_process.
+    motion_cameras_per_process: int = 8
 
     def __post_init__(self) -> None:
         # A list would make the frozen record mutable and unhashable.
@@ -259,6 +318,20 @@ class Config:
     @property
     def enabled_cameras(self) -> tuple[CameraConfig, ...]:
         return tuple(camera for camera in self.cameras if camera.enabled)
+
+    def retention_days(self, camera_id: str) -> RetentionDays:
+        """The camera's retention; a camera no longer in the config gets the [storage] settings."""
+        storage = self.storage
+        try:
+            camera = self.camera(camera_id)
+        except KeyError:
+            camera = CameraConfig(id=camera_id)
+        return RetentionDays(
+            max_age_days=camera.max_age_days if camera.max_age_days is not None else storage.max_age_days,
+            event_days=camera.event_days if camera.event_days is not None else storage.event_days,
+            retention_max_days=(camera.retention_max_days if camera.retention_max_days is not None
+                                else storage.retention_max_days),
+        )
 
 
 _STORAGE_DEFAULTS = StorageConfig(data_dir=Path(DEFAULT_DATA_DIR))
@@ -353,7 +426,12 @@ def config_to_toml(config: Config) -> str:
     ]
     if storage.max_age_days is not None:
         lines.append(f"max_age_days = {_toml_number(storage.max_age_days)}")
+    lines.append(f"event_days = {_toml_number(storage.event_days)}")
+    if storage.retention_max_days is not None:
+        lines.append(f"retention_max_days = {_toml_number(storage.retention_max_days)}")
     lines += [
+        f"event_pre_seconds = {_toml_number(storage.event_pre_seconds)}",
+        f"event_post_seconds = {_toml_number(storage.event_post_seconds)}",
         f"sweep_seconds = {_toml_number(storage.sweep_seconds)}",
         f"index_commit_seconds = {_toml_number(storage.index_commit_seconds)}",
         "",
@@ -363,6 +441,9 @@ def config_to_toml(config: Config) -> str:
         f"read_timeout_seconds = {_toml_number(recording.read_timeout_seconds)}",
         f"max_backoff_seconds = {_toml_number(recording.max_backoff_seconds)}",
         f"cameras_per_process = {recording.cameras_per_process}",
+        "",
+        "[motion]",
+        f"cameras_per_process = {config.motion_cameras_per_process}",
         "",
         "[logging]",
         f"level = {_toml_string(config.log_level)}",
@@ -377,7 +458,25 @@ def config_to_toml(config: Config) -> str:
         ]
         if camera.detect_url is not None:
             lines.append(f"detect_url = {_toml_string(camera.detect_url)}")
-        lines.append(f"enabled = {'true' if camera.enabled else 'false'}")
+        lines.append(f"enabled = {_toml_bool(camera.enabled)}")
+        for key in ("max_age_days", "event_days", "retention_max_days"):
+            if getattr(camera, key) is not None:
+                lines.append(f"{key} = {_toml_number(getattr(camera, key))}")
+        motion = camera.motion
+        lines += [
+            "[cameras.motion]",
+            f"enabled = {_toml_bool(motion.enabled)}",
+            f"fps = {_toml_number(motion.fps)}",
+            f"sensitivity = {_toml_number(motion.sensitivity)}",
+            f"min_area = {_toml_number(motion.min_area)}",
+            f"tamper = {_toml_bool(motion.tamper)}",
+            f"tamper_seconds = {_toml_number(motion.tamper_seconds)}",
+        ]
+        if motion.ignore:
+            lines.append(f"ignore = [{', '.join(_toml_polygon(p) for p in motion.ignore)}]")
+        for zone in motion.zones:
+            lines += ["[[cameras.motion.zones]]", f"name = {_toml_string(zone.name)}",
+                      f"polygon = {_toml_polygon(zone.polygon)}"]
     return "\n".join(lines) + "\n"
 
 
@@ -395,7 +494,11 @@ def _parse(text: str, source: str, base_dir: Path) -> Config:
     checker.check_keys(document, "", _TOP_KEYS)
     storage = checker.storage(checker.section(document, "storage", _STORAGE_KEYS), base_dir)
     recording = checker.recording(checker.section(document, "recording", _RECORDING_KEYS))
-    cameras = checker.cameras(document.get("cameras", []))
+    motion_table = checker.section(document, "motion", _MOTION_TOP_KEYS)
+    motion_defaults = checker.motion(motion_table, "motion", MotionConfig())
+    motion_per_process = checker.whole_number(motion_table, "motion", "cameras_per_process",
+                                              Config.motion_cameras_per_process, 1, 64)
+    cameras = checker.cameras(document.get("cameras", []), motion_defaults)
     log_level = checker.log_level(checker.section(document, "logging", _LOGGING_KEYS))
     if checker.problems:
         raise ConfigError(checker.problems)
@@ -405,6 +508,7 @@ def _parse(text: str, source: str, base_dir: Path) -> Config:
         cameras=cameras,
         log_level=log_level,
         source=source,
+        motion_cameras_per_process=motion_per_process,
     )
 
 
@@ -529,11 +633,13 @@ class _Checker:
             data_dir=self.data_dir(table, base_dir),
             quota=self.quota(table),
             min_free_bytes=self.size(table, "storage", "min_free", DEFAULT_MIN_FREE),
-            max_age_days=(
-                self.number(table, "storage", "max_age_days", 1.0, greater_than=0)
-                if "max_age_days" in table
-                else None
-            ),
+            max_age_days=self.optional_days(table, "storage", "max_age_days"),
+            event_days=self.number(table, "storage", "event_days", _STORAGE_DEFAULTS.event_days, greater_than=0),
+            retention_max_days=self.optional_days(table, "storage", "retention_max_days"),
+            event_pre_seconds=self.number(table, "storage", "event_pre_seconds",
+                                          _STORAGE_DEFAULTS.event_pre_seconds, at_least=0, at_most=600),
+            event_post_seconds=self.number(table, "storage", "event_post_seconds",
+                                           _STORAGE_DEFAULTS.event_post_seconds, at_least=0, at_most=600),
             sweep_seconds=self.number(table, "storage", "sweep_seconds", _STORAGE_DEFAULTS.sweep_seconds,
                                       greater_than=0),
             # 0 is allowed: commit every write, for those who prefer it to
@@ -542,6 +648,68 @@ class _Checker:
                 table, "storage", "index_commit_seconds", _STORAGE_DEFAULTS.index_commit_seconds, at_least=0
             ),
         )
+
+    def optional_days(self, table: dict[str, Any], prefix: str, key: str) -> float | None:
+        return self.number(table, prefix, key, 1.0, greater_than=0) if key in table else None
+
+    def motion(self, table: dict[str, Any], prefix: str, defaults: MotionConfig) -> MotionConfig:
+        return MotionConfig(
+            enabled=self.boolean(table, prefix, "enabled", defaults.enabled),
+            fps=self.number(table, prefix, "fps", defaults.fps, greater_than=0, at_most=30),
+            sensitivity=self.number(table, prefix, "sensitivity", defaults.sensitivity, at_least=0, at_most=1),
+            min_area=self.number(table, prefix, "min_area", defaults.min_area, greater_than=0, at_most=1),
+            zones=self.zones(table.get("zones", []), f"{prefix}.zones"),
+            ignore=tuple(self.polygon(entry, f"{prefix}.ignore[{i}]")
+                         for i, entry in enumerate(self.array(table, prefix, "ignore"))),
+            tamper=self.boolean(table, prefix, "tamper", defaults.tamper),
+            tamper_seconds=self.number(table, prefix, "tamper_seconds", defaults.tamper_seconds,
+                                       at_least=2, at_most=600),
+        )
+
+    def array(self, table: dict[str, Any], prefix: str, key: str) -> list[Any]:
+        value = table.get(key, [])
+        if not isinstance(value, list):
+            self.add(_key_path(prefix, key), f"expected an array, got {_describe(value)}")
+            return []
+        return value
+
+    def zones(self, value: Any, where: str) -> tuple[Zone, ...]:
+        if not isinstance(value, list):
+            self.add(where, f"expected an array of tables ([[...zones]]), got {_describe(value)}")
+            return ()
+        zones: list[Zone] = []
+        for index, entry in enumerate(value):
+            prefix = f"{where}[{index}]"
+            if not isinstance(entry, dict):
+                self.add(prefix, f"expected a table with name and polygon, got {_describe(entry)}")
+                continue
+            self.check_keys(entry, prefix, _ZONE_KEYS)
+            name = self.string(entry, prefix, "name")
+            if name is None or not name.strip():
+                self.add(f"{prefix}.name", "required: a name for the zone, shown in events")
+                continue
+            if any(zone.name == name for zone in zones):
+                self.add(f"{prefix}.name", f"duplicate zone name {_quote(name)}")
+            if "polygon" not in entry:
+                self.add(f"{prefix}.polygon", "required: [[x, y], ...] with at least 3 points")
+                continue
+            zones.append(Zone(name, self.polygon(entry["polygon"], f"{prefix}.polygon")))
+        return tuple(zones)
+
+    def polygon(self, value: Any, where: str) -> Polygon:
+        rule = "a polygon is [[x, y], [x, y], [x, y], ...]: 3 or more points, each 0..1 of the picture"
+        if not isinstance(value, list) or len(value) < 3:
+            self.add(where, f"{rule}; got {_describe(value)}" + (f" of {len(value)}" if isinstance(value, list) else ""))
+            return ()
+        points: list[Point] = []
+        for point in value:
+            if (not isinstance(point, list) or len(point) != 2
+                    or not all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in point)
+                    or not all(0 <= c <= 1 for c in point)):
+                self.add(where, f"{rule}; got point {point!r}")
+                return ()
+            points.append((float(point[0]), float(point[1])))
+        return tuple(points)
 
     def data_dir(self, table: dict[str, Any], base_dir: Path) -> Path:
         fallback = Path(DEFAULT_DATA_DIR)
@@ -610,7 +778,7 @@ class _Checker:
             ),
         )
 
-    def cameras(self, value: Any) -> tuple[CameraConfig, ...]:
+    def cameras(self, value: Any, motion_defaults: MotionConfig) -> tuple[CameraConfig, ...]:
         if isinstance(value, dict):
             self.add("cameras", "expected an array of tables ([[cameras]]), got a single table ([cameras])")
             return ()
@@ -642,6 +810,11 @@ class _Checker:
                 self.add(f"{prefix}.url", "required: the camera's rtsp:// or rtsps:// stream URL")
             url = self.camera_url(entry, prefix, "url")
             detect_url = self.camera_url(entry, prefix, "detect_url")
+            motion_table = entry.get("motion", {})
+            if not isinstance(motion_table, dict):
+                self.add(f"{prefix}.motion", f"expected a table ([cameras.motion]), got {_describe(motion_table)}")
+                motion_table = {}
+            self.check_keys(motion_table, f"{prefix}.motion", _CAMERA_MOTION_KEYS)
             cameras.append(
                 CameraConfig(
                     id=camera_id or "",
@@ -649,6 +822,10 @@ class _Checker:
                     url=url or "",
                     detect_url=detect_url,
                     enabled=self.boolean(entry, prefix, "enabled", True),
+                    max_age_days=self.optional_days(entry, prefix, "max_age_days"),
+                    event_days=self.optional_days(entry, prefix, "event_days"),
+                    retention_max_days=self.optional_days(entry, prefix, "retention_max_days"),
+                    motion=self.motion(motion_table, f"{prefix}.motion", motion_defaults),
                 )
             )
         return tuple(cameras)
@@ -824,6 +1001,14 @@ def _toml_string(text: str) -> str:
     # ensure_ascii=False keeps non-BMP characters whole: JSON's \ud83d\ude00
     # surrogate-pair escapes are not valid TOML.
     return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def _toml_bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _toml_polygon(polygon: Polygon) -> str:
+    return "[" + ", ".join(f"[{_toml_number(x)}, {_toml_number(y)}]" for x, y in polygon) + "]"
 
 
 def _toml_number(value: float) -> str:

@@ -1,5 +1,6 @@
 """`edgenvr demo`: the embedded default. No config, no camera: starts the built-in test camera (GStreamer
-RTSP server), writes a config for it, and records it with the real supervisor until Ctrl-C."""
+RTSP server) showing a labelled warehouse scene where a person walks past twice a minute, writes a config
+for it, and records it with motion detection by the real supervisor until Ctrl-C."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import tempfile
 import threading
 from pathlib import Path
 
-from edgenvr.camera_simulator import SimulatedCamera, make_clip, simulator_unavailable_reason
-from edgenvr.config import CameraConfig, Config, Quota, RecordingConfig, StorageConfig, config_to_toml, load_config
+from edgenvr.camera_simulator import SimulatedCamera, simulator_unavailable_reason
+from edgenvr.config import (CameraConfig, Config, MotionConfig, Quota, RecordingConfig, StorageConfig, config_to_toml,
+                            load_config)
+from edgenvr.labelled_scenes import counter_ignore_polygon, make_scene_clip
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +31,17 @@ def run_demo(data_dir: Path | None, seconds: float | None) -> int:
     data_dir = data_dir or Path(tempfile.mkdtemp(prefix="edgenvr-demo-"))
     data_dir.mkdir(parents=True, exist_ok=True)
     print("edgenvr demo: preparing the test camera's video (first run only takes a few seconds)...", flush=True)
-    main_clip = make_clip(CLIP_CACHE / "demo-main-640x360.h264", width=640, height=360, fps=25, seconds=8, gop=50)
-    with SimulatedCamera({"main": (main_clip, "h264")}, log_path=data_dir / "test-camera.log") as camera:
+    scene = make_scene_clip(CLIP_CACHE / "demo-walk-640x360.h264", "walk")
+    with SimulatedCamera({"main": (scene.path, "h264", scene.fps)}, log_path=data_dir / "test-camera.log") as camera:
         config = Config(
             storage=StorageConfig(data_dir=data_dir, quota=Quota(bytes=2 * 1000**3), min_free_bytes=1000**3,
                                   max_age_days=1, index_commit_seconds=5),
             # 5 s segments: a newcomer sees the first file within about 8 s
             recording=RecordingConfig(segment_seconds=5),
-            cameras=(CameraConfig(id="demo-gate", name="Demo camera (built-in test pattern)", url=camera.url("main")),),
+            cameras=(CameraConfig(id="demo-gate", name="Demo camera (built-in test scene)", url=camera.url("main"),
+                                  detect_url=camera.url("main"),
+                                  # the frame counter at the top is an on-screen clock: masked, as on site
+                                  motion=MotionConfig(ignore=(counter_ignore_polygon(scene.width, scene.height),))),),
         )
         config_path = data_dir / "edgenvr.toml"
         config_path.write_text(config_to_toml(config))
@@ -47,6 +53,7 @@ def run_demo(data_dir: Path | None, seconds: float | None) -> int:
   segments    : {data_dir / 'segments' / 'demo-gate'}
   list them   : edgenvr segments --config {config_path}
   gaps/status : edgenvr gaps --config {config_path}   |   edgenvr status --config {config_path}
+  events      : edgenvr events --config {config_path}   (someone walks past twice a minute)
 Recording; the first segment appears within about 10 seconds. Ctrl-C stops.
 """, flush=True)
         if seconds:

@@ -6,6 +6,7 @@ Used by the CLI now and the web API later. Opens the index read-only, so it neve
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass
 from typing import Iterator
@@ -82,3 +83,32 @@ def gaps(conn: sqlite3.Connection, camera: str | None = None, since_ms: int | No
 def camera_states(conn: sqlite3.Connection) -> list[sqlite3.Row]:
     return conn.execute("SELECT id, state, state_since_ms, state_reason, dropped_json, last_end_ms FROM cameras"
                         " ORDER BY id").fetchall()
+
+
+@dataclass(frozen=True)
+class EventRow:
+    camera: str
+    kind: str              # motion | tamper | offline | alert
+    subkind: str           # tamper: covered | defocused | moved; "" otherwise
+    start_ms: int
+    end_ms: int | None     # None while the event is still open
+    zones: list[str]
+    peak_score: float
+    snapshot: str | None   # absolute path of the JPEG, None if there is none
+    detail: str
+
+
+def events(conn: sqlite3.Connection, layout: StorageLayout, camera: str | None = None, kind: str | None = None,
+           since_ms: int | None = None, until_ms: int | None = None) -> list[EventRow]:
+    """Events overlapping [since, until) (an open event overlaps everything after its start), oldest first."""
+    query = ("SELECT camera, kind, subkind, start_ms, end_ms, zones, peak_score, snapshot, detail FROM events"
+             " WHERE start_ms < ? AND COALESCE(end_ms, ?) > ?")
+    args: list[object] = [until_ms if until_ms is not None else 2**62, 2**62,
+                          since_ms if since_ms is not None else -(2**62)]
+    for column, value in (("camera", camera), ("kind", kind)):
+        if value is not None:
+            query += f" AND {column} = ?"
+            args.append(value)
+    return [EventRow(r["camera"], r["kind"], r["subkind"], r["start_ms"], r["end_ms"], json.loads(r["zones"]),
+                     r["peak_score"], str(layout.absolute(r["snapshot"])) if r["snapshot"] else None, r["detail"])
+            for r in conn.execute(query + " ORDER BY start_ms, camera", args)]

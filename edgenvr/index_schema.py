@@ -52,7 +52,48 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX gaps_camera_start ON gaps(camera, start_ms);
     """,
+    # 2: events, holds, reference views; retention tiers (retention_class 0 continuous, 1 event, 2 hold)
+    """
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        camera TEXT NOT NULL,
+        kind TEXT NOT NULL,            -- motion | tamper | offline | alert
+        subkind TEXT NOT NULL DEFAULT '',  -- tamper: covered | defocused | moved; alert: what happened
+        start_ms INTEGER NOT NULL,
+        end_ms INTEGER,                -- NULL while the event is open
+        keep_from_ms INTEGER,          -- video kept for the event: start - pre padding (NULL: keeps no video)
+        keep_to_ms INTEGER,            -- end + post padding; OPEN_END (2^62) while the event is open
+        zones TEXT NOT NULL DEFAULT '[]',  -- JSON list of zone names
+        peak_score REAL NOT NULL DEFAULT 0,
+        snapshot TEXT,                 -- JPEG path relative to the data dir
+        detail TEXT NOT NULL DEFAULT '',
+        UNIQUE (camera, kind, subkind, start_ms)
+    );
+    CREATE INDEX events_start ON events(start_ms);
+    CREATE INDEX events_keep ON events(camera, keep_to_ms);
+    CREATE TABLE holds (
+        id INTEGER PRIMARY KEY,
+        camera TEXT NOT NULL,
+        from_ms INTEGER NOT NULL,
+        to_ms INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        released_ms INTEGER,           -- NULL while the hold is in force
+        release_reason TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE reference_views (
+        id INTEGER PRIMARY KEY,
+        camera TEXT NOT NULL,
+        approved_ms INTEGER NOT NULL,
+        image TEXT NOT NULL,           -- grey PNG, path relative to the data dir
+        approved_by TEXT NOT NULL      -- "commissioning" or who re-approved the view
+    );
+    CREATE INDEX reference_views_camera ON reference_views(camera, approved_ms);
+    CREATE INDEX segments_camera_class ON segments(camera, retention_class, start_ms);
+    """,
 ]
+
+OPEN_END_MS = 1 << 62  # keep_to_ms of an open event: keeps everything after its start
 
 
 class IndexVersionError(Exception):

@@ -3,6 +3,9 @@
 Crash safety never depends on a batch reaching the disk: segment files are durable before they are
 announced, and the start-up reconcile adopts any file whose row was lost with an uncommitted batch.
 Gaps are derived here, where the last indexed end of every camera is known even across restarts.
+So are offline events: a camera that goes offline opens one, and closes it when it records again.
+Events keep the video around them: segments and events of one batch are classified into retention tiers
+(see retention_tiers) in the same transaction that writes them.
 """
 
 from __future__ import annotations
@@ -11,10 +14,12 @@ import json
 import logging
 import sqlite3
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from edgenvr.records import CameraState, GapRecord, SegmentRecord
+from edgenvr.index_schema import OPEN_END_MS
+from edgenvr.records import CameraState, EventRecord, GapRecord, ReferenceRecord, SegmentRecord
+from edgenvr.retention_tiers import classify
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +35,19 @@ class _Camera:
     dropped: dict[str, int] = field(default_factory=dict)
     last_end_ms: int | None = None
     last_problem: str = ""   # why the camera last stopped recording, used as the reason of the next gap
+    offline_since_ms: int | None = None  # start of the open offline event
 
 
 class IndexWriter:
-    def __init__(self, conn: sqlite3.Connection, on_disk_full: Callable[[], bool] | None = None) -> None:
+    def __init__(self, conn: sqlite3.Connection, on_disk_full: Callable[[], bool] | None = None,
+                 event_padding_ms: tuple[int, int] = (10_000, 20_000)) -> None:
         self.conn = conn
         self.on_disk_full = on_disk_full  # frees emergency space; returns whether it could
+        self.event_padding_ms = event_padding_ms  # video kept (before, after) an event
         self._segments: list[SegmentRecord] = []
         self._gaps: list[GapRecord] = []
+        self._events: dict[tuple[str, str, str, int], EventRecord] = {}  # latest announcement of each event
+        self._references: list[ReferenceRecord] = []
         self._dirty: set[str] = set()
         self._cameras: dict[str, _Camera] = {}
         self.last_commit = time.monotonic()
@@ -45,6 +55,8 @@ class IndexWriter:
         for row in conn.execute("SELECT id, state, state_since_ms, state_reason, dropped_json, last_end_ms FROM cameras"):
             self._cameras[row["id"]] = _Camera(row["state"], row["state_since_ms"], row["state_reason"],
                                                json.loads(row["dropped_json"]), row["last_end_ms"], row["state_reason"])
+        for row in conn.execute("SELECT camera, start_ms FROM events WHERE kind = 'offline' AND end_ms IS NULL"):
+            self._camera(row["camera"]).offline_since_ms = row["start_ms"]
 
     def _camera(self, camera_id: str) -> _Camera:
         return self._cameras.setdefault(camera_id, _Camera())
@@ -75,6 +87,36 @@ class IndexWriter:
         camera.dropped = dict(state.dropped)
         if (camera.state, camera.since_ms, camera.reason, camera.dropped) != before:
             self._dirty.add(state.camera)  # unchanged reports cost no index write
+        if state.state == "offline" and camera.offline_since_ms is None:
+            camera.offline_since_ms = state.since_ms
+            self.add_event(EventRecord(state.camera, "offline", state.since_ms, detail=state.reason))
+        elif state.state == "recording" and camera.offline_since_ms is not None:
+            start, camera.offline_since_ms = camera.offline_since_ms, None
+            seconds = (state.since_ms - start) / 1000
+            self.add_event(EventRecord(state.camera, "offline", start, state.since_ms,
+                                       detail=f"back online after {seconds:.0f} s"))
+
+    def add_event(self, event: EventRecord) -> None:
+        """Queue an event announcement; a later announcement of the same event (its close) replaces it."""
+        self._events[(event.camera, event.kind, event.subkind, event.start_ms)] = event
+
+    def close_open_events(self, cameras: list[str], end_ms: int, detail: str, keep_subkinds: tuple[str, ...] = ()) -> None:
+        """Close the open motion/tamper events of cameras whose worker is gone (their real end is unknown)."""
+        wanted = set(cameras)
+        open_events = [EventRecord(r["camera"], r["kind"], r["start_ms"], None, r["subkind"], tuple(json.loads(r["zones"])),
+                                   r["peak_score"], r["snapshot"], r["detail"])
+                       for r in self.conn.execute("SELECT camera, kind, subkind, start_ms, zones, peak_score, snapshot,"
+                                                  " detail FROM events WHERE end_ms IS NULL AND kind IN ('motion', 'tamper')")]
+        # a pending announcement is newer than the row it will update
+        open_events = [e for e in open_events if (e.camera, e.kind, e.subkind, e.start_ms) not in self._events]
+        open_events += [e for e in self._events.values() if e.end_ms is None and e.kind in ("motion", "tamper")]
+        for event in open_events:
+            if event.camera in wanted and event.subkind not in keep_subkinds:
+                self.add_event(replace(event, end_ms=max(end_ms, event.start_ms),
+                                       detail=f"{event.detail}; {detail}".strip("; ")))
+
+    def add_reference(self, reference: ReferenceRecord) -> None:
+        self._references.append(reference)
 
     def transaction(self, work: Callable[[sqlite3.Connection], None]) -> None:
         """Run `work` in one write transaction. If the disk is full, give up the emergency reserve and
@@ -85,9 +127,11 @@ class IndexWriter:
                 work(self.conn)
                 self.conn.execute("COMMIT")
                 return
-            except sqlite3.OperationalError as exc:
+            except BaseException as exc:  # anything raised inside `work` (an unlink, a bug) rolls back too
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
+                if not isinstance(exc, sqlite3.OperationalError):
+                    raise
                 disk_full = "full" in str(exc)
                 if not (attempt == 1 and disk_full and self.on_disk_full is not None and self.on_disk_full()):
                     raise
@@ -96,9 +140,11 @@ class IndexWriter:
         """Write everything pending in one transaction. Returns the number of segments written.
         On failure the batch stays pending (nothing is lost: the files are on disk) and the error is raised."""
         segments, gaps, dirty = self._segments, self._gaps, self._dirty
+        events, references = list(self._events.values()), self._references
         self.last_commit = time.monotonic()
-        if not (segments or gaps or dirty):
+        if not (segments or gaps or dirty or events or references):
             return 0
+        before, after = self.event_padding_ms
 
         def write(conn: sqlite3.Connection) -> None:
             conn.executemany(
@@ -115,8 +161,29 @@ class IndexWriter:
                 " dropped_json=excluded.dropped_json, last_end_ms=excluded.last_end_ms",
                 [(cid, c.state, c.since_ms, c.reason, json.dumps(c.dropped, sort_keys=True), c.last_end_ms)
                  for cid in sorted(dirty) for c in [self._cameras[cid]]])
+            conn.executemany(
+                "INSERT INTO events (camera, kind, subkind, start_ms, end_ms, keep_from_ms, keep_to_ms, zones,"
+                " peak_score, snapshot, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT(camera, kind, subkind, start_ms) DO UPDATE SET end_ms=excluded.end_ms,"
+                " keep_to_ms=excluded.keep_to_ms, zones=excluded.zones, peak_score=excluded.peak_score,"
+                " snapshot=COALESCE(excluded.snapshot, snapshot), detail=excluded.detail",
+                [(e.camera, e.kind, e.subkind, e.start_ms, e.end_ms,
+                  e.start_ms - before if e.keeps_video else None,
+                  (OPEN_END_MS if e.end_ms is None else e.end_ms + after) if e.keeps_video else None,
+                  json.dumps(list(e.zones)), e.peak_score, e.snapshot, e.detail) for e in events])
+            conn.executemany("INSERT INTO reference_views (camera, approved_ms, image, approved_by) VALUES (?,?,?,?)",
+                             [(r.camera, r.approved_ms, r.image, r.approved_by) for r in references])
+            # Retention tiers of what this batch touched: new segments, and the video around each event
+            # (an event that closed may give back video that its open form was keeping).
+            ranges: dict[str, list[int]] = {}
+            for camera, start, end in ([(s.camera, s.start_ms, s.end_ms) for s in segments]
+                                       + [(e.camera, e.start_ms - before, OPEN_END_MS) for e in events if e.keeps_video]):
+                span = ranges.setdefault(camera, [start, end])
+                span[0], span[1] = min(span[0], start), max(span[1], end)
+            for camera, (start, end) in ranges.items():
+                classify(conn, camera, start, end)
 
         self.transaction(write)
-        self._segments, self._gaps, self._dirty = [], [], set()
+        self._segments, self._gaps, self._dirty, self._events, self._references = [], [], set(), {}, []
         self.indexed_bytes += sum(s.bytes for s in segments)
         return len(segments)

@@ -21,6 +21,7 @@ from typing import IO, Callable
 from edgenvr.storage_layout import StorageLayout
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
 
 
 def setup_logging(level: str, name: str) -> None:
@@ -81,6 +82,10 @@ _held_locks: list[IO[str]] = []
 
 def become_child_process(data_dir: Path, name: str, log_level: str) -> None:
     die_with_parent()
+    try:  # `ps -o comm`/`top` then show "recorders-1", "motion-1" instead of "python3"
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
     if os.getppid() == 1:  # the parent died before prctl took effect
         os._exit(1)
     setup_logging(log_level, name)

@@ -169,6 +169,11 @@ class CameraRecorder:
         params = b""
         template: av.video.stream.VideoStream = stream  # codec parameters that new segments are created with
         writer_first_pts = 0
+        # The first packets of a session come out of libav's stream probe buffer up to ~1 s late, so the
+        # first anchor is provisional: during the first segment the smallest (arrival - stream time) is
+        # tracked, and the first segment is closed, and everything after anchored, with that.
+        settling = True
+        offset_floor_ms = 2**62
         recorded = False
         reason = "stream ended"
         self.set_state("connecting")
@@ -182,6 +187,8 @@ class CameraRecorder:
                     self.dropped["non_increasing_dts"] += 1
                     continue
                 pts = packet.pts if packet.pts is not None else dts
+                if settling:
+                    offset_floor_ms = min(offset_floor_ms, now_ms() - _ms(pts, time_base))
                 key = packet.is_keyframe
                 if writer is None and not key:
                     self.dropped["before_keyframe"] += 1
@@ -191,8 +198,12 @@ class CameraRecorder:
                     changed = bool(params and new_params and new_params != params)
                     if writer is not None and (pts - writer_first_pts >= segment_ticks or changed):
                         wall = now_ms()
+                        start_ms = None
+                        if settling:
+                            anchor_ms, settling = offset_floor_ms, False
+                            start_ms = anchor_ms + _ms(writer_first_pts, time_base)
                         end_ms = anchor_ms + _ms(pts, time_base)
-                        self._close(writer, end_ms, wall)
+                        self._close(writer, end_ms, wall, start_ms)
                         writer = None
                         if changed:
                             log.info("camera %s: stream parameters changed, new segment", self.camera.id)
@@ -230,7 +241,11 @@ class CameraRecorder:
         except Exception as exc:  # noqa: BLE001 - read errors and timeouts from libav end this connection
             reason = f"stream error: {type(exc).__name__}: {redact_text(str(exc))}"
         if writer is not None and anchor_ms is not None:
-            self._close(writer, anchor_ms + _ms(last_pts + frame_ticks, time_base), now_ms())
+            start_ms = None
+            if settling:
+                anchor_ms = offset_floor_ms
+                start_ms = anchor_ms + _ms(writer_first_pts, time_base)
+            self._close(writer, anchor_ms + _ms(last_pts + frame_ticks, time_base), now_ms(), start_ms)
         return reason, recorded
 
     def _timestamped(self, container: av.container.InputContainer,
@@ -275,9 +290,9 @@ class CameraRecorder:
                         self.camera.id, exc)
             return None
 
-    def _close(self, writer: SegmentWriter, end_ms: int, wall_end_ms: int) -> None:
+    def _close(self, writer: SegmentWriter, end_ms: int, wall_end_ms: int, start_ms: int | None = None) -> None:
         try:
-            record = writer.close(end_ms, wall_end_ms)
+            record = writer.close(end_ms, wall_end_ms, start_ms)
         except SegmentWriteError as exc:
             log.error("camera %s: %s; finalising what was written", self.camera.id, exc)
             self._salvage(writer)

@@ -1,4 +1,5 @@
-"""Records that flow from recorders to the index and out of the index: segments, gaps, camera states."""
+"""Records that flow over the bus into the index and out of it: segments, gaps, camera states, events,
+reference views and motion-worker status."""
 
 from __future__ import annotations
 
@@ -48,15 +49,70 @@ class CameraState:
     dropped: dict[str, int] = field(default_factory=dict)
 
 
-def to_message(record: SegmentRecord | CameraState) -> dict[str, Any]:
-    kind = "segment" if isinstance(record, SegmentRecord) else "state"
-    return {"kind": kind, **asdict(record)}
+EVENT_KINDS = ("motion", "tamper", "offline", "alert")
 
 
-def from_message(message: dict[str, Any]) -> SegmentRecord | CameraState:
-    body = {k: v for k, v in message.items() if k != "kind"}
-    if message.get("kind") == "segment":
-        return SegmentRecord(**body)
-    if message.get("kind") == "state":
-        return CameraState(**body)
-    raise ValueError(f"unknown message kind {message.get('kind')!r}")
+@dataclass(frozen=True)
+class EventRecord:
+    """Something that happened on a camera. The same event is announced when it opens (end_ms None) and
+    again when it closes; (camera, kind, subkind, start_ms) identifies it."""
+
+    camera: str
+    kind: str                   # one of EVENT_KINDS
+    start_ms: int
+    end_ms: int | None = None   # None while the event is open
+    subkind: str = ""           # tamper: covered | defocused | moved; alert: what happened
+    zones: tuple[str, ...] = ()  # motion: zones hit
+    peak_score: float = 0.0
+    snapshot: str | None = None  # JPEG, path relative to the data dir
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "zones", tuple(self.zones))  # JSON gives a list
+
+    @property
+    def keeps_video(self) -> bool:
+        """Whether retention keeps the video around this event (offline and alerts have none to keep)."""
+        return self.kind in ("motion", "tamper")
+
+
+@dataclass(frozen=True)
+class ReferenceRecord:
+    """An approved reference view of a camera, for view-change (moved camera) detection."""
+
+    camera: str
+    approved_ms: int
+    image: str          # grey PNG, path relative to the data dir
+    approved_by: str    # "commissioning" or who re-approved it
+
+
+@dataclass(frozen=True)
+class MotionStatus:
+    """A motion worker's heartbeat for one camera, sent every few seconds; a worker that stops sending
+    them is restarted by the supervisor."""
+
+    camera: str
+    time_ms: int
+    state: str              # connecting | analysing | reconnecting
+    analysed: int = 0       # frames analysed since the worker started
+    dropped: int = 0        # frames skipped because the detector fell behind
+    reason: str = ""
+
+
+Record = SegmentRecord | CameraState | EventRecord | ReferenceRecord | MotionStatus
+_KINDS: dict[str, type] = {"segment": SegmentRecord, "state": CameraState, "event": EventRecord,
+                           "reference": ReferenceRecord, "motion_status": MotionStatus}
+
+
+def to_message(record: Record) -> dict[str, Any]:
+    # "record", not "kind": events have a field of that name
+    name = next(name for name, cls in _KINDS.items() if isinstance(record, cls))
+    return {"record": name, **asdict(record)}
+
+
+def from_message(message: dict[str, Any]) -> Record:
+    body = {k: v for k, v in message.items() if k != "record"}
+    cls = _KINDS.get(message.get("record", ""))
+    if cls is None:
+        raise ValueError(f"unknown record type {message.get('record')!r}")
+    return cls(**body)

@@ -1,13 +1,37 @@
-"""The disk ring: keeps recordings under the quota, above the free-space floor, and younger than max age.
+"""Retention: what video and which events are deleted, in what order, and how, crash-safely.
 
-A sweep picks victims oldest-first through the (retention_class, start_ms) index, so it costs what it
-deletes, not what is stored. Lower retention classes go first (0 = continuous ring; later tiers such as
-event video and holds get higher classes or are excluded). Deletion is crash-safe: the rows are marked
-`deleting` and committed, then the files are unlinked, then the rows are removed; a crash in between is
-finished by the start-up reconcile.
+This module owns the deletion rules (the age rules of every tier, the disk ring's order) and the sweep
+that carries them out. `retention_report` predicts the next sweep with the same rules and queries;
+`retention_tiers` says which tier (class) each segment is in.
 
-The free-space floor (`min_free`) wins over everything: if the disk is short, video is deleted early and
-an alert is logged saying so.
+A sweep, every `sweep_seconds`, in this order:
+
+1. Events whose kept video (end + post padding; for kinds that keep no video, the event itself) ended
+   more than event_days ago, or more than retention_max_days ago, are deleted with their snapshots,
+   unless a hold in force overlaps them. The video they kept is re-classified in the same transaction:
+   usually back to continuous, i.e. ordinary ring video from then on. With no max_age_days that video
+   stays as long as the disk allows, like the continuous video around it: an old event must not cut a
+   hole in the continuous record. This is why events go first.
+2. Age, per camera (`Config.retention_days`; a camera no longer in the config gets the [storage] ones):
+   - continuous video (class 0) older than max_age_days;
+   - event video (class 1) older than both event_days and max_age_days. After step 1 this is only the
+     video of long or still-open events (a camera covered for weeks): it bounds what such an event keeps;
+   - retention_max_days is a legal maximum: every class 0 and 1 segment older than it.
+   Held video (class 2) is never deleted by age. "Older" is by a segment's start.
+3. Disk pressure (quota, or free space under min_free, each with headroom for what recorders write
+   before the next sweep): oldest first by (retention_class, start_ms): every continuous segment of
+   every camera before any event video, and never held video. The free-space floor wins over event
+   retention: event video deleted before its event_days is reported by one alert event per camera and
+   sweep. If only held video is left and free space is still under min_free, an ALERT is logged and
+   indexed, once until free space recovers.
+
+Every query runs on an index, (camera, retention_class, start_ms), (retention_class, start_ms) and
+events (camera, keep_to_ms), so a sweep costs what it deletes, not what is stored.
+
+Deleting segments: choose them and mark them `deleting` in one write transaction, then unlink, fsync the
+directories, delete the rows. Choosing inside the transaction matters: a hold added by the CLI at the same
+moment either commits first (its segments are class 2 and not chosen) or waits for the mark. A crash
+after the mark is finished by the start-up reconcile (`index_reconcile`).
 """
 
 from __future__ import annotations
@@ -15,19 +39,44 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sqlite3
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
 
-from edgenvr.config import StorageConfig
+from edgenvr.config import Config, StorageConfig
 from edgenvr.index_writer import IndexWriter
+from edgenvr.records import EventRecord
+from edgenvr.retention_tiers import CONTINUOUS, DELETABLE_BELOW, EVENT, EVENT_HELD_SQL, HOLD, classify
 from edgenvr.storage_layout import StorageLayout, fsync_dir
-from edgenvr.timebase import now_ms
+from edgenvr.timebase import format_ms, now_ms
 
 log = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
-BATCH = 200
+# Rows chosen per write transaction: few enough that the CLI never waits long for the write lock, many
+# enough that the commits (an fsync each) do not dominate a large sweep.
+BATCH = 1000
+QUOTA = "quota reached"
+FLOOR = "free space below min_free"
+
+# The victim queries, shared with retention_report (which counts what they select instead of deleting).
+SEGMENT_COLUMNS = "id, camera, start_ms, end_ms, bytes, retention_class"
+# Uses segments_camera_class (camera, retention_class, start_ms): costs the rows it returns.
+AGE_VICTIMS = "FROM segments WHERE camera = ? AND retention_class = ? AND start_ms < ? AND deleting = 0 ORDER BY start_ms"
+# Uses segments_retention (retention_class, start_ms) for both the filter and the order.
+PRESSURE_VICTIMS = (f"FROM segments WHERE retention_class < {DELETABLE_BELOW} AND deleting = 0"
+                    " ORDER BY retention_class, start_ms")
+# Uses events_keep (camera, keep_to_ms) for both halves: reads the expired events only (held ones among them
+# are read and left alone at every sweep; a hold keeps few).
+EVENT_COLUMNS = "id, camera, kind, subkind, start_ms, end_ms, keep_from_ms, keep_to_ms, snapshot"
+EXPIRED_EVENT_WITH_VIDEO = f"e.keep_to_ms < :cutoff AND NOT {EVENT_HELD_SQL}"   # over `events e`
+EXPIRED_EVENTS = (
+    f"SELECT {EVENT_COLUMNS} FROM events e WHERE camera = :camera AND {EXPIRED_EVENT_WITH_VIDEO}"
+    f" UNION ALL SELECT {EVENT_COLUMNS} FROM events e WHERE camera = :camera AND keep_to_ms IS NULL"
+    f" AND end_ms < :cutoff AND NOT {EVENT_HELD_SQL}")
 
 
 @dataclass(frozen=True)
@@ -35,15 +84,152 @@ class SweepResult:
     deleted: int
     freed_bytes: int
     reason: str   # "" when nothing was due
+    events_deleted: int = 0
+    deleted_early: int = 0   # event-video segments deleted before their event_days for lack of space
+
+
+@dataclass(frozen=True)
+class AgeRule:
+    """Segments of one camera and class starting before `cutoff_ms` have outlived their retention."""
+
+    camera: str
+    retention_class: int
+    cutoff_ms: int
+    why: str   # the setting that makes them due: max_age_days | event_days | retention_max_days
+
+    def applies(self, camera: str, retention_class: int, start_ms: int) -> bool:
+        return camera == self.camera and retention_class == self.retention_class and start_ms < self.cutoff_ms
+
+
+@dataclass(frozen=True)
+class CameraRules:
+    """A camera's retention resolved to cut-off times at one moment."""
+
+    camera: str
+    segments: tuple[AgeRule, ...]
+    events_cutoff_ms: int      # events whose kept video ended before this are due
+    events_why: str
+    event_days_from_ms: int    # event video starting at or after this is within its event_days
+
+
+def camera_rules(config: Config, camera: str, at_ms: int) -> CameraRules:
+    days = config.retention_days(camera)
+    legal = (days.retention_max_days, "retention_max_days")
+    rules = []
+    continuous = _strictest(at_ms, (days.max_age_days, "max_age_days"), legal)
+    if continuous is not None:
+        rules.append(AgeRule(camera, CONTINUOUS, *continuous))
+    if days.max_age_days is not None and days.max_age_days > days.event_days:
+        event_video: tuple[float | None, str] = (days.max_age_days, "max_age_days")
+    else:
+        event_video = (days.event_days, "event_days")
+    video = _strictest(at_ms, event_video, legal)
+    assert video is not None  # event_days is always set
+    rules.append(AgeRule(camera, EVENT, *video))
+    events = _strictest(at_ms, (days.event_days, "event_days"), legal)
+    assert events is not None
+    return CameraRules(camera, tuple(rules), events[0], events[1], at_ms - int(days.event_days * DAY_MS))
+
+
+def _strictest(at_ms: int, *limits: tuple[float | None, str]) -> tuple[int, str] | None:
+    """(cut-off, setting) of the shortest of the limits that are set; None if none is."""
+    set_limits = [(days, name) for days, name in limits if days is not None]
+    if not set_limits:
+        return None
+    days, name = min(set_limits, key=lambda limit: limit[0])
+    return at_ms - int(days * DAY_MS), name
+
+
+def sweep_cameras(conn: sqlite3.Connection, config: Config) -> list[str]:
+    """Every camera with segments or events in the index, and every camera in the config.
+
+    A loose index scan (one index seek per camera), not a scan of the tables."""
+    found = {camera.id for camera in config.cameras}
+    # MIN(camera) is one seek in segments_camera_class / events_keep, both led by camera.
+    for table in ("segments", "events"):
+        found.update(row[0] for row in conn.execute(
+            f"""WITH RECURSIVE c(camera) AS (
+                    SELECT (SELECT MIN(camera) FROM {table})
+                    UNION ALL
+                    SELECT (SELECT MIN(camera) FROM {table} WHERE camera > c.camera)
+                    FROM c WHERE c.camera IS NOT NULL)
+                SELECT camera FROM c WHERE camera IS NOT NULL"""))
+    return sorted(found)
+
+
+def headroom_bytes(write_rate: float, storage: StorageConfig, segment_seconds: float) -> int:
+    """Room for what recorders write before the next sweep, plus the segments they have open now."""
+    return int(write_rate * (2 * storage.sweep_seconds + 2 * segment_seconds))
+
+
+def index_file_bytes(layout: StorageLayout) -> int:
+    total = 0
+    for path in layout.data_dir.glob("index.sqlite3*"):
+        try:
+            total += path.stat().st_size
+        except FileNotFoundError:
+            pass  # the -shm/-wal file of a checkpoint that just finished
+    return total
+
+
+@dataclass(frozen=True)
+class DiskUsage:
+    used: int    # bytes the ring counts: segments (indexed and pending) and the index file
+    limit: int   # the quota in bytes
+    free: int    # free bytes on the filesystem
+    min_free: int
+
+    def bytes_to_free(self, headroom: int) -> tuple[int, str]:
+        """What must be deleted now to keep the quota and the floor with `headroom` to spare, and why."""
+        over_quota = self.used + headroom - self.limit
+        under_floor = self.min_free + headroom - self.free
+        need = max(over_quota, under_floor, 0)
+        if need == 0:
+            return 0, ""
+        return need, (FLOOR if under_floor >= over_quota else QUOTA)
+
+
+def disk_usage(layout: StorageLayout, storage: StorageConfig, segment_bytes: int) -> DiskUsage:
+    disk = shutil.disk_usage(layout.data_dir)
+    return DiskUsage(segment_bytes + index_file_bytes(layout), storage.quota.limit_bytes(disk.total), disk.free,
+                     storage.min_free_bytes)
+
+
+def choose_until(rows: Iterable[Any], need: int) -> list[Any]:
+    """The oldest-first prefix of `rows` whose bytes reach `need` (all of them if they do not)."""
+    chosen, total = [], 0
+    for row in rows:
+        if total >= need:
+            break
+        chosen.append(row)
+        total += row["bytes"]
+    return chosen
+
+
+@dataclass
+class _Early:
+    """Event video of one camera deleted before its event_days in one sweep."""
+    segments: int = 0
+    bytes: int = 0
+    from_ms: int = 1 << 62
+    to_ms: int = 0
+    why: set[str] = field(default_factory=set)
+
+    def add(self, row: sqlite3.Row, why: str) -> None:
+        self.segments += 1
+        self.bytes += row["bytes"]
+        self.from_ms = min(self.from_ms, row["start_ms"])
+        self.to_ms = max(self.to_ms, row["end_ms"])
+        self.why.add(why)
 
 
 class RetentionPolicy:
-    def __init__(self, storage: StorageConfig, layout: StorageLayout, writer: IndexWriter,
-                 segment_seconds: float) -> None:
-        self.storage = storage
+    def __init__(self, config: Config, layout: StorageLayout, writer: IndexWriter) -> None:
+        self.config = config
+        self.storage = config.storage
         self.layout = layout
         self.writer = writer
-        self.segment_seconds = segment_seconds
+        self.segment_seconds = config.recording.segment_seconds
         self._written: deque[tuple[float, int]] = deque()  # (monotonic time, bytes) of recent segments
         self._starved = False  # the floor cannot be met by deleting video; alerted once until it recovers
 
@@ -61,74 +247,94 @@ class RetentionPolicy:
         return sum(size for _, size in self._written) / span
 
     def headroom_bytes(self) -> int:
-        """Room for what recorders write before the next sweep, plus the segments they have open now."""
-        return int(self.write_rate() * (2 * self.storage.sweep_seconds + 2 * self.segment_seconds))
+        return headroom_bytes(self.write_rate(), self.storage, self.segment_seconds)
 
-    def _usage(self) -> tuple[int, int, int]:
-        """(bytes used by the ring, quota limit in bytes, free bytes on the filesystem)."""
-        disk = shutil.disk_usage(self.layout.data_dir)
-        index_bytes = sum(p.stat().st_size for p in self.layout.data_dir.glob("index.sqlite3*"))
-        used = self.writer.indexed_bytes + self.writer.pending_bytes + index_bytes
-        return used, self.storage.quota.limit_bytes(disk.total), disk.free
+    def usage(self) -> DiskUsage:
+        return disk_usage(self.layout, self.storage, self.writer.indexed_bytes + self.writer.pending_bytes)
 
     def bytes_to_free(self) -> tuple[int, str]:
-        used, limit, free = self._usage()
-        headroom = self.headroom_bytes()
-        over_quota = used + headroom - limit
-        under_floor = self.storage.min_free_bytes + headroom - free
-        need = max(over_quota, under_floor, 0)
-        if need == 0:
-            return 0, ""
-        return need, ("free space below min_free" if under_floor >= over_quota else "quota reached")
+        return self.usage().bytes_to_free(self.headroom_bytes())
 
     def sweep(self) -> SweepResult:
-        """Delete what is due. Commits the index (pending inserts included) before unlinking anything."""
+        """Delete what is due: events, then video by age, then video for space (see the module docstring)."""
+        at_ms = now_ms()
+        conn = self.writer.conn
+        rules = {camera: camera_rules(self.config, camera, at_ms) for camera in sweep_cameras(conn, self.config)}
         deleted = freed = 0
         reasons: list[str] = []
-        if self.storage.max_age_days:
-            cutoff = now_ms() - int(self.storage.max_age_days * DAY_MS)
-            while True:
-                victims = self.writer.conn.execute(
-                    "SELECT id, camera, start_ms, bytes FROM segments WHERE retention_class = 0 AND deleting = 0"
-                    " AND start_ms < ? ORDER BY start_ms LIMIT ?", (cutoff, BATCH)).fetchall()
-                if not victims:
-                    break
-                d, f = self._delete(victims)
-                deleted, freed = deleted + d, freed + f
-                reasons.append("max_age_days")
+        events_deleted = sum(self._expire_events(camera_rule) for camera_rule in rules.values())
+
+        for camera_rule in rules.values():
+            for rule in camera_rule.segments:
+                while True:
+                    rows = self._mark(f"SELECT {SEGMENT_COLUMNS} {AGE_VICTIMS} LIMIT {BATCH}",
+                                      (rule.camera, rule.retention_class, rule.cutoff_ms))
+                    if not rows:
+                        break
+                    deleted, freed = deleted + len(rows), freed + self._finish(rows)
+                    reasons.append(rule.why)
+
+        early: dict[str, _Early] = {}
         need, why = self.bytes_to_free()
         if need == 0:
             self._starved = False
         while need > 0:
-            victims = self.writer.conn.execute(
-                "SELECT id, camera, start_ms, bytes FROM segments WHERE deleting = 0"
-                " ORDER BY retention_class, start_ms LIMIT ?", (BATCH,)).fetchall()
-            chosen, total = [], 0
-            for victim in victims:
-                chosen.append(victim)
-                total += victim["bytes"]
-                if total >= need:
-                    break
-            if not chosen:
-                if why == "free space below min_free" and not self._starved:
-                    log.error("ALERT: free space below min_free and no recording left to delete: "
-                              "something else is filling the disk")
-                self._starved = True
+            rows = self._mark(f"SELECT {SEGMENT_COLUMNS} {PRESSURE_VICTIMS} LIMIT {BATCH}", (), need)
+            if not rows:
+                self._nothing_left_to_delete(why, need)
                 break
-            d, f = self._delete(chosen)
-            deleted, freed = deleted + d, freed + f
+            for row in rows:
+                camera = row["camera"]
+                if camera not in rules:
+                    rules[camera] = camera_rules(self.config, camera, at_ms)
+                if row["retention_class"] == EVENT and row["start_ms"] >= rules[camera].event_days_from_ms:
+                    early.setdefault(camera, _Early()).add(row, why)
+            deleted, freed = deleted + len(rows), freed + self._finish(rows)
             reasons.append(why)
             need, why = self.bytes_to_free()
+
+        for camera, gone in early.items():
+            detail = (f"{', '.join(sorted(gone.why))}: deleted {gone.segments} event-video segments"
+                      f" ({gone.bytes / 1e6:.1f} MB) of {camera} from {format_ms(gone.from_ms)} to"
+                      f" {format_ms(gone.to_ms)} before their event_days"
+                      f" ({self.config.retention_days(camera).event_days:g} days)")
+            log.warning("ALERT: %s", detail)
+            self.writer.add_event(EventRecord(camera, "alert", at_ms, at_ms, subkind="deleted_early", detail=detail))
+        if early:
+            self._commit_alerts()
+
         reason = ", ".join(dict.fromkeys(reasons))
         if deleted:
-            log_fn = log.warning if "free space below min_free" in reasons else log.info
+            log_fn = log.warning if FLOOR in reasons else log.info
             log_fn("retention: deleted %d segments (%.1f MB): %s", deleted, freed / 1e6, reason)
-        return SweepResult(deleted, freed, reason)
+        if events_deleted:
+            log.info("retention: deleted %d events past their retention", events_deleted)
+        return SweepResult(deleted, freed, reason, events_deleted, sum(e.segments for e in early.values()))
 
-    def _delete(self, victims: list) -> tuple[int, int]:
-        ids = [(v["id"],) for v in victims]
-        writer = self.writer
-        writer.transaction(lambda conn: conn.executemany("UPDATE segments SET deleting = 1 WHERE id = ?", ids))
+    # -- deleting ---------------------------------------------------------------------------------
+
+    def _mark(self, query: str, params: Sequence[Any], need: int | None = None) -> list[sqlite3.Row]:
+        """Choose victims with `query` and mark them `deleting`, in one write transaction."""
+        conn = self.writer.conn
+        # A read first: a sweep with nothing due takes no write lock and writes nothing.
+        cursor = conn.execute(query, params)
+        anything = cursor.fetchone() is not None
+        cursor.close()
+        if not anything:
+            return []
+        marked: list[sqlite3.Row] = []
+
+        def work(conn: sqlite3.Connection) -> None:
+            rows = conn.execute(query, params).fetchall()
+            chosen = rows if need is None else choose_until(rows, need)
+            conn.executemany("UPDATE segments SET deleting = 1 WHERE id = ?", [(row["id"],) for row in chosen])
+            marked[:] = chosen
+
+        self.writer.transaction(work)
+        return marked
+
+    def _finish(self, victims: list[sqlite3.Row]) -> int:
+        """Unlink marked segments, make that durable, drop their rows. Returns the bytes freed."""
         directories = set()
         for victim in victims:
             path = self.layout.segment_path(victim["camera"], victim["start_ms"])
@@ -138,12 +344,110 @@ class RetentionPolicy:
                 log.warning("retention: %s was already gone", path)
             directories.add(path.parent)
         for directory in directories:
-            fsync_dir(directory)
+            try:
+                fsync_dir(directory)
+            except FileNotFoundError:
+                continue
             _remove_empty_dirs(directory, stop=directory.parent.parent)  # keep camera dirs
-        writer.transaction(lambda conn: conn.executemany("DELETE FROM segments WHERE id = ?", ids))
-        freed = sum(v["bytes"] for v in victims)
-        writer.indexed_bytes -= freed
-        return len(victims), freed
+        ids = [(victim["id"],) for victim in victims]
+        self.writer.transaction(lambda conn: conn.executemany("DELETE FROM segments WHERE id = ?", ids))
+        freed = sum(victim["bytes"] for victim in victims)
+        self.writer.indexed_bytes -= freed
+        return freed
+
+    def _expire_events(self, rules: CameraRules) -> int:
+        params = {"camera": rules.camera, "cutoff": rules.events_cutoff_ms}
+        total = 0
+        while True:
+            expired = self._expire_event_batch(params)
+            total += expired
+            if expired < BATCH:
+                return total
+
+    def _expire_event_batch(self, params: dict[str, Any]) -> int:
+        query = EXPIRED_EVENTS + f" LIMIT {BATCH}"
+        cursor = self.writer.conn.execute(query, params)
+        anything = cursor.fetchone() is not None
+        cursor.close()
+        if not anything:
+            return 0
+        expired: list[sqlite3.Row] = []
+
+        def work(conn: sqlite3.Connection) -> None:
+            rows = conn.execute(query, params).fetchall()
+            # Snapshots are unlinked first, inside the transaction that deletes their rows. A crash after
+            # an unlink rolls the deletion back and leaves a row whose snapshot is missing: harmless
+            # (readers show no picture; the next sweep deletes the row again). The other order would leave
+            # JPEGs that no row knows about, filling the disk for good. Holding the write lock meanwhile
+            # keeps a hold added by the CLI from slipping in between the choice and the unlink.
+            directories = set()
+            gone = []
+            for row in rows:
+                path = self._snapshot_path(row["snapshot"])
+                if path is not None:
+                    try:
+                        path.unlink(missing_ok=True)
+                    except OSError as exc:  # the row stays, so the snapshot is not forgotten; retried next sweep
+                        log.error("retention: cannot delete snapshot %s: %s", path, exc)
+                        continue
+                    directories.add(path.parent)
+                gone.append(row)
+            for directory in directories:
+                if directory.is_dir():
+                    fsync_dir(directory)
+            rows = gone
+            conn.executemany("DELETE FROM events WHERE id = ?", [(row["id"],) for row in rows])
+            for row in rows:
+                if row["keep_from_ms"] is not None:  # the video it kept goes back to its other tiers
+                    classify(conn, row["camera"], row["keep_from_ms"], row["keep_to_ms"])
+            expired[:] = rows
+
+        self.writer.transaction(work)
+        return len(expired)
+
+    def _snapshot_path(self, relative: str | None) -> Path | None:
+        """The snapshot file of an event row, or None; never a path outside the data dir."""
+        if not relative:
+            return None
+        data_dir = self.layout.data_dir
+        path = Path(os.path.normpath(data_dir / relative))
+        if not path.is_relative_to(data_dir) or path == data_dir or path.is_relative_to(self.layout.segments_dir):
+            log.error("retention: event snapshot %r is not a snapshot under the data dir; left alone", relative)
+            return None
+        return path
+
+    # -- alerts -----------------------------------------------------------------------------------
+
+    def _nothing_left_to_delete(self, why: str, need: int) -> None:
+        """The ring is empty but for held video (if any) and the disk is still short."""
+        if self._starved:
+            return
+        self._starved = True
+        held = {row[0]: row[1] for row in self.writer.conn.execute(
+            f"SELECT camera, SUM(bytes) FROM segments WHERE retention_class = {HOLD} AND deleting = 0 GROUP BY camera")}
+        held_text = (", ".join(f"{camera} {size / 1e6:.1f} MB" for camera, size in sorted(held.items()))
+                     if held else "none")
+        if why != FLOOR:
+            log.warning("retention: quota reached and nothing but held video is left (held: %s); "
+                        "held video is kept over the quota until its hold is released", held_text)
+            return
+        detail = (f"free space below min_free ({need / 1e6:.1f} MB short) and no recording left to delete"
+                  f" (held video: {held_text}): something else is filling the disk")
+        log.error("ALERT: %s", detail)
+        at_ms = now_ms()
+        cameras = {camera.id for camera in self.config.enabled_cameras} | set(held)
+        for camera in sorted(cameras):
+            self.writer.add_event(EventRecord(camera, "alert", at_ms, at_ms, subkind="disk_full", detail=detail))
+        if cameras:
+            self._commit_alerts()
+
+    def _commit_alerts(self) -> None:
+        # An alert is evidence of what was lost: write it now rather than at the next batch. If the index
+        # cannot commit either, it stays pending and goes with the next batch.
+        try:
+            self.writer.commit()
+        except (sqlite3.Error, OSError) as exc:
+            log.error("retention: alert not indexed yet (will be with the next commit): %s", exc)
 
 
 def _remove_empty_dirs(directory: "os.PathLike[str]", stop: "os.PathLike[str]") -> None:

@@ -90,14 +90,21 @@ class SegmentWriter:
             raise SegmentWriteError(f"writing {self.partial_path.name}: {exc}") from exc
         self.packets += 1
 
-    def close(self, end_ms: int, wall_end_ms: int) -> SegmentRecord:
-        """Finish the file durably and return its record. Raises SegmentWriteError (partial left on disk)."""
+    def close(self, end_ms: int, wall_end_ms: int, start_ms: int | None = None) -> SegmentRecord:
+        """Finish the file durably and return its record. Raises SegmentWriteError (partial left on disk).
+        `start_ms` corrects the start time the file was opened with (and so its name)."""
         try:
             self._container.close()
             sha256 = sha256_and_fsync(self.partial_path)
             size = self.partial_path.stat().st_size
+            if start_ms is not None and start_ms != self.start_ms:
+                self.start_ms = start_ms
+                self.final_path = self._layout.segment_path(self.camera, start_ms)
+                self.final_path.parent.mkdir(parents=True, exist_ok=True)
             os.rename(self.partial_path, self.final_path)
             fsync_dir(self.final_path.parent)
+            if self.final_path.parent != self.partial_path.parent:
+                fsync_dir(self.partial_path.parent)
         except (OSError, av.error.FFmpegError) as exc:
             raise SegmentWriteError(f"closing {self.partial_path.name}: {exc}") from exc
         return SegmentRecord(

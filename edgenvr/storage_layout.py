@@ -2,6 +2,8 @@
 
 Layout: <data>/segments/<camera>/<YYYY-MM-DD>/<HH>/<start-epoch-ms>.mp4 (UTC date and hour);
 an open segment is written as <start-epoch-ms>.mp4.partial beside it.
+Event snapshots: <data>/snapshots/<camera>/<YYYY-MM-DD>/<start-epoch-ms>-<kind>[-<subkind>].jpg;
+reference views: <data>/references/<camera>/<approved-epoch-ms>.png.
 """
 
 from __future__ import annotations
@@ -51,6 +53,16 @@ class StorageLayout:
         when = dt.datetime.fromtimestamp(start_ms / 1000, dt.timezone.utc)
         return self.camera_dir(camera_id) / when.strftime("%Y-%m-%d") / when.strftime("%H") / f"{int(start_ms)}{SEGMENT_SUFFIX}"
 
+    def snapshot_path(self, camera_id: str, start_ms: int, kind: str, subkind: str = "") -> Path:
+        self.camera_dir(camera_id)  # validates the id
+        day = dt.datetime.fromtimestamp(start_ms / 1000, dt.timezone.utc).strftime("%Y-%m-%d")
+        name = "-".join(part for part in (str(int(start_ms)), kind, subkind) if part)
+        return self.data_dir / "snapshots" / camera_id / day / f"{name}.jpg"
+
+    def reference_path(self, camera_id: str, approved_ms: int) -> Path:
+        self.camera_dir(camera_id)
+        return self.data_dir / "references" / camera_id / f"{int(approved_ms)}.png"
+
     def relative(self, path: Path) -> str:
         """Index rows store paths relative to the data dir, so a moved data dir keeps working."""
         return path.relative_to(self.data_dir).as_posix()
@@ -82,3 +94,20 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """Write a small file so that after a power cut it is either absent or whole: temp name, fsync, rename,
+    fsync the directory. Raises OSError (disk full, I/O error) with no file left under `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except OSError:
+        temporary.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)

@@ -1,9 +1,12 @@
-"""`edgenvr run`: one recorder process per enabled camera, and the index writer and retention in one loop.
+"""`edgenvr run`: recorder processes and motion-worker processes for the enabled cameras, and the index
+writer and retention in one loop.
 
 Start-up order: take the data-dir lock (one supervisor per data dir) -> wait until no recorder of a previous
-run is alive -> reconcile index and disk -> start recorders. A recorder that dies is restarted with capped
-backoff; one camera's trouble never touches another camera. SIGTERM/SIGINT: recorders close and announce
-their open segments, the index is committed, then the process exits.
+run is alive -> reconcile index and disk -> start recorders and motion workers. A process that dies is
+restarted with capped backoff; a motion worker that stops sending heartbeats (hung) is killed and restarted.
+Recorders and motion workers are separate processes, so detection trouble never touches recording.
+SIGTERM/SIGINT: recorders close and announce their open segments, the index is committed, then the process
+exits.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from edgenvr.disk_reserve import DiskReserve
 from edgenvr.index_reconcile import finalise_leftover_partials, reconcile
 from edgenvr.index_writer import IndexWriter
 from edgenvr.process_setup import lock_file
-from edgenvr.records import CameraState, SegmentRecord
+from edgenvr.records import CameraState, EventRecord, MotionStatus, ReferenceRecord, SegmentRecord
 from edgenvr.retention_policy import RetentionPolicy
 from edgenvr.storage_layout import StorageLayout
 from edgenvr.timebase import now_ms
@@ -42,15 +45,21 @@ class SupervisorError(Exception):
     """The supervisor cannot start (data dir locked by another run, unusable index)."""
 
 
+# A motion worker camera without a heartbeat for this long is hung: its process is killed and restarted.
+MOTION_HUNG_AFTER_SECONDS = 30.0
+
+
 @dataclass
-class _RecorderSlot:
-    """One recorder process and the cameras it records."""
+class _WorkerSlot:
+    """One worker process (recorders or motion workers) and the cameras it serves."""
     name: str
+    kind: str   # "recorders" | "motion"
     cameras: tuple[CameraConfig, ...]
     process: BaseProcess | None = None
     restarts: int = 0
     next_start: float = 0.0
     started_at: float = 0.0
+    heartbeats: dict[str, float] = field(default_factory=dict)  # camera -> monotonic time of the last one
 
 
 def _sd_notify(message: str) -> None:
@@ -76,9 +85,10 @@ class Supervisor:
     def __post_init__(self) -> None:
         self.layout = StorageLayout(self.config.storage.data_dir)
         cameras = self.config.enabled_cameras
-        per_process = self.config.recording.cameras_per_process
-        groups = [cameras[i:i + per_process] for i in range(0, len(cameras), per_process)]
-        self._slots = [_RecorderSlot(f"recorders-{n + 1}", group) for n, group in enumerate(groups)]
+        self._slots = _slots("recorders", cameras, self.config.recording.cameras_per_process)
+        self._slots += _slots("motion", tuple(c for c in cameras if c.motion.enabled),
+                              self.config.motion_cameras_per_process)
+        self._motion_slot_of = {c.id: slot for slot in self._slots if slot.kind == "motion" for c in slot.cameras}
         # spawn, not fork: a forked child would share the event loop's signal wake-up socket and zmq state.
         # The recorder's parent is then this process, so PR_SET_PDEATHSIG kills it if we are killed.
         self._context = multiprocessing.get_context("spawn")
@@ -101,32 +111,44 @@ class Supervisor:
         except (index_schema.IndexVersionError, OSError) as exc:
             raise SupervisorError(f"cannot open index {self.layout.index_path}: {exc}") from exc
         self.reserve = DiskReserve(self.layout.data_dir / ".reserve")
-        self.writer = IndexWriter(self.conn, on_disk_full=self.reserve.release)
+        storage = self.config.storage
+        self.writer = IndexWriter(self.conn, on_disk_full=self.reserve.release,
+                                  event_padding_ms=(int(storage.event_pre_seconds * 1000),
+                                                    int(storage.event_post_seconds * 1000)))
         started = time.monotonic()
         report = reconcile(self.writer, self.layout)
         log.info("start-up reconcile took %.2f s: %s", time.monotonic() - started, report.summary())
-        self.retention = RetentionPolicy(self.config.storage, self.layout, self.writer,
-                                         self.config.recording.segment_seconds)
+        self.retention = RetentionPolicy(self.config, self.layout, self.writer)
 
-    # -- recorders ---------------------------------------------------------------------------------
-    def _start_recorder(self, slot: _RecorderSlot) -> None:
-        from edgenvr.recorder import run_recorder_group
-
+    # -- worker processes ---------------------------------------------------------------------------
+    def _start_worker(self, slot: _WorkerSlot) -> None:
+        if slot.kind == "recorders":
+            from edgenvr.recorder import run_recorder_group as target
+        else:
+            from edgenvr.motion_worker import run_motion_group as target
         process = self._context.Process(
-            target=run_recorder_group, name=slot.name,
+            target=target, name=slot.name,
             args=(slot.cameras, self.config.recording, self.layout.data_dir, self._endpoint,
                   self.config.log_level, slot.name))
         process.start()
         slot.process = process
         slot.started_at = time.monotonic()
+        slot.heartbeats = {camera.id: slot.started_at for camera in slot.cameras}
         log.info("%s started (pid %s): %s", slot.name, process.pid, ", ".join(c.id for c in slot.cameras))
 
-    def _supervise_recorders(self) -> None:
+    def _supervise_workers(self) -> None:
         now = time.monotonic()
         for slot in self._slots:
             process = slot.process
             if process is not None and process.is_alive():
-                continue
+                silent = [camera for camera, last in slot.heartbeats.items() if now - last > MOTION_HUNG_AFTER_SECONDS]
+                if slot.kind == "motion" and silent:
+                    log.error("%s sent no heartbeat for %s in %.0f s: hung, killing it",
+                              slot.name, ", ".join(silent), MOTION_HUNG_AFTER_SECONDS)
+                    process.kill()
+                    process.join(5)
+                else:
+                    continue
             if process is not None:
                 code = process.exitcode
                 process.close()
@@ -137,12 +159,21 @@ class Supervisor:
                 slot.restarts += 1
                 slot.next_start = now + delay
                 log.error("%s exited with code %s; restarting in %.0f s", slot.name, code, delay)
-                self._guarded("recovering partial segments", finalise_leftover_partials,
-                              self.writer, self.layout, [c.id for c in slot.cameras])
-                for camera in slot.cameras:
-                    self.writer.set_state(CameraState(camera.id, "reconnecting", now_ms(), f"recorder exited with code {code}"))
+                self._after_exit(slot, code)
             if now >= slot.next_start:
-                self._start_recorder(slot)
+                self._start_worker(slot)
+
+    def _after_exit(self, slot: _WorkerSlot, code: int | None) -> None:
+        ids = [camera.id for camera in slot.cameras]
+        if slot.kind == "recorders":
+            self._guarded("recovering partial segments", finalise_leftover_partials, self.writer, self.layout, ids)
+            for camera in ids:
+                self.writer.set_state(CameraState(camera, "reconnecting", now_ms(), f"recorder exited with code {code}"))
+        else:
+            # Its open motion events would otherwise keep all later video as event video. A moved camera stays
+            # flagged: the restarted worker adopts that event.
+            self._guarded("closing events of a dead motion worker", self.writer.close_open_events, ids, now_ms(),
+                          "motion worker stopped", ("moved",))
 
     # -- bus ---------------------------------------------------------------------------------------
 
@@ -156,8 +187,16 @@ class Supervisor:
             self.writer.add_segment(record)
             self.retention.note_written(record.bytes)
             self.segments_indexed += 1
-        else:
+        elif isinstance(record, CameraState):
             self.writer.set_state(record)
+        elif isinstance(record, EventRecord):
+            self.writer.add_event(record)
+        elif isinstance(record, ReferenceRecord):
+            self.writer.add_reference(record)
+        elif isinstance(record, MotionStatus):
+            slot = self._motion_slot_of.get(record.camera)
+            if slot is not None and record.camera in slot.heartbeats:
+                slot.heartbeats[record.camera] = time.monotonic()
 
     async def _receive(self, socket_: zmq.asyncio.Socket) -> None:
         while True:
@@ -189,7 +228,7 @@ class Supervisor:
         log.info("recording %d cameras into %s", len(self.config.enabled_cameras), self.layout.data_dir)
         try:
             while not self.stopping.is_set():
-                self._supervise_recorders()
+                self._supervise_workers()
                 now = time.monotonic()
                 # Index and disk trouble (disk full, I/O errors) is logged and retried at the next tick;
                 # recorders go on writing files regardless, and nothing pending is dropped.
@@ -208,7 +247,7 @@ class Supervisor:
                     receiver.result()  # re-raise what killed the receiver
         finally:
             _sd_notify("STOPPING=1")
-            await self._stop_recorders()
+            await self._stop_workers()
             receiver.cancel()
             self._drain(pull)
             self._guarded("final index commit", self.writer.commit)
@@ -230,7 +269,7 @@ class Supervisor:
             if self._trouble_logged.pop(what, None) is not None:
                 log.info("%s works again", what)
 
-    async def _stop_recorders(self) -> None:
+    async def _stop_workers(self) -> None:
         running = [s.process for s in self._slots if s.process is not None and s.process.is_alive()]
         for process in running:
             process.terminate()
@@ -245,6 +284,11 @@ class Supervisor:
                 process.kill()
                 process.join(2)
         await asyncio.sleep(0.3)  # let the last announcements arrive
+
+
+def _slots(kind: str, cameras: tuple[CameraConfig, ...], per_process: int) -> list[_WorkerSlot]:
+    groups = [cameras[i:i + per_process] for i in range(0, len(cameras), per_process)]
+    return [_WorkerSlot(f"{kind}-{n + 1}", kind, group) for n, group in enumerate(groups)]
 
 
 def run_supervisor(config: Config) -> None:

@@ -482,3 +482,82 @@ def test_cameras_per_process_must_be_a_small_whole_number(tmp_path: Path, value:
     with pytest.raises(ConfigError) as error:
         load_config(write(tmp_path, f"[recording]\ncameras_per_process = {value}\n"))
     assert "recording.cameras_per_process" in str(error.value) and fragment in str(error.value)
+
+
+# --- motion, zones and retention tiers ----------------------------------------------
+
+
+MOTION_CONFIG = f"""
+[storage]
+data_dir = "/var/lib/edgenvr"
+max_age_days = 14
+event_days = 45
+retention_max_days = 60
+event_pre_seconds = 5
+
+[motion]
+fps = 4
+sensitivity = 0.7
+cameras_per_process = 4
+
+[[cameras]]
+id = "gudang-1"
+url = "{MAIN_URL}"
+max_age_days = 90
+retention_max_days = 120
+[cameras.motion]
+min_area = 0.01
+ignore = [[[0.0, 0.0], [1.0, 0.0], [1.0, 0.1], [0.0, 0.1]]]
+[[cameras.motion.zones]]
+name = "pintu"
+polygon = [[0.1, 0.2], [0.5, 0.2], [0.5, 0.9], [0.1, 0.9]]
+
+[[cameras]]
+id = "kasir-2"
+url = "rtsp://192.0.2.11/live"
+[cameras.motion]
+enabled = false
+"""
+
+
+def test_motion_defaults_apply_to_every_camera_and_cameras_override_them() -> None:
+    config = parse_config(MOTION_CONFIG)
+    gudang, kasir = config.camera("gudang-1").motion, config.camera("kasir-2").motion
+    assert (gudang.fps, gudang.sensitivity, gudang.min_area) == (4, 0.7, 0.01)
+    assert (kasir.fps, kasir.sensitivity, kasir.enabled) == (4, 0.7, False)
+    assert gudang.zones[0].name == "pintu" and gudang.zones[0].polygon[1] == (0.5, 0.2)
+    assert gudang.ignore == (((0.0, 0.0), (1.0, 0.0), (1.0, 0.1), (0.0, 0.1)),)
+    assert config.motion_cameras_per_process == 4
+
+
+def test_retention_days_per_camera_fall_back_to_storage() -> None:
+    config = parse_config(MOTION_CONFIG)
+    gudang, kasir = config.retention_days("gudang-1"), config.retention_days("kasir-2")
+    assert (gudang.max_age_days, gudang.event_days, gudang.retention_max_days) == (90, 45, 120)
+    assert (kasir.max_age_days, kasir.event_days, kasir.retention_max_days) == (14, 45, 60)
+    assert config.retention_days("removed-camera") == kasir
+    assert config.storage.event_pre_seconds == 5 and config.storage.event_post_seconds == 20
+
+
+@pytest.mark.parametrize("motion_toml, key", [
+    ('[cameras.motion]\nfps = 0', "cameras[0].motion.fps"),
+    ('[cameras.motion]\nsensitivity = 1.5', "cameras[0].motion.sensitivity"),
+    ('[cameras.motion]\nminarea = 0.1', "cameras[0].motion.minarea"),
+    ('[cameras.motion]\nignore = [[[0, 0], [1, 0]]]', "cameras[0].motion.ignore[0]"),
+    ('[cameras.motion]\nignore = [[[0, 0], [1, 0], [1, 2]]]', "cameras[0].motion.ignore[0]"),
+    ('[[cameras.motion.zones]]\npolygon = [[0, 0], [1, 0], [1, 1]]', "cameras[0].motion.zones[0].name"),
+    ('[[cameras.motion.zones]]\nname = "a"\npolygon = [[0, 0], [1, 0], ["x", 1]]', "cameras[0].motion.zones[0].polygon"),
+    ('[[cameras.motion.zones]]\nname = "a"\npolygon = [[0, 0], [1, 0], [1, 1]]\n'
+     '[[cameras.motion.zones]]\nname = "a"\npolygon = [[0, 0], [1, 0], [1, 1]]', "cameras[0].motion.zones[1].name"),
+    ('[cameras.motion]\ntamper_seconds = 1', "cameras[0].motion.tamper_seconds"),
+    ('event_days = 0', "cameras[0].event_days"),
+])
+def test_bad_motion_and_retention_settings_are_rejected_naming_the_key(motion_toml: str, key: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config(CAMERA + motion_toml + "\n")
+    assert any(problem.startswith(key + ":") for problem in error.value.problems), error.value.problems
+
+
+def test_config_with_zones_round_trips_through_toml() -> None:
+    original = parse_config(MOTION_CONFIG)
+    assert parse_config(config_to_toml(original)) == original

@@ -19,7 +19,7 @@ import av
 import pytest
 
 from edgenvr.camera_simulator import SimulatedCamera, make_clip
-from edgenvr.index_queries import camera_states, gaps, open_readonly, segments
+from edgenvr.index_queries import camera_states, events, gaps, open_readonly, segments
 from edgenvr.storage_layout import StorageLayout
 from edgenvr.timebase import now_ms
 
@@ -201,6 +201,13 @@ def test_unplugged_camera_leaves_one_gap_and_resumes_quickly(scenario: Scenario)
     assert "stream" in gap.reason or "connect" in gap.reason
     after = [r for r in scenario.segments("unplugged") if r.start_ms >= gap.end_ms]
     assert len(after) >= 3, "recording did not go on after the camera came back"
+    # offline for more than 15 s: one offline event, closed when the camera came back, with its duration
+    with open_readonly(scenario.layout) as conn:
+        offline = events(conn, scenario.layout, "unplugged", "offline")
+    assert len(offline) == 1, offline
+    assert abs(offline[0].start_ms - scenario.unplugged_ms) <= 1500, offline
+    assert offline[0].end_ms is not None and abs(offline[0].end_ms - gap.end_ms) <= 3000, (offline, gap)
+    assert "back online after" in offline[0].detail
 
 
 def test_frozen_camera_is_detected_within_the_read_timeout(scenario: Scenario) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -158,3 +159,37 @@ def test_disk_filled_by_something_else_is_reported_and_recording_resumes(
         states = conn.execute("SELECT state FROM cameras").fetchall()
     assert resumed >= 3, "recording did not resume after space came back"
     assert states and states[0][0] == "stopped"
+
+
+def test_video_held_from_the_cli_survives_the_ring_while_recording(small_disks: tuple[Path, Path], tmp_path: Path,
+                                                                  simulator_ready: None, supervisors: list) -> None:
+    disk = small_disks[0]
+    clip = make_clip(CLIP_CACHE / "vga-3mbit.h264", width=640, height=480, fps=25, seconds=4, bitrate=3_000_000)
+    layout = StorageLayout(disk / "data")
+    with SimulatedCamera({"cam": (clip, "h264")}, log_path=tmp_path / "cam.log") as camera:
+        config = tmp_path / "c.toml"
+        config.write_text(config_text(layout.data_dir, {"gate": camera.url("cam")}, segment_seconds=2,
+                                      quota="5MB", min_free="1MB"))
+        supervisor = start_supervisor(config, tmp_path / "edgenvr.log")
+        supervisors.append(supervisor)
+        deadline = time.monotonic() + 30
+        first: list = []
+        while time.monotonic() < deadline and len(first) < 2:
+            time.sleep(0.5)
+            if layout.index_path.exists():
+                with open_readonly(layout) as conn:
+                    first = conn.execute("SELECT start_ms, end_ms FROM segments ORDER BY start_ms LIMIT 2").fetchall()
+        assert len(first) == 2, "nothing recorded"
+        held = subprocess.run([sys.executable, "-m", "edgenvr", "hold", "add", "--config", str(config), "--camera",
+                               "gate", "--from", str(first[0][0]), "--to", str(first[1][1]), "--reason", "incident 1"],
+                              capture_output=True, text=True, timeout=60)
+        assert held.returncode == 0, held.stderr
+        time.sleep(20)  # the 5 MB ring turns over several times
+        assert supervisor.stop() == 0
+    with open_readonly(layout) as conn:
+        kept = [(r[0], r[1]) for r in conn.execute("SELECT start_ms, retention_class FROM segments ORDER BY start_ms")]
+        assert check_consistency(conn, layout).consistent
+    assert [start for start, cls in kept if cls == 2] == [first[0][0], first[1][0]], "held video was deleted"
+    ring = [start for start, cls in kept if cls != 2]
+    assert ring and ring[0] > first[1][0] + 10_000, "the ring did not turn over past the held video"
+    assert "retention: deleted" in supervisor.log() and "Traceback" not in supervisor.log()
