@@ -32,7 +32,8 @@ class BusSender:
             self._socket.send(json.dumps(to_message(record)).encode(), flags=zmq.NOBLOCK)
             return True
         except zmq.Again:
-            log.warning("bus full, announcement dropped (start-up reconcile will adopt it): %s", type(record).__name__)
+            # segments are adopted from disk by the start-up reconcile; an event or heartbeat is lost
+            log.warning("bus full, announcement dropped: %s", type(record).__name__)
             return False
 
     def close(self) -> None:

@@ -24,7 +24,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
@@ -40,6 +40,7 @@ __all__ = [
     "SimulatorError",
     "debian_python",
     "decode_frame_counter",
+    "encode_cached",
     "make_clip",
     "simulator_available",
     "simulator_unavailable_reason",
@@ -164,23 +165,28 @@ def make_clip(
         frames=frames, gop=gop, bitrate=bitrate, pattern=pattern, preset=preset,
     )
     path = Path(path)
-    if path.is_file() and path.stat().st_size > 0 and _read_sidecar(path) == asdict(params):
-        return path
+    encode_cached(path, asdict(params), lambda target: _encode(target, params))
+    return path
+
+
+def encode_cached(path: Path, params: dict[str, object], encode: Callable[[Path], None]) -> None:
+    """Run ``encode(target)`` unless ``path`` exists with a sidecar ``<path>.json`` recording the same
+    ``params``. Encodes to a private name and renames: concurrent callers (parallel test workers) never
+    see a half-written clip, and a crash never leaves one behind under ``path``."""
+    if path.is_file() and path.stat().st_size > 0 and _read_sidecar(path) == params:
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Encode to a private name and rename: concurrent callers (parallel test workers)
-    # never see a half-written clip, and a crash never leaves one behind under `path`.
     fd, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        _encode(tmp, params)
+        encode(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     sidecar_tmp = _sidecar(path).with_suffix(f".{os.getpid()}.tmp")
-    sidecar_tmp.write_text(json.dumps(asdict(params), indent=1, sort_keys=True) + "\n")
+    sidecar_tmp.write_text(json.dumps(params, indent=1, sort_keys=True) + "\n")
     os.replace(sidecar_tmp, _sidecar(path))
-    return path
 
 
 def _encoder_options(p: _ClipParams) -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sqlite3
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -68,11 +69,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_index(config: Config):  # type: ignore[no-untyped-def]
+def _open_index(config: Config, writable: bool = False):  # type: ignore[no-untyped-def]
+    """The index, read-only unless for an admin write (holds); exit 1 if nothing was ever recorded."""
+    from edgenvr.holds import open_index
     from edgenvr.index_queries import open_readonly
 
     try:
-        return open_readonly(StorageLayout(config.storage.data_dir))
+        return (open_index if writable else open_readonly)(StorageLayout(config.storage.data_dir))
     except FileNotFoundError as exc:
         print(f"edgenvr: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
@@ -149,26 +152,19 @@ def cmd_check_index(args: argparse.Namespace) -> int:
 
 # -- holds and retention ---------------------------------------------------------------------------
 
-def _open_for_holds(config: Config):  # type: ignore[no-untyped-def]
-    from edgenvr.holds import open_index
-
-    try:
-        return open_index(StorageLayout(config.storage.data_dir))
-    except FileNotFoundError as exc:
-        print(f"edgenvr: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
-
-
 def cmd_hold_add(args: argparse.Namespace) -> int:
     from edgenvr.holds import HoldError, add_hold
 
     config = _load(args.config)
-    conn = _open_for_holds(config)
+    conn = _open_index(config, writable=True)
     try:
         hold = add_hold(conn, config, args.camera, args.from_ms, args.to_ms, args.reason)
     except HoldError as exc:
         print(f"edgenvr: hold not added: {exc}", file=sys.stderr)
         return 2
+    except sqlite3.Error as exc:  # locked for too long by a big sweep, or the disk is full
+        print(f"edgenvr: hold not added, the index refused the write ({exc}); try again", file=sys.stderr)
+        return 1
     finally:
         conn.close()
     print(hold.id)  # alone on stdout, for scripts; the summary goes to stderr
@@ -200,12 +196,15 @@ def cmd_hold_release(args: argparse.Namespace) -> int:
     from edgenvr.holds import HoldError, release_hold
 
     config = _load(args.config)
-    conn = _open_for_holds(config)
+    conn = _open_index(config, writable=True)
     try:
         hold = release_hold(conn, args.id, args.reason or "")
     except HoldError as exc:
         print(f"edgenvr: hold not released: {exc}", file=sys.stderr)
         return 2
+    except sqlite3.Error as exc:
+        print(f"edgenvr: hold not released, the index refused the write ({exc}); try again", file=sys.stderr)
+        return 1
     finally:
         conn.close()
     print(f"released {hold.describe()}; its video is back under event and continuous retention")
@@ -284,7 +283,7 @@ def cmd_reference_approve(args: argparse.Namespace) -> int:
         return 2
     try:
         approved_ms, image = approve_current_view(StorageLayout(config.storage.data_dir), camera, args.by)
-    except (ReferenceError, OSError) as exc:
+    except (ReferenceError, OSError, sqlite3.Error) as exc:
         print(f"edgenvr: reference view not approved: {exc}", file=sys.stderr)
         return 1
     print(f"camera {camera.id}: current view approved as the reference at {format_ms(approved_ms)} ({image}); "

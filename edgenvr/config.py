@@ -201,8 +201,8 @@ class StorageConfig:
     event_pre_seconds: float = 10.0      # video kept before an event starts ...
     event_post_seconds: float = 20.0     # ... and after it ends
     sweep_seconds: float = 10.0
-    # Batching index commits saves SD-card writes; crash-safety does not rely
-    # on it because start-up reconciles the index against the files on disk.
+    # Batching segment rows saves SD-card writes; they are not lost with a batch because start-up
+    # reconciles the index against the files on disk. Events are committed within a second regardless.
     index_commit_seconds: float = 30.0
 
     def __post_init__(self) -> None:

@@ -19,13 +19,11 @@ from dataclasses import dataclass
 
 from edgenvr import index_schema
 from edgenvr.config import Config
-from edgenvr.retention_tiers import HOLD, classify
+from edgenvr.retention_tiers import HOLD, LONGEST_SEGMENT_MS, classify
 from edgenvr.storage_layout import CAMERA_ID_PATTERN, StorageLayout
 from edgenvr.timebase import format_ms, now_ms
 
 MAX_REASON_CHARS = 500
-# Segments are at most 10 min long (config limit); twice that bounds the start_ms index scan safely.
-_LONGEST_SEGMENT_MS = 1_200_000
 
 
 class HoldError(ValueError):
@@ -151,7 +149,7 @@ def _hold(conn: sqlite3.Connection, row: sqlite3.Row) -> Hold:
         segments, size = conn.execute(
             f"SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM segments WHERE camera = ? AND retention_class = {HOLD}"
             " AND start_ms >= ? AND start_ms < ? AND end_ms > ? AND deleting = 0",
-            (row["camera"], row["from_ms"] - _LONGEST_SEGMENT_MS, row["to_ms"], row["from_ms"])).fetchone()
+            (row["camera"], row["from_ms"] - LONGEST_SEGMENT_MS, row["to_ms"], row["from_ms"])).fetchone()
     return Hold(row["id"], row["camera"], row["from_ms"], row["to_ms"], row["reason"], row["created_ms"],
                 row["released_ms"], row["release_reason"], segments, size)
 

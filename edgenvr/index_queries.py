@@ -1,4 +1,4 @@
-"""Read-only questions asked of the index: segments and gaps in a time range, camera states.
+"""Read-only questions asked of the index: segments, gaps and events in a time range, camera states.
 
 Used by the CLI now and the web API later. Opens the index read-only, so it never blocks the writer
 (WAL readers and the writer do not wait for each other).
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from edgenvr import index_schema
+from edgenvr.index_schema import OPEN_END_MS
 from edgenvr.records import GapRecord
 from edgenvr.storage_layout import StorageLayout
 from edgenvr.timebase import now_ms
@@ -102,8 +103,8 @@ def events(conn: sqlite3.Connection, layout: StorageLayout, camera: str | None =
            since_ms: int | None = None, until_ms: int | None = None) -> list[EventRow]:
     """Events overlapping [since, until) (an open event overlaps everything after its start), oldest first."""
     query = ("SELECT camera, kind, subkind, start_ms, end_ms, zones, peak_score, snapshot, detail FROM events"
-             " WHERE start_ms < ? AND COALESCE(end_ms, ?) > ?")
-    args: list[object] = [until_ms if until_ms is not None else 2**62, 2**62,
+             " WHERE start_ms < ? AND COALESCE(end_ms, ?) >= ?")
+    args: list[object] = [until_ms if until_ms is not None else 2**62, OPEN_END_MS,
                           since_ms if since_ms is not None else -(2**62)]
     for column, value in (("camera", camera), ("kind", kind)):
         if value is not None:

@@ -1,7 +1,8 @@
 """The one writer of the index: batches segment rows, gaps and camera states into few small commits.
 
-Crash safety never depends on a batch reaching the disk: segment files are durable before they are
+Segment rows never depend on a batch reaching the disk: segment files are durable before they are
 announced, and the start-up reconcile adopts any file whose row was lost with an uncommitted batch.
+Events and reference views have no such second source, so the supervisor commits them within a second.
 Gaps are derived here, where the last indexed end of every camera is known even across restarts.
 So are offline events: a camera that goes offline opens one, and closes it when it records again.
 Events keep the video around them: segments and events of one batch are classified into retention tiers
@@ -95,6 +96,10 @@ class IndexWriter:
             seconds = (state.since_ms - start) / 1000
             self.add_event(EventRecord(state.camera, "offline", start, state.since_ms,
                                        detail=f"back online after {seconds:.0f} s"))
+
+    @property
+    def has_pending_events(self) -> bool:
+        return bool(self._events or self._references)
 
     def add_event(self, event: EventRecord) -> None:
         """Queue an event announcement; a later announcement of the same event (its close) replaces it."""

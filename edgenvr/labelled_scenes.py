@@ -20,9 +20,6 @@ is at ``i / fps`` seconds.
 from __future__ import annotations
 
 import functools
-import json
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,7 +30,7 @@ import numpy as np
 # The barcode is the project's one frame-counter format; drawn by the simulator's own code
 # so decode_frame_counter reads our clips too. Private names: camera_simulator is not ours
 # to change, and this is the only other module that draws pictures.
-from edgenvr.camera_simulator import _counter_geometry, _draw_counter
+from edgenvr.camera_simulator import _counter_geometry, _draw_counter, encode_cached
 from edgenvr.config import Polygon
 
 __all__ = [
@@ -121,18 +118,6 @@ class _SceneParams:
     preset: str
 
 
-def _sidecar(path: Path) -> Path:
-    return path.with_name(path.name + ".json")
-
-
-def _read_sidecar(path: Path) -> dict[str, object] | None:
-    try:
-        data = json.loads(_sidecar(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def make_scene_clip(
     path: Path,
     scene: str,
@@ -164,21 +149,7 @@ def make_scene_clip(
         scene=scene, path=path, width=width, height=height, fps=fps, frames=spec.frames,
         motion=spec.motion_truth(), tamper=spec.tamper, motion_labelled=spec.motion_labelled,
     )
-    if path.is_file() and path.stat().st_size > 0 and _read_sidecar(path) == asdict(params):
-        return truth
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A private name then rename: parallel callers never see a half-written clip.
-    fd, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        _encode(tmp, params, spec)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    sidecar_tmp = _sidecar(path).with_suffix(f".{os.getpid()}.tmp")
-    sidecar_tmp.write_text(json.dumps(asdict(params), indent=1, sort_keys=True) + "\n")
-    os.replace(sidecar_tmp, _sidecar(path))
+    encode_cached(path, asdict(params), lambda target: _encode(target, params, spec))
     return truth
 
 

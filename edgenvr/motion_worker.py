@@ -39,7 +39,7 @@ from edgenvr.config import CameraConfig, RecordingConfig
 from edgenvr.motion_detector import MotionDetector, MotionEventChange, MotionEventTracker
 from edgenvr.records import EventRecord, MotionStatus, ReferenceRecord
 from edgenvr.storage_layout import StorageLayout, write_durably
-from edgenvr.tamper_detector import TamperDetector
+from edgenvr.tamper_detector import TamperChange, TamperDetector
 from edgenvr.timebase import now_ms
 from edgenvr.url_redaction import redact_text
 
@@ -47,11 +47,13 @@ log = logging.getLogger(__name__)
 
 ANALYSIS_WIDTH = 320           # detectors see a 320-wide grey picture (320x180 for 16:9)
 MAX_LAG_MS = 2_000             # a frame this late is skipped: the detector is behind the camera
+RE_ANCHOR_AFTER_MS = 30_000    # late for this long: the camera's clock is slow, not the detector
 HEARTBEAT_SECONDS = 5.0
 SUMMARY_SECONDS = 60.0         # a per-camera line in the log: frames analysed and dropped
 STALLED_AFTER_SECONDS = 30.0   # a camera thread silent this long gets no heartbeat, so the supervisor restarts us
 REFERENCE_POLL_SECONDS = 10.0  # how soon a view re-approved from the CLI is picked up
 COMMISSION_AFTER_FRAMES = 10   # first reference view: taken after this many calm analysed frames
+MIN_REFERENCE_CONTRAST = 8.0   # luma std-dev; a flatter picture (lens cap, covered) is no reference
 SNAPSHOT_MAX_WIDTH = 1280
 _EIGHT_BIT_Y_FORMATS = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "gray"}
 
@@ -76,7 +78,7 @@ def encode_png(grey: np.ndarray) -> bytes:
 
 
 def latest_reference(conn: sqlite3.Connection, camera: str) -> sqlite3.Row | None:
-    return conn.execute("SELECT approved_ms, image FROM reference_views WHERE camera = ?"
+    return conn.execute("SELECT approved_ms, image, approved_by FROM reference_views WHERE camera = ?"
                         " ORDER BY approved_ms DESC LIMIT 1", (camera,)).fetchone()
 
 
@@ -102,7 +104,7 @@ class CameraWorker:
         self._reference_ms: int | None = None
         self._next_reference_poll = 0.0
         self._calm_frames = 0
-        self._open_tamper: dict[str, int] = {}   # subkind -> start_ms of the open tamper event (index and ours)
+        self._open_tamper: dict[str, EventRecord] = {}   # subkind -> the open tamper event (ours or adopted)
         self._adopted_until_ms: int | None = None
         self._index: sqlite3.Connection | None = None
         self._detector_size = (0, 0)
@@ -148,7 +150,8 @@ class CameraWorker:
             if self.camera.detect_url is None:
                 stream.codec_context.skip_frame = "NONKEY"
             return self._analyse_stream(container, stream)
-        except Exception as exc:  # noqa: BLE001 - decode/read errors and timeouts end this connection
+        except (av.error.FFmpegError, OSError) as exc:  # read/decode errors and timeouts end this connection;
+            # anything else is a bug: it reaches _run_until_stopped, which logs it with its traceback
             return f"stream error: {type(exc).__name__}: {redact_text(str(exc))}"
         finally:
             try:
@@ -159,8 +162,10 @@ class CameraWorker:
     def _analyse_stream(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> str:
         period_ms = 1000 / self.motion.fps
         anchor_ms: int | None = None
+        late_since_ms: int | None = None
         next_due_ms = -1.0
         time_base = stream.time_base
+        self._first_key_ms = None  # the key-frame interval is measured on this connection
         for frame in container.decode(stream):
             if self.stopping.is_set():
                 return "stopping"
@@ -170,20 +175,28 @@ class CameraWorker:
             stream_ms = int(frame.pts * time_base * 1000)
             arrived_ms = now_ms()
             # Same clock as the recorder: the stream clock anchored to the wall clock at the smallest
-            # arrival delay seen (the first frames come late, out of libav's probe buffer); re-anchored if
-            # the camera's clock runs slow by more than 2 s.
+            # arrival delay seen (the first frames come late, out of libav's probe buffer).
             offset_ms = arrived_ms - stream_ms
-            if anchor_ms is None or offset_ms < anchor_ms or offset_ms - anchor_ms > 2_000:
-                if anchor_ms is None or abs(offset_ms - anchor_ms) > 2_000:
-                    next_due_ms = -1.0
+            if anchor_ms is None or offset_ms < anchor_ms:
                 anchor_ms = offset_ms
             time_ms = anchor_ms + stream_ms
             if time_ms < next_due_ms:
                 continue
             next_due_ms = max(next_due_ms + period_ms, time_ms - period_ms / 2) if next_due_ms >= 0 else time_ms + period_ms / 2
             if arrived_ms - time_ms > MAX_LAG_MS:
-                self.dropped += 1
-                continue
+                # Behind the camera: skip analysis (decoding goes on) until caught up. Late for longer than
+                # RE_ANCHOR_AFTER_MS means the camera's clock runs slow, not us: re-anchor.
+                late_since_ms = late_since_ms or arrived_ms
+                if arrived_ms - late_since_ms < RE_ANCHOR_AFTER_MS:
+                    self.dropped += 1
+                    continue
+                log.warning("camera %s (motion): stream clock %d ms behind the wall clock, re-anchoring",
+                            self.camera.id, arrived_ms - time_ms)
+                anchor_ms, late_since_ms = offset_ms, None
+                time_ms = anchor_ms + stream_ms
+                next_due_ms = time_ms + period_ms / 2
+            else:
+                late_since_ms = None
             if self.state != "analysing":
                 self._set_state("analysing")
             self._analyse(time_ms, frame)
@@ -216,10 +229,15 @@ class CameraWorker:
             rate = min(motion.fps, 1000 / (time_ms - self._first_key_ms))
             motion = replace(motion, fps=rate)
             self._tracker = MotionEventTracker(start_frames=1, quiet_seconds=max(3.0, 2.5 / rate))
+        if self._detector is not None:  # the picture size changed: end what the old detectors had open
+            self._close_motion_event()
+            for change in self._tamper.close(time_ms) if self._tamper is not None else []:
+                self._on_tamper_change(change, None)
         self._detector_size = (width, height)
         self._detector = MotionDetector(motion, width, height)
         if motion.tamper:
             self._tamper = TamperDetector(motion, width, height)
+            self._reference_ms = None  # the new detector needs the approved view loaded again
             self._poll_reference(force=True)
         return True
 
@@ -254,34 +272,46 @@ class CameraWorker:
                 self._commission(time_ms, grey)
             return
         for change in self._tamper.analyse(time_ms, grey):
-            kind = change.kind
-            if change.opened:
-                # A moved camera stays flagged across restarts: reuse the open event the index already has.
-                start_ms = self._open_tamper.setdefault(kind, change.since_ms)
-                snapshot = self._write_snapshot(frame, start_ms, "tamper", kind)
-                self.bus.send(EventRecord(self.camera.id, "tamper", start_ms, None, kind, peak_score=change.score,
-                                          snapshot=snapshot, detail=change.detail))
-                log.warning("camera %s: tamper: %s (%s)", self.camera.id, kind, change.detail)
-            elif kind in self._open_tamper:
-                start_ms = self._open_tamper.pop(kind)
-                self.bus.send(EventRecord(self.camera.id, "tamper", start_ms, max(start_ms, change.time_ms), kind,
-                                          peak_score=change.score, detail=change.detail))
-                log.info("camera %s: tamper %s cleared (%s)", self.camera.id, kind, change.detail)
+            self._on_tamper_change(change, frame)
         self._close_stale_adopted(time_ms)
 
+    def _on_tamper_change(self, change: TamperChange, frame: av.VideoFrame | None) -> None:
+        kind = change.kind
+        if change.opened:
+            if kind in self._open_tamper:
+                return  # adopted from the index after a restart: the event and its snapshot stand
+            # the event keeps its opening score, detail and picture (the evidence); a close adds to the detail
+            event = EventRecord(self.camera.id, "tamper", change.since_ms, None, kind, peak_score=change.score,
+                                snapshot=self._write_snapshot(frame, change.since_ms, "tamper", kind),
+                                detail=change.detail)
+            self._open_tamper[kind] = event
+            self.bus.send(event)
+            log.warning("camera %s: tamper: %s (%s)", self.camera.id, kind, change.detail)
+        elif kind != "moved":  # a moved camera stays flagged until its view is re-approved (_poll_reference)
+            self._close_tamper(kind, change.time_ms, change.detail)
+
+    def _close_tamper(self, kind: str, time_ms: int, why: str) -> None:
+        event = self._open_tamper.pop(kind, None)
+        if event is not None:
+            self.bus.send(replace(event, end_ms=max(event.start_ms, time_ms), detail=f"{event.detail}; ended: {why}"))
+            log.info("camera %s: tamper %s over (%s)", self.camera.id, kind, why)
+
     def _close_stale_adopted(self, time_ms: int) -> None:
-        """Tamper events adopted from the index that this worker has not seen again are over."""
+        """Covered/defocused events adopted from the index that this worker has not seen again are over."""
         if self._adopted_until_ms is None or time_ms < self._adopted_until_ms:
             return
         active = self._tamper.active_kinds if self._tamper is not None else set()
-        for kind in [k for k in self._open_tamper if k not in active]:
-            start_ms = self._open_tamper.pop(kind)
-            self.bus.send(EventRecord(self.camera.id, "tamper", start_ms, time_ms, kind,
-                                      detail="not seen again after a restart"))
+        for kind in [k for k in self._open_tamper if k not in active and k != "moved"]:
+            self._close_tamper(kind, time_ms, "not seen again after a restart")
         self._adopted_until_ms = None
 
     def _commission(self, time_ms: int, grey: np.ndarray) -> None:
         """No approved view yet: the first calm picture becomes the reference (first commissioning)."""
+        if float(grey.std()) < MIN_REFERENCE_CONTRAST:
+            if self._calm_frames == COMMISSION_AFTER_FRAMES:  # once, not every frame
+                log.warning("camera %s: picture nearly uniform (lens cap? covered?): no reference view taken yet",
+                            self.camera.id)
+            return
         path = self.layout.reference_path(self.camera.id, time_ms)
         try:
             write_durably(path, encode_png(grey))
@@ -320,16 +350,19 @@ class CameraWorker:
         width, height = self._detector_size
         if image.shape != (height, width):
             image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-        replaced = self._reference_ms is not None
+        reapproved = self._reference_ms is not None
         self._tamper.set_reference(image)
         self._reference_ms = row["approved_ms"]
-        if replaced:
+        if reapproved:
             log.info("camera %s: re-approved reference view loaded", self.camera.id)
+            self._close_tamper("moved", now_ms(), f"view re-approved by {row['approved_by']}")
 
     def _adopt_open_tamper_events(self, conn: sqlite3.Connection) -> None:
-        for row in conn.execute("SELECT subkind, start_ms FROM events WHERE camera = ? AND kind = 'tamper'"
-                                " AND end_ms IS NULL", (self.camera.id,)):
-            self._open_tamper.setdefault(row["subkind"], row["start_ms"])
+        for row in conn.execute("SELECT subkind, start_ms, peak_score, snapshot, detail FROM events"
+                                " WHERE camera = ? AND kind = 'tamper' AND end_ms IS NULL", (self.camera.id,)):
+            self._open_tamper.setdefault(row["subkind"], EventRecord(
+                self.camera.id, "tamper", row["start_ms"], None, row["subkind"], peak_score=row["peak_score"],
+                snapshot=row["snapshot"], detail=row["detail"]))
         if self._open_tamper:
             # give the detector time to see the condition again before calling the adopted events over
             self._adopted_until_ms = now_ms() + int((self.motion.tamper_seconds + 20) * 1000)

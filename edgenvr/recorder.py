@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 
 # After this long without a working connection the camera is reported offline rather than reconnecting.
 OFFLINE_AFTER_MS = 15_000
+# A segment still without a key frame to cut at after this long is cut anyway (the packets up to the next key
+# frame are then dropped): the index's time-range scans rely on segments being bounded (retention_tiers).
+FORCED_CUT_MS = 900_000
 # Stream clock vs wall clock disagreement that makes us re-anchor segment times to the wall clock.
 MAX_CLOCK_DRIFT_MS = 2_000
 
@@ -190,6 +193,11 @@ class CameraRecorder:
                 if settling:
                     offset_floor_ms = min(offset_floor_ms, now_ms() - _ms(pts, time_base))
                 key = packet.is_keyframe
+                if writer is not None and not key and _ms(pts - writer_first_pts, time_base) >= FORCED_CUT_MS:
+                    log.warning("camera %s: no key frame for %d s; cutting the segment without one",
+                                self.camera.id, FORCED_CUT_MS // 1000)
+                    self._close(writer, anchor_ms + _ms(pts, time_base), now_ms())
+                    writer = None
                 if writer is None and not key:
                     self.dropped["before_keyframe"] += 1
                     continue
@@ -266,7 +274,10 @@ class CameraRecorder:
                 if first and packet.is_keyframe:
                     held = packet
                 else:
-                    self.dropped["no_dts"] += 1
+                    # Frames after the held keyframe are lost, so it would start the file with a hole and
+                    # frames that decode wrongly: drop it too and start at the next keyframe.
+                    self.dropped["no_dts"] += 1 + (held is not None)
+                    held = None
                 first = False
                 continue
             first = False

@@ -231,6 +231,8 @@ class RetentionPolicy:
         self.writer = writer
         self.segment_seconds = config.recording.segment_seconds
         self._written: deque[tuple[float, int]] = deque()  # (monotonic time, bytes) of recent segments
+        self._unlinked: list[tuple[int]] = []  # ids of unlinked segments whose rows are still to be dropped
+        self._failed: list[tuple[int]] = []    # ids of marked segments whose unlink failed
         self._starved = False  # the floor cannot be met by deleting video; alerted once until it recovers
 
     def note_written(self, size: int) -> None:
@@ -257,6 +259,7 @@ class RetentionPolicy:
 
     def sweep(self) -> SweepResult:
         """Delete what is due: events, then video by age, then video for space (see the module docstring)."""
+        self._drop_rows()  # what a failed sweep left
         at_ms = now_ms()
         conn = self.writer.conn
         rules = {camera: camera_rules(self.config, camera, at_ms) for camera in sweep_cameras(conn, self.config)}
@@ -334,14 +337,25 @@ class RetentionPolicy:
         return marked
 
     def _finish(self, victims: list[sqlite3.Row]) -> int:
-        """Unlink marked segments, make that durable, drop their rows. Returns the bytes freed."""
+        """Unlink marked segments, make that durable, drop their rows. Returns the bytes freed.
+
+        A file that cannot be unlinked (read-only remount, I/O error) is logged and its row unmarked, so a
+        later sweep tries again. If dropping the rows fails (index locked or full), they are remembered and
+        dropped at the start of the next sweep: a row marked `deleting` is never selected again, so it
+        must not be left behind until the next start-up."""
         directories = set()
+        gone: list[sqlite3.Row] = []
         for victim in victims:
             path = self.layout.segment_path(victim["camera"], victim["start_ms"])
             try:
                 path.unlink()
             except FileNotFoundError:
                 log.warning("retention: %s was already gone", path)
+            except OSError as exc:
+                log.error("retention: cannot delete %s (%s); will try again", path, exc)
+                self._failed.append((victim["id"],))
+                continue
+            gone.append(victim)
             directories.add(path.parent)
         for directory in directories:
             try:
@@ -349,11 +363,24 @@ class RetentionPolicy:
             except FileNotFoundError:
                 continue
             _remove_empty_dirs(directory, stop=directory.parent.parent)  # keep camera dirs
-        ids = [(victim["id"],) for victim in victims]
-        self.writer.transaction(lambda conn: conn.executemany("DELETE FROM segments WHERE id = ?", ids))
-        freed = sum(victim["bytes"] for victim in victims)
-        self.writer.indexed_bytes -= freed
+        freed = sum(victim["bytes"] for victim in gone)
+        self.writer.indexed_bytes -= freed  # the files are gone whatever happens to the rows
+        self._unlinked += [(victim["id"],) for victim in gone]
+        self._drop_rows()
         return freed
+
+    def _drop_rows(self) -> None:
+        """Delete the rows of unlinked segments and unmark those whose unlink failed (see _finish)."""
+        unlinked, failed = self._unlinked, self._failed
+        if not (unlinked or failed):
+            return
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.executemany("DELETE FROM segments WHERE id = ?", unlinked)
+            conn.executemany("UPDATE segments SET deleting = 0 WHERE id = ?", failed)
+
+        self.writer.transaction(work)
+        self._unlinked, self._failed = [], []
 
     def _expire_events(self, rules: CameraRules) -> int:
         params = {"camera": rules.camera, "cutoff": rules.events_cutoff_ms}

@@ -21,8 +21,10 @@ CLASS_NAMES = {CONTINUOUS: "continuous", EVENT: "event", HOLD: "held"}
 # What the ring may delete: everything below HOLD. Held video is only ever deleted by releasing its hold.
 DELETABLE_BELOW = HOLD
 
-# Segments are at most 10 min long (config limit); twice that bounds the start_ms index scan safely.
-_LONGEST_SEGMENT_MS = 1_200_000
+# Bounds the start_ms index scans. The recorder cuts every segment at the first key frame after
+# segment_seconds (at most 10 min) and, for a camera that sends no key frame, by force at
+# recorder.FORCED_CUT_MS (15 min), so no segment is longer than this.
+LONGEST_SEGMENT_MS = 1_200_000
 
 # An event is kept (with its snapshot) while a hold in force overlaps it, whatever its age: the hold is
 # usually about what the event shows. Overlap is with the video the event keeps, or with the event itself
@@ -44,13 +46,13 @@ def _wanted(event_condition: str) -> str:
         WITH held(id) AS (
             SELECT s.id FROM holds h JOIN segments s
               ON s.camera = h.camera AND s.retention_class IN ({CONTINUOUS}, {EVENT}, {HOLD})
-             AND s.start_ms >= MAX(h.from_ms - {_LONGEST_SEGMENT_MS}, :lower) AND s.start_ms < MIN(h.to_ms, :to_ms)
+             AND s.start_ms >= MAX(h.from_ms - {LONGEST_SEGMENT_MS}, :lower) AND s.start_ms < MIN(h.to_ms, :to_ms)
              AND s.end_ms > h.from_ms
             WHERE h.camera = :camera AND h.released_ms IS NULL AND h.from_ms < :upper AND h.to_ms > :lower),
         kept(id) AS (
             SELECT s.id FROM events e JOIN segments s
               ON s.camera = e.camera AND s.retention_class IN ({CONTINUOUS}, {EVENT}, {HOLD})
-             AND s.start_ms >= MAX(e.keep_from_ms - {_LONGEST_SEGMENT_MS}, :lower)
+             AND s.start_ms >= MAX(e.keep_from_ms - {LONGEST_SEGMENT_MS}, :lower)
              AND s.start_ms < MIN(e.keep_to_ms, :to_ms) AND s.end_ms > e.keep_from_ms
             WHERE e.camera = :camera AND e.keep_to_ms > :lower AND e.keep_from_ms < :upper AND ({event_condition}))
         SELECT s.id, s.camera, s.start_ms, s.end_ms, s.bytes, s.retention_class, CASE
@@ -64,7 +66,7 @@ def _wanted(event_condition: str) -> str:
 
 def _range(camera: str, from_ms: int, to_ms: int) -> dict[str, Any]:
     # Segments overlapping [from, to) start at or after from - longest and end before to + longest.
-    return {"camera": camera, "lower": from_ms - _LONGEST_SEGMENT_MS, "upper": to_ms + _LONGEST_SEGMENT_MS,
+    return {"camera": camera, "lower": from_ms - LONGEST_SEGMENT_MS, "upper": to_ms + LONGEST_SEGMENT_MS,
             "from_ms": from_ms, "to_ms": to_ms}
 
 

@@ -86,7 +86,7 @@ class Supervisor:
         self.layout = StorageLayout(self.config.storage.data_dir)
         cameras = self.config.enabled_cameras
         self._slots = _slots("recorders", cameras, self.config.recording.cameras_per_process)
-        self._slots += _slots("motion", tuple(c for c in cameras if c.motion.enabled),
+        self._slots += _slots("motion", tuple(c for c in cameras if c.motion.enabled or c.motion.tamper),
                               self.config.motion_cameras_per_process)
         self._motion_slot_of = {c.id: slot for slot in self._slots if slot.kind == "motion" for c in slot.cameras}
         # spawn, not fork: a forked child would share the event loop's signal wake-up socket and zmq state.
@@ -118,7 +118,20 @@ class Supervisor:
         started = time.monotonic()
         report = reconcile(self.writer, self.layout)
         log.info("start-up reconcile took %.2f s: %s", time.monotonic() - started, report.summary())
+        self._close_orphaned_events()
         self.retention = RetentionPolicy(self.config, self.layout, self.writer)
+
+    def _close_orphaned_events(self) -> None:
+        """Events left open by the previous run (killed, or its close announcement lost) would keep all later
+        video of their camera as event video. Motion events are closed now; tamper events are left to the
+        camera's tamper detection, which adopts them, except for cameras that no longer have it."""
+        watched = {c.id for c in self.config.enabled_cameras if c.motion.tamper}
+        others = [row[0] for row in self.conn.execute("SELECT DISTINCT camera FROM events WHERE end_ms IS NULL")]
+        self.writer.close_open_events([c for c in others if c in watched], now_ms(), "edgenvr restarted",
+                                      keep_subkinds=("covered", "defocused", "moved"))
+        self.writer.close_open_events([c for c in others if c not in watched], now_ms(),
+                                      "tamper detection no longer watches this camera")
+        self.writer.commit()
 
     # -- worker processes ---------------------------------------------------------------------------
     def _start_worker(self, slot: _WorkerSlot) -> None:
@@ -147,8 +160,8 @@ class Supervisor:
                               slot.name, ", ".join(silent), MOTION_HUNG_AFTER_SECONDS)
                     process.kill()
                     process.join(5)
-                else:
-                    continue
+                if process.is_alive():
+                    continue  # not dead yet (stuck in the kernel on a failing disk): look again next tick
             if process is not None:
                 code = process.exitcode
                 process.close()
@@ -236,7 +249,10 @@ class Supervisor:
                     last_sweep = now
                     self._guarded("retention sweep", self.retention.sweep)
                     self._guarded("disk reserve", self.reserve.ensure)
-                if now - self.writer.last_commit >= storage.index_commit_seconds:
+                # Events are committed within a second: unlike segment files, nothing rebuilds a lost one.
+                due = storage.index_commit_seconds if not self.writer.has_pending_events else min(
+                    1.0, storage.index_commit_seconds)
+                if now - self.writer.last_commit >= due:
                     self._guarded("index commit", self.writer.commit)
                 _sd_notify("WATCHDOG=1")
                 try:
@@ -279,7 +295,7 @@ class Supervisor:
             await asyncio.sleep(0.1)
         for process in running:
             if process.is_alive():
-                log.error("recorder %s did not stop in time; killing it (its partial segment is recovered at start-up)",
+                log.error("%s did not stop in time; killing it (a partial segment is recovered at start-up)",
                           process.name)
                 process.kill()
                 process.join(2)

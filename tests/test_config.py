@@ -561,3 +561,10 @@ def test_bad_motion_and_retention_settings_are_rejected_naming_the_key(motion_to
 def test_config_with_zones_round_trips_through_toml() -> None:
     original = parse_config(MOTION_CONFIG)
     assert parse_config(config_to_toml(original)) == original
+
+
+def test_the_config_shown_in_the_readme_is_valid() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = readme.split("```toml", 1)[1].split("```", 1)[0]
+    config = parse_config(block)
+    assert config.camera("gudang-1").motion.zones[0].name == "pintu"

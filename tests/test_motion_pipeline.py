@@ -40,11 +40,14 @@ def _polygon(polygon: Polygon) -> str:
     return "[" + ", ".join(f"[{x:.4f}, {y:.4f}]" for x, y in polygon) + "]"
 
 
-def camera_block(camera_id: str, url: str, ignore: list[Polygon], zones: dict[str, Polygon] | None = None) -> str:
+def camera_block(camera_id: str, url: str, ignore: list[Polygon], zones: dict[str, Polygon] | None = None,
+                 key_frames_only: bool = False) -> str:
     # detect_url = the same stream: a labelled scene is already sub-stream sized, and it makes every frame
-    # decoded (key-frame-only analysis cannot time events to 1 s).
-    lines = ["[[cameras]]", f'id = "{camera_id}"', f'url = "{url}"', f'detect_url = "{url}"', "[cameras.motion]",
-             f"ignore = [{', '.join(_polygon(p) for p in ignore)}]"]
+    # decoded (key-frame-only analysis, for cameras without a sub-stream, cannot time events to 1 s).
+    lines = ["[[cameras]]", f'id = "{camera_id}"', f'url = "{url}"']
+    if not key_frames_only:
+        lines.append(f'detect_url = "{url}"')
+    lines += ["[cameras.motion]", f"ignore = [{', '.join(_polygon(p) for p in ignore)}]"]
     for name, polygon in (zones or {}).items():
         lines += ["[[cameras.motion.zones]]", f'name = "{name}"', f"polygon = {_polygon(polygon)}"]
     return "\n".join(lines) + "\n"
@@ -127,10 +130,12 @@ def test_motion_and_tamper_events_match_the_truth_of_labelled_scenes(tmp_path: P
         # the same zones scene twice more: once watching only a zone, once with the other third ignored
         blocks.append(camera_block("zoned", camera.url("zones"), [counter], zones={"kiri": LEFT_THIRD}))
         blocks.append(camera_block("masked", camera.url("zones"), [counter, LEFT_THIRD]))
+        # a camera without a sub-stream: only the main stream's key frames (every 2 s here) are analysed
+        blocks.append(camera_block("key-frames", camera.url("walk"), [counter], key_frames_only=True))
         config.write_text(config_text(data_dir, {}, motion=True) + "".join(blocks))
         supervisor = start_supervisor(config, tmp_path / "edgenvr.log")
         try:
-            supervisor.wait_for_log("recording 10 cameras")
+            supervisor.wait_for_log("recording 11 cameras")
             started = time.monotonic()
             # the moved camera: wait for its tamper event, then re-approve the new view; the flag must clear
             moved: list[dict] = []
@@ -195,6 +200,12 @@ def test_motion_and_tamper_events_match_the_truth_of_labelled_scenes(tmp_path: P
             assert all(e["zones"] == ["kiri"] for e in motion), motion
         snapshots = [e["snapshot"] for e in motion if e["end_ms"] is not None]
         assert snapshots and all(s and Path(s).stat().st_size > 1000 for s in snapshots)
+    # key frames only: the walk is still found, with the coarser timing of one picture every 2 s
+    clip0 = clip_start_ms(layout, "key-frames", 10)
+    truth = truth_intervals(truths["walk"], clip0, window[1])
+    motion = [e for e in by_camera.get("key-frames", []) if e["kind"] == "motion" and e["end_ms"] is not None]
+    assert motion and all(any(e["start_ms"] < t1 + 2_500 and e["end_ms"] > t0 - 2_500 for t0, t1 in truth)
+                          for e in motion), (motion, truth)
     tp, fp, fn = totals
     print(f"end to end: precision {tp / max(1, tp + fp):.2f}, recall {tp / max(1, tp + fn):.2f} ({tp} events)")
 
@@ -237,3 +248,32 @@ def test_a_crashed_or_hung_motion_worker_is_restarted_and_recording_never_stops(
     assert len(segments) >= 15
     for before, after in zip(segments, segments[1:]):
         assert abs(after["start_ms"] - before["end_ms"]) <= 200, (before, after)
+
+
+def test_events_left_open_by_a_killed_run_are_closed_at_start_up_except_tamper_flags(tmp_path: Path) -> None:
+    """A motion event whose close was lost with a killed run must not keep the camera's video as event video
+    for ever; a moved-camera flag stays until the view is re-approved; a camera that nobody watches for
+    tamper any more has its tamper events closed."""
+    from edgenvr import index_schema
+    from edgenvr.index_writer import IndexWriter
+    from edgenvr.records import EventRecord
+    from edgenvr.timebase import now_ms
+
+    data_dir = tmp_path / "data"
+    layout = StorageLayout(data_dir)
+    writer = IndexWriter(index_schema.connect(layout.index_path))
+    start = now_ms() - 60_000
+    writer.add_event(EventRecord("gate", "motion", start))
+    writer.add_event(EventRecord("gate", "tamper", start, subkind="moved"))
+    writer.add_event(EventRecord("removed", "tamper", start, subkind="covered"))
+    writer.commit()
+    writer.conn.close()
+    config = tmp_path / "edgenvr.toml"
+    config.write_text(config_text(data_dir, {}, motion=True) + camera_block("gate", "rtsp://127.0.0.1:9/x", []))
+    supervisor = start_supervisor(config, tmp_path / "edgenvr.log")
+    try:
+        supervisor.wait_for_log("recording 1 cameras")
+    finally:
+        assert supervisor.stop() == 0
+    still_open = {(e["camera"], e["kind"], e["subkind"]) for e in events_of(config) if e["end_ms"] is None}
+    assert still_open == {("gate", "tamper", "moved")}, events_of(config)
