@@ -402,7 +402,7 @@ def config_toml(data_dir: Path, urls: dict[str, str], cameras_per_process: int |
     if cameras_per_process is not None:
         lines.append(f"cameras_per_process = {cameras_per_process}")
     # This benchmark measures recording alone; benchmarks/motion.py measures recording with motion.
-    lines += ["", "[motion]", "enabled = false", ""]
+    lines += ["", "[motion]", "enabled = false", "tamper = false", ""]
     for camera, url in urls.items():
         lines += ["[[cameras]]", f"id = {json.dumps(camera)}", f"url = {json.dumps(url)}", ""]
     return "\n".join(lines)

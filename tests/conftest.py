@@ -39,7 +39,8 @@ def config_text(data_dir: Path, cameras: dict[str, str], *, segment_seconds: flo
                 min_free: str = "0", commit_seconds: float = 1, sweep_seconds: float = 1,
                 extra_storage: str = "", cameras_per_process: int = 8, motion: bool = False) -> str:
     # Motion detection is off unless a test is about it: recording tests then measure recording alone.
-    lines = ["[motion]", f"enabled = {'true' if motion else 'false'}", "[storage]", f'data_dir = "{data_dir}"', f'quota = "{quota}"', f'min_free = "{min_free}"',
+    on = "true" if motion else "false"
+    lines = ["[motion]", f"enabled = {on}", f"tamper = {on}", "[storage]", f'data_dir = "{data_dir}"', f'quota = "{quota}"', f'min_free = "{min_free}"',
              f"index_commit_seconds = {commit_seconds}", f"sweep_seconds = {sweep_seconds}", extra_storage,
              "[recording]", f"segment_seconds = {segment_seconds}", "read_timeout_seconds = 5",
              "connect_timeout_seconds = 5", "max_backoff_seconds = 2",
