@@ -125,13 +125,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         if row is None:
             print(f"{camera.id:<16} {'never recorded':<14}")
             continue
+        motion = json.loads(row["motion_json"])
         if args.json:
             print(json.dumps({"camera": camera.id, "state": row["state"], "since_ms": row["state_since_ms"],
                               "reason": row["state_reason"], "dropped": json.loads(row["dropped_json"]),
-                              "last_end_ms": row["last_end_ms"]}))
+                              "last_end_ms": row["last_end_ms"], "motion": motion}))
         else:
+            detection = (f"  detection {motion['state']} ({motion['dropped']} frames skipped)"
+                         if motion else "")
             print(f"{camera.id:<16} {row['state']:<14} since {format_ms(row['state_since_ms'])}  "
-                  f"last video {format_ms(row['last_end_ms'])}  {row['state_reason']}")
+                  f"last video {format_ms(row['last_end_ms'])}{detection}  {row['state_reason']}")
     return 0
 
 

@@ -82,7 +82,7 @@ def gaps(conn: sqlite3.Connection, camera: str | None = None, since_ms: int | No
 
 
 def camera_states(conn: sqlite3.Connection) -> list[sqlite3.Row]:
-    return conn.execute("SELECT id, state, state_since_ms, state_reason, dropped_json, last_end_ms FROM cameras"
+    return conn.execute("SELECT id, state, state_since_ms, state_reason, dropped_json, last_end_ms, motion_json FROM cameras"
                         " ORDER BY id").fetchall()
 
 

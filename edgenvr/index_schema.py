@@ -89,6 +89,8 @@ MIGRATIONS: list[str] = [
         approved_by TEXT NOT NULL      -- "commissioning" or who re-approved the view
     );
     CREATE INDEX reference_views_camera ON reference_views(camera, approved_ms);
+    -- the motion worker's last reported state and counters (analysed, dropped, ...), for `edgenvr status`
+    ALTER TABLE cameras ADD COLUMN motion_json TEXT NOT NULL DEFAULT '{}';
     CREATE INDEX segments_camera_class ON segments(camera, retention_class, start_ms);
     """,
 ]

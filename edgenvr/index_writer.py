@@ -19,13 +19,14 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from edgenvr.index_schema import OPEN_END_MS
-from edgenvr.records import CameraState, EventRecord, GapRecord, ReferenceRecord, SegmentRecord
+from edgenvr.records import CameraState, EventRecord, GapRecord, MotionStatus, ReferenceRecord, SegmentRecord
 from edgenvr.retention_tiers import classify
 
 log = logging.getLogger(__name__)
 
 # A hole between two segments shorter than this is timing jitter at a reconnect, not a gap.
 GAP_THRESHOLD_MS = 500
+MOTION_STATUS_EVERY_S = 300.0
 
 
 @dataclass
@@ -37,6 +38,8 @@ class _Camera:
     last_end_ms: int | None = None
     last_problem: str = ""   # why the camera last stopped recording, used as the reason of the next gap
     offline_since_ms: int | None = None  # start of the open offline event
+    motion: dict[str, object] = field(default_factory=dict)  # the motion worker's last status
+    motion_written: float = 0.0  # monotonic time the motion status was last queued for writing
 
 
 class IndexWriter:
@@ -53,9 +56,11 @@ class IndexWriter:
         self._cameras: dict[str, _Camera] = {}
         self.last_commit = time.monotonic()
         self.indexed_bytes = conn.execute("SELECT COALESCE(SUM(bytes), 0) FROM segments WHERE deleting = 0").fetchone()[0]
-        for row in conn.execute("SELECT id, state, state_since_ms, state_reason, dropped_json, last_end_ms FROM cameras"):
+        for row in conn.execute("SELECT id, state, state_since_ms, state_reason, dropped_json, last_end_ms, motion_json"
+                                " FROM cameras"):
             self._cameras[row["id"]] = _Camera(row["state"], row["state_since_ms"], row["state_reason"],
-                                               json.loads(row["dropped_json"]), row["last_end_ms"], row["state_reason"])
+                                               json.loads(row["dropped_json"]), row["last_end_ms"], row["state_reason"],
+                                               motion=json.loads(row["motion_json"]))
         for row in conn.execute("SELECT camera, start_ms FROM events WHERE kind = 'offline' AND end_ms IS NULL"):
             self._camera(row["camera"]).offline_since_ms = row["start_ms"]
 
@@ -96,6 +101,17 @@ class IndexWriter:
             seconds = (state.since_ms - start) / 1000
             self.add_event(EventRecord(state.camera, "offline", start, state.since_ms,
                                        detail=f"back online after {seconds:.0f} s"))
+
+    def set_motion_status(self, status: MotionStatus) -> None:
+        """Kept for `edgenvr status`; written when the worker's state changes or, for its counters, every
+        MOTION_STATUS_EVERY_S: heartbeats come every 5 s and must not cost an index write each."""
+        camera = self._camera(status.camera)
+        changed = camera.motion.get("state") != status.state or camera.motion.get("reason") != status.reason
+        camera.motion = {"state": status.state, "reason": status.reason, "analysed": status.analysed,
+                         "dropped": status.dropped, "time_ms": status.time_ms}
+        if changed or time.monotonic() - camera.motion_written >= MOTION_STATUS_EVERY_S:
+            camera.motion_written = time.monotonic()
+            self._dirty.add(status.camera)
 
     @property
     def has_pending_events(self) -> bool:
@@ -160,12 +176,13 @@ class IndexWriter:
             conn.executemany("INSERT INTO gaps (camera, start_ms, end_ms, reason) VALUES (?,?,?,?)",
                              [(g.camera, g.start_ms, g.end_ms, g.reason) for g in gaps])
             conn.executemany(
-                "INSERT INTO cameras (id, state, state_since_ms, state_reason, dropped_json, last_end_ms)"
-                " VALUES (?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET state=excluded.state,"
+                "INSERT INTO cameras (id, state, state_since_ms, state_reason, dropped_json, last_end_ms, motion_json)"
+                " VALUES (?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET state=excluded.state,"
                 " state_since_ms=excluded.state_since_ms, state_reason=excluded.state_reason,"
-                " dropped_json=excluded.dropped_json, last_end_ms=excluded.last_end_ms",
-                [(cid, c.state, c.since_ms, c.reason, json.dumps(c.dropped, sort_keys=True), c.last_end_ms)
-                 for cid in sorted(dirty) for c in [self._cameras[cid]]])
+                " dropped_json=excluded.dropped_json, last_end_ms=excluded.last_end_ms,"
+                " motion_json=excluded.motion_json",
+                [(cid, c.state, c.since_ms, c.reason, json.dumps(c.dropped, sort_keys=True), c.last_end_ms,
+                  json.dumps(c.motion, sort_keys=True)) for cid in sorted(dirty) for c in [self._cameras[cid]]])
             conn.executemany(
                 "INSERT INTO events (camera, kind, subkind, start_ms, end_ms, keep_from_ms, keep_to_ms, zones,"
                 " peak_score, snapshot, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?)"

@@ -210,6 +210,7 @@ class Supervisor:
             slot = self._motion_slot_of.get(record.camera)
             if slot is not None and record.camera in slot.heartbeats:
                 slot.heartbeats[record.camera] = time.monotonic()
+            self.writer.set_motion_status(record)
 
     async def _receive(self, socket_: zmq.asyncio.Socket) -> None:
         while True:

@@ -242,6 +242,8 @@ def test_a_crashed_or_hung_motion_worker_is_restarted_and_recording_never_stops(
             time.sleep(6)
         finally:
             assert supervisor.stop() == 0
+    status = json.loads(edgenvr("status", "--config", str(config), "--json").stdout)
+    assert status["motion"]["state"] == "analysing" and status["motion"]["dropped"] == 0, status
     gaps = edgenvr("gaps", "--config", str(config), "--json")
     assert gaps.returncode == 0 and gaps.stdout.strip() == "", gaps.stdout
     segments = [json.loads(line) for line in edgenvr("segments", "--config", str(config), "--json").stdout.splitlines()]
