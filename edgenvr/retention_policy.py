@@ -36,6 +36,7 @@ after the mark is finished by the start-up reconcile (`index_reconcile`).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -266,6 +267,7 @@ class RetentionPolicy:
         deleted = freed = 0
         reasons: list[str] = []
         events_deleted = sum(self._expire_events(camera_rule) for camera_rule in rules.values())
+        self._expire_references(at_ms, rules)
 
         for camera_rule in rules.values():
             for rule in camera_rule.segments:
@@ -381,6 +383,28 @@ class RetentionPolicy:
 
         self.writer.transaction(work)
         self._unlinked, self._failed = [], []
+
+    def _expire_references(self, at_ms: int, cameras: Iterable[str]) -> None:
+        """Superseded reference views are pictures of a camera's view, personal data like video: past the
+        legal maximum they go. The current reference stays whatever its age: detection needs it."""
+        for camera in cameras:
+            days = self.config.retention_days(camera).retention_max_days
+            if days is None:
+                continue
+            cutoff = at_ms - int(days * DAY_MS)
+            query = ("SELECT id, image FROM reference_views WHERE camera = ? AND approved_ms < ? AND approved_ms <"
+                     " (SELECT MAX(approved_ms) FROM reference_views WHERE camera = ?)")
+            params = (camera, cutoff, camera)
+            if not self.writer.conn.execute(query, params).fetchall():
+                continue
+            self.writer.transaction(functools.partial(self._delete_references, query, params))
+            log.info("retention: deleted the superseded reference views of %s older than %g days", camera, days)
+
+    def _delete_references(self, query: str, params: tuple[object, ...], conn: sqlite3.Connection) -> None:
+        # unlinked inside the transaction that deletes the rows, as snapshots are (_expire_event_batch)
+        for row in conn.execute(query, params).fetchall():
+            self.layout.absolute(row["image"]).unlink(missing_ok=True)
+            conn.execute("DELETE FROM reference_views WHERE id = ?", (row["id"],))
 
     def _expire_events(self, rules: CameraRules) -> int:
         params = {"camera": rules.camera, "cutoff": rules.events_cutoff_ms}

@@ -32,9 +32,9 @@ from edgenvr.holds import add_hold
 from edgenvr.index_queries import open_readonly
 from edgenvr.index_reconcile import check_consistency, reconcile
 from edgenvr.index_writer import IndexWriter
-from edgenvr.records import EventRecord, SegmentRecord
+from edgenvr.records import EventRecord, ReferenceRecord, SegmentRecord
 from edgenvr.retention_policy import RetentionPolicy, index_file_bytes
-from edgenvr.storage_layout import StorageLayout
+from edgenvr.storage_layout import StorageLayout, write_durably
 from edgenvr.timebase import now_ms
 
 DAY = 86_400_000
@@ -213,6 +213,14 @@ def test_legal_maximum_deletes_continuous_and_event_video_but_holds_survive(tmpf
     kept_snapshot = box.event("gate", old[1][1] + 1000, old[1][1] + 5000, snapshot=True)     # inside the hold
     gone_snapshot = box.event("gate", old[4][1] + 1000, old[4][1] + 5000, snapshot=True)     # not held
     box.event("gate", recent[1][1], recent[1][1] + 2000, kind="tamper", subkind="covered")
+    # reference views are pictures of the camera's view too: a superseded one past the legal maximum goes,
+    # the current one stays whatever its age (detection compares with it)
+    references = []
+    for approved in (now - 50 * DAY, now - 40 * DAY):
+        path = box.layout.reference_path("gate", approved)
+        write_durably(path, b"png")
+        box.writer.add_reference(ReferenceRecord("gate", approved, box.layout.relative(path), "commissioning"))
+        references.append(path)
     box.writer.commit()
     # event_days longer than the legal maximum: the legal maximum wins; no max_age_days at all
     config = write_config(tmp_path / "c.toml", box.data_dir, {"event_days": 60, "retention_max_days": 30})
@@ -225,6 +233,8 @@ def test_legal_maximum_deletes_continuous_and_event_video_but_holds_survive(tmpf
     kinds = [(e["kind"], e["start_ms"]) for e in box.events()]
     assert kinds == [("motion", old[1][1] + 1000), ("tamper", recent[1][1])]
     assert (box.data_dir / kept_snapshot).exists() and not (box.data_dir / gone_snapshot).exists()
+    assert [p.exists() for p in references] == [False, True]
+    assert [r[0] for r in box.conn.execute("SELECT approved_ms FROM reference_views")] == [now - 40 * DAY]
     box.assert_consistent()
 
 
