@@ -52,7 +52,6 @@ import shutil
 import signal
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -77,8 +76,6 @@ from record import (
     _other_processes,
     _picture_key,
     _spawn,
-    _stop,
-    _tail,
     _wait_until,
     clip_picture_index,
     code_version,
@@ -124,56 +121,11 @@ class Streams:
     mounts: int = 0
 
 
-@dataclass
-class Run:
-    """Everything started for one benchmark run, so that one `finally` can stop all of it."""
-
-    workdir: Path
-    cameras: list[str]
-    servers: list[SimulatedCamera] = field(default_factory=list)
-    supervisor: subprocess.Popen[bytes] | None = None
-    ffmpegs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    @property
-    def data_dir(self) -> Path:
-        return self.workdir / "edgenvr-data"
-
-    @property
-    def supervisor_log(self) -> Path:
-        return self.workdir / "edgenvr.log"
+class Run(record.Run):
+    """record.Run (everything started for one run, stopped by one `finally`); ffmpeg here only decodes."""
 
     def ffmpeg_log(self, camera: str) -> Path:
         return self.workdir / f"ffmpeg-{camera}.log"
-
-    def check_alive(self) -> None:
-        if self.supervisor is not None and self.supervisor.poll() is not None:
-            raise BenchmarkError(f"edgenvr exited with code {self.supervisor.returncode}:\n"
-                                 f"{_tail(self.supervisor_log)}")
-        for camera, proc in self.ffmpegs.items():
-            if proc.poll() is not None:
-                raise BenchmarkError(f"decode-only ffmpeg of {camera} exited with code {proc.returncode}:\n"
-                                     f"{_tail(self.ffmpeg_log(camera))}")
-        for server in self.servers:
-            if not server.is_running:
-                raise BenchmarkError(f"camera simulator on port {server.port} died:\n{_tail(server.log_path)}")
-
-    def stop_clients(self) -> None:
-        ffmpegs = list(self.ffmpegs.values())
-        for proc in ffmpegs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-        if self.supervisor is not None:
-            # The supervisor stops recorders (each closes its segment) and workers, and commits the index.
-            _stop([self.supervisor], signal.SIGTERM, timeout=60)
-        _stop(ffmpegs, None, timeout=10)
-
-    def stop_all(self) -> None:
-        try:
-            self.stop_clients()
-        finally:
-            # Last: stopping the cameras first would make the recorders see a lost camera and record a gap.
-            for server in self.servers:
-                server.stop()
 
 
 def start_servers(args: argparse.Namespace, run: Run, main_clip: Path, sub_clip: Path) -> Streams:
@@ -646,7 +598,7 @@ def measure(args: argparse.Namespace, run: Run, main_clip: Path, sub_clip: Path)
     timeline = start_and_warm_up(args, run, streams)
     window = measure_window(args, run)
     wait_for_window_summaries(run, window.wall)
-    run.stop_clients()
+    run.stop_recorders()
     for server in run.servers:
         server.stop()
     stopped = time.monotonic()

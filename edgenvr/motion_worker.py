@@ -100,7 +100,6 @@ class CameraWorker:
         self._detector: MotionDetector | None = None
         self._tamper: TamperDetector | None = None
         self._tracker = MotionEventTracker()
-        self._motion_start_ms: int | None = None
         self._reference_ms: int | None = None
         self._next_reference_poll = 0.0
         self._calm_frames = 0
