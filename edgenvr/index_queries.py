@@ -14,6 +14,7 @@ from typing import Iterator
 from edgenvr import index_schema
 from edgenvr.index_schema import OPEN_END_MS
 from edgenvr.records import GapRecord
+from edgenvr.retention_tiers import LONGEST_SEGMENT_MS
 from edgenvr.storage_layout import StorageLayout
 from edgenvr.timebase import now_ms
 
@@ -44,8 +45,8 @@ def open_readonly(layout: StorageLayout) -> sqlite3.Connection:
 def segments(conn: sqlite3.Connection, layout: StorageLayout, camera: str | None = None,
              since_ms: int | None = None, until_ms: int | None = None) -> Iterator[SegmentRow]:
     """Segments overlapping [since, until), oldest first."""
-    # Segments are at most 10 min long (config limit), so a start_ms bound of since - 10 min uses the index.
-    lower = (since_ms - 600_000) if since_ms is not None else -(2**62)
+    # Segments are bounded in length (retention_tiers.LONGEST_SEGMENT_MS), so a start_ms bound uses the index.
+    lower = (since_ms - LONGEST_SEGMENT_MS) if since_ms is not None else -(2**62)
     query = ("SELECT camera, start_ms, end_ms, bytes, sha256, codec, width, height, origin FROM segments"
              " WHERE deleting = 0 AND start_ms >= ? AND start_ms < ? AND end_ms > ?")
     args: list[object] = [lower, until_ms if until_ms is not None else 2**62, since_ms if since_ms is not None else -(2**62)]

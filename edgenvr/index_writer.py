@@ -102,6 +102,10 @@ class IndexWriter:
             self.add_event(EventRecord(state.camera, "offline", start, state.since_ms,
                                        detail=f"back online after {seconds:.0f} s"))
 
+    def last_end_ms(self, camera: str) -> int | None:
+        """End of the camera's newest indexed (or pending) segment."""
+        return self._camera(camera).last_end_ms
+
     def set_motion_status(self, status: MotionStatus) -> None:
         """Kept for `edgenvr status`; written when the worker's state changes or, for its counters, every
         MOTION_STATUS_EVERY_S: heartbeats come every 5 s and must not cost an index write each."""

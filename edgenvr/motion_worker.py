@@ -47,7 +47,6 @@ log = logging.getLogger(__name__)
 
 ANALYSIS_WIDTH = 320           # detectors see a 320-wide grey picture (320x180 for 16:9)
 MAX_LAG_MS = 2_000             # a frame this late is skipped: the detector is behind the camera
-RE_ANCHOR_AFTER_MS = 30_000    # late for this long: the camera's clock is slow, not the detector
 HEARTBEAT_SECONDS = 5.0
 SUMMARY_SECONDS = 60.0         # a per-camera line in the log: frames analysed and dropped
 STALLED_AFTER_SECONDS = 30.0   # a camera thread silent this long gets no heartbeat, so the supervisor restarts us
@@ -161,7 +160,8 @@ class CameraWorker:
     def _analyse_stream(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> str:
         period_ms = 1000 / self.motion.fps
         anchor_ms: int | None = None
-        late_since_ms: int | None = None
+        previous: tuple[int, int] | None = None  # (arrived_ms, stream_ms) of the previous frame
+        real_time_frames = 0  # frames in a row that arrived at the camera's pace (not out of a backlog)
         next_due_ms = -1.0
         time_base = stream.time_base
         self._first_key_ms = None  # the key-frame interval is measured on this connection
@@ -178,24 +178,25 @@ class CameraWorker:
             offset_ms = arrived_ms - stream_ms
             if anchor_ms is None or offset_ms < anchor_ms:
                 anchor_ms = offset_ms
+            if previous is not None and arrived_ms - previous[0] >= (stream_ms - previous[1]) / 2:
+                real_time_frames += 1
+            else:
+                real_time_frames = 0
+            previous = (arrived_ms, stream_ms)
+            if offset_ms - anchor_ms > MAX_LAG_MS and real_time_frames >= 10:
+                # Late, yet frames come at the camera's pace: its clock runs slow, we are not behind.
+                log.warning("camera %s (motion): stream clock %d ms behind the wall clock, re-anchoring",
+                            self.camera.id, offset_ms - anchor_ms)
+                anchor_ms, next_due_ms = offset_ms, -1.0
             time_ms = anchor_ms + stream_ms
             if time_ms < next_due_ms:
                 continue
             next_due_ms = max(next_due_ms + period_ms, time_ms - period_ms / 2) if next_due_ms >= 0 else time_ms + period_ms / 2
             if arrived_ms - time_ms > MAX_LAG_MS:
-                # Behind the camera: skip analysis (decoding goes on) until caught up. Late for longer than
-                # RE_ANCHOR_AFTER_MS means the camera's clock runs slow, not us: re-anchor.
-                late_since_ms = late_since_ms or arrived_ms
-                if arrived_ms - late_since_ms < RE_ANCHOR_AFTER_MS:
-                    self.dropped += 1
-                    continue
-                log.warning("camera %s (motion): stream clock %d ms behind the wall clock, re-anchoring",
-                            self.camera.id, arrived_ms - time_ms)
-                anchor_ms, late_since_ms = offset_ms, None
-                time_ms = anchor_ms + stream_ms
-                next_due_ms = time_ms + period_ms / 2
-            else:
-                late_since_ms = None
+                # Behind the camera (frames come out of a backlog faster than real time): skip analysis,
+                # decoding goes on, until caught up.
+                self.dropped += 1
+                continue
             if self.state != "analysing":
                 self._set_state("analysing")
             self._analyse(time_ms, frame)
@@ -221,6 +222,12 @@ class CameraWorker:
         """Build the detectors for this picture size. Key-frame-only analysis first measures the key-frame
         interval, because the detectors' learning rates follow the real analysis rate."""
         motion = self.motion
+        if self._detector is not None:  # the picture size changed: end what the old detectors had open
+            self._close_motion_event()
+            for change in self._tamper.close(time_ms) if self._tamper is not None else []:
+                self._on_tamper_change(change, None)
+            self._detector = self._tamper = None
+            self._first_key_ms = None
         if self.camera.detect_url is None:
             if self._first_key_ms is None or time_ms <= self._first_key_ms:
                 self._first_key_ms = time_ms
@@ -228,10 +235,6 @@ class CameraWorker:
             rate = min(motion.fps, 1000 / (time_ms - self._first_key_ms))
             motion = replace(motion, fps=rate)
             self._tracker = MotionEventTracker(start_frames=1, quiet_seconds=max(3.0, 2.5 / rate))
-        if self._detector is not None:  # the picture size changed: end what the old detectors had open
-            self._close_motion_event()
-            for change in self._tamper.close(time_ms) if self._tamper is not None else []:
-                self._on_tamper_change(change, None)
         self._detector_size = (width, height)
         self._detector = MotionDetector(motion, width, height)
         if motion.tamper:
@@ -265,14 +268,15 @@ class CameraWorker:
     def _check_tamper(self, time_ms: int, grey: np.ndarray, frame: av.VideoFrame, calm: bool) -> None:
         assert self._tamper is not None
         self._poll_reference()
-        if not self._tamper.has_reference:
-            self._calm_frames = self._calm_frames + 1 if calm else 0
-            if self._calm_frames >= COMMISSION_AFTER_FRAMES:
-                self._commission(time_ms, grey)
-            return
+        # without a reference only "covered" is checked (a lens cap left on at installation is raised too)
         for change in self._tamper.analyse(time_ms, grey):
             self._on_tamper_change(change, frame)
         self._close_stale_adopted(time_ms)
+        if not self._tamper.has_reference:
+            calm = calm and not self._tamper.active_kinds
+            self._calm_frames = self._calm_frames + 1 if calm else 0
+            if self._calm_frames >= COMMISSION_AFTER_FRAMES:
+                self._commission(time_ms, grey)
 
     def _on_tamper_change(self, change: TamperChange, frame: av.VideoFrame | None) -> None:
         kind = change.kind
@@ -349,12 +353,13 @@ class CameraWorker:
         width, height = self._detector_size
         if image.shape != (height, width):
             image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-        reapproved = self._reference_ms is not None
+        if self._reference_ms is not None:
+            log.info("camera %s: re-approved reference view loaded", self.camera.id)
         self._tamper.set_reference(image)
         self._reference_ms = row["approved_ms"]
-        if reapproved:
-            log.info("camera %s: re-approved reference view loaded", self.camera.id)
-            self._close_tamper("moved", now_ms(), f"view re-approved by {row['approved_by']}")
+        moved = self._open_tamper.get("moved")
+        if moved is not None and moved.start_ms < row["approved_ms"]:  # also when approved while we were down
+            self._close_tamper("moved", row["approved_ms"], f"view re-approved by {row['approved_by']}")
 
     def _adopt_open_tamper_events(self, conn: sqlite3.Connection) -> None:
         for row in conn.execute("SELECT subkind, start_ms, peak_score, snapshot, detail FROM events"

@@ -42,8 +42,8 @@ log = logging.getLogger(__name__)
 
 # After this long without a working connection the camera is reported offline rather than reconnecting.
 OFFLINE_AFTER_MS = 15_000
-# A segment still without a key frame to cut at after this long is cut anyway (the packets up to the next key
-# frame are then dropped): the index's time-range scans rely on segments being bounded (retention_tiers).
+# A segment still without a key frame to cut at after this long ends the connection (the reconnect starts at a
+# fresh key frame): the index's time-range scans rely on segments being bounded (retention_tiers).
 FORCED_CUT_MS = 900_000
 # Stream clock vs wall clock disagreement that makes us re-anchor segment times to the wall clock.
 MAX_CLOCK_DRIFT_MS = 2_000
@@ -85,6 +85,7 @@ class CameraRecorder:
         self._state_since = 0
         self._template_container: av.container.InputContainer | None = None
         self._unfinished: list[Path] = []  # partials the disk refused to finalise (full); retried later
+        self._last_end_ms: int | None = None  # end of the last segment closed, across connections
 
     # -- state reporting ---------------------------------------------------------------------------
     def set_state(self, state: str, reason: str = "", since_ms: int | None = None) -> None:
@@ -194,10 +195,9 @@ class CameraRecorder:
                     offset_floor_ms = min(offset_floor_ms, now_ms() - _ms(pts, time_base))
                 key = packet.is_keyframe
                 if writer is not None and not key and _ms(pts - writer_first_pts, time_base) >= FORCED_CUT_MS:
-                    log.warning("camera %s: no key frame for %d s; cutting the segment without one",
-                                self.camera.id, FORCED_CUT_MS // 1000)
-                    self._close(writer, anchor_ms + _ms(pts, time_base), now_ms())
-                    writer = None
+                    # A new session starts with a fresh key frame: a second lost instead of a GOP, and visible.
+                    reason = f"no key frame for {FORCED_CUT_MS // 60_000} min; reconnecting to get one"
+                    break
                 if writer is None and not key:
                     self.dropped["before_keyframe"] += 1
                     continue
@@ -209,7 +209,7 @@ class CameraRecorder:
                         start_ms = None
                         if settling:
                             anchor_ms, settling = offset_floor_ms, False
-                            start_ms = anchor_ms + _ms(writer_first_pts, time_base)
+                            start_ms = self._corrected_start(anchor_ms + _ms(writer_first_pts, time_base))
                         end_ms = anchor_ms + _ms(pts, time_base)
                         self._close(writer, end_ms, wall, start_ms)
                         writer = None
@@ -252,7 +252,7 @@ class CameraRecorder:
             start_ms = None
             if settling:
                 anchor_ms = offset_floor_ms
-                start_ms = anchor_ms + _ms(writer_first_pts, time_base)
+                start_ms = self._corrected_start(anchor_ms + _ms(writer_first_pts, time_base))
             self._close(writer, anchor_ms + _ms(last_pts + frame_ticks, time_base), now_ms(), start_ms)
         return reason, recorded
 
@@ -301,6 +301,11 @@ class CameraRecorder:
                         self.camera.id, exc)
             return None
 
+    def _corrected_start(self, start_ms: int) -> int:
+        """A first segment moved earlier by the anchor correction never overlaps this camera's last one
+        (a proxy replaying its cached GOP at each session could otherwise make it)."""
+        return max(start_ms, self._last_end_ms or start_ms)
+
     def _close(self, writer: SegmentWriter, end_ms: int, wall_end_ms: int, start_ms: int | None = None) -> None:
         try:
             record = writer.close(end_ms, wall_end_ms, start_ms)
@@ -308,6 +313,7 @@ class CameraRecorder:
             log.error("camera %s: %s; finalising what was written", self.camera.id, exc)
             self._salvage(writer)
             return
+        self._last_end_ms = record.end_ms
         self.bus.send(record)
         self.set_state(self._state)  # refreshes the drop counters the index shows
         for partial in list(self._unfinished):  # the disk works again: finish what it refused earlier

@@ -276,7 +276,8 @@ class RetentionPolicy:
                                       (rule.camera, rule.retention_class, rule.cutoff_ms))
                     if not rows:
                         break
-                    deleted, freed = deleted + len(rows), freed + self._finish(rows)
+                    gone, gone_bytes = self._finish(rows)
+                    deleted, freed = deleted + gone, freed + gone_bytes
                     reasons.append(rule.why)
 
         early: dict[str, _Early] = {}
@@ -294,7 +295,8 @@ class RetentionPolicy:
                     rules[camera] = camera_rules(self.config, camera, at_ms)
                 if row["retention_class"] == EVENT and row["start_ms"] >= rules[camera].event_days_from_ms:
                     early.setdefault(camera, _Early()).add(row, why)
-            deleted, freed = deleted + len(rows), freed + self._finish(rows)
+            gone, gone_bytes = self._finish(rows)
+            deleted, freed = deleted + gone, freed + gone_bytes
             reasons.append(why)
             need, why = self.bytes_to_free()
 
@@ -338,8 +340,8 @@ class RetentionPolicy:
         self.writer.transaction(work)
         return marked
 
-    def _finish(self, victims: list[sqlite3.Row]) -> int:
-        """Unlink marked segments, make that durable, drop their rows. Returns the bytes freed.
+    def _finish(self, victims: list[sqlite3.Row]) -> tuple[int, int]:
+        """Unlink marked segments, make that durable, drop their rows. Returns (segments, bytes) deleted.
 
         A file that cannot be unlinked (read-only remount, I/O error) is logged and its row unmarked, so a
         later sweep tries again. If dropping the rows fails (index locked or full), they are remembered and
@@ -368,12 +370,12 @@ class RetentionPolicy:
         freed = sum(victim["bytes"] for victim in gone)
         self.writer.indexed_bytes -= freed  # the files are gone whatever happens to the rows
         self._unlinked += [(victim["id"],) for victim in gone]
-        self._drop_rows()
-        return freed
+        self._drop_rows(unmark_failed=False)  # unmarked only at the next sweep: this one must not retry them
+        return len(gone), freed
 
-    def _drop_rows(self) -> None:
+    def _drop_rows(self, unmark_failed: bool = True) -> None:
         """Delete the rows of unlinked segments and unmark those whose unlink failed (see _finish)."""
-        unlinked, failed = self._unlinked, self._failed
+        unlinked, failed = self._unlinked, (self._failed if unmark_failed else [])
         if not (unlinked or failed):
             return
 
@@ -382,7 +384,9 @@ class RetentionPolicy:
             conn.executemany("UPDATE segments SET deleting = 0 WHERE id = ?", failed)
 
         self.writer.transaction(work)
-        self._unlinked, self._failed = [], []
+        self._unlinked = []
+        if unmark_failed:
+            self._failed = []
 
     def _expire_references(self, at_ms: int, cameras: Iterable[str]) -> None:
         """Superseded reference views are pictures of a camera's view, personal data like video: past the
@@ -403,7 +407,11 @@ class RetentionPolicy:
     def _delete_references(self, query: str, params: tuple[object, ...], conn: sqlite3.Connection) -> None:
         # unlinked inside the transaction that deletes the rows, as snapshots are (_expire_event_batch)
         for row in conn.execute(query, params).fetchall():
-            self.layout.absolute(row["image"]).unlink(missing_ok=True)
+            try:
+                self.layout.absolute(row["image"]).unlink(missing_ok=True)
+            except OSError as exc:  # the row stays, so the image is not forgotten; retried next sweep
+                log.error("retention: cannot delete reference view %s: %s", row["image"], exc)
+                continue
             conn.execute("DELETE FROM reference_views WHERE id = ?", (row["id"],))
 
     def _expire_events(self, rules: CameraRules) -> int:

@@ -22,7 +22,7 @@ CLASS_NAMES = {CONTINUOUS: "continuous", EVENT: "event", HOLD: "held"}
 DELETABLE_BELOW = HOLD
 
 # Bounds the start_ms index scans. The recorder cuts every segment at the first key frame after
-# segment_seconds (at most 10 min) and, for a camera that sends no key frame, by force at
+# segment_seconds (at most 10 min) and, for a camera that sends no key frame, reconnects after
 # recorder.FORCED_CUT_MS (15 min), so no segment is longer than this.
 LONGEST_SEGMENT_MS = 1_200_000
 

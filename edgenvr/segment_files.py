@@ -101,6 +101,10 @@ class SegmentWriter:
                 self.start_ms = start_ms
                 self.final_path = self._layout.segment_path(self.camera, start_ms)
                 self.final_path.parent.mkdir(parents=True, exist_ok=True)
+            while self.final_path.exists():  # never replace a recording (rename would do so silently)
+                self.start_ms += 1
+                self.final_path = self._layout.segment_path(self.camera, self.start_ms)
+                self.final_path.parent.mkdir(parents=True, exist_ok=True)
             os.rename(self.partial_path, self.final_path)
             fsync_dir(self.final_path.parent)
             if self.final_path.parent != self.partial_path.parent:

@@ -47,6 +47,7 @@ class SupervisorError(Exception):
 
 # A motion worker camera without a heartbeat for this long is hung: its process is killed and restarted.
 MOTION_HUNG_AFTER_SECONDS = 30.0
+TAMPER_KINDS = ("covered", "defocused", "moved")
 
 
 @dataclass
@@ -60,6 +61,7 @@ class _WorkerSlot:
     next_start: float = 0.0
     started_at: float = 0.0
     heartbeats: dict[str, float] = field(default_factory=dict)  # camera -> monotonic time of the last one
+    killed: bool = False  # hung and sent SIGKILL; waiting for it to be gone
 
 
 def _sd_notify(message: str) -> None:
@@ -126,11 +128,13 @@ class Supervisor:
         video of their camera as event video. Motion events are closed now; tamper events are left to the
         camera's tamper detection, which adopts them, except for cameras that no longer have it."""
         watched = {c.id for c in self.config.enabled_cameras if c.motion.tamper}
-        others = [row[0] for row in self.conn.execute("SELECT DISTINCT camera FROM events WHERE end_ms IS NULL")]
-        self.writer.close_open_events([c for c in others if c in watched], now_ms(), "edgenvr restarted",
-                                      keep_subkinds=("covered", "defocused", "moved"))
-        self.writer.close_open_events([c for c in others if c not in watched], now_ms(),
-                                      "tamper detection no longer watches this camera")
+        for camera in [row[0] for row in self.conn.execute("SELECT DISTINCT camera FROM events WHERE end_ms IS NULL")]:
+            # the real end is unknown: the camera's last recorded video bounds it better than "now"
+            end_ms = min(now_ms(), self.writer.last_end_ms(camera) or now_ms())
+            if camera in watched:
+                self.writer.close_open_events([camera], end_ms, "edgenvr restarted", keep_subkinds=TAMPER_KINDS)
+            else:
+                self.writer.close_open_events([camera], end_ms, "tamper detection no longer watches this camera")
         self.writer.commit()
 
     # -- worker processes ---------------------------------------------------------------------------
@@ -145,6 +149,7 @@ class Supervisor:
                   self.config.log_level, slot.name))
         process.start()
         slot.process = process
+        slot.killed = False
         slot.started_at = time.monotonic()
         slot.heartbeats = {camera.id: slot.started_at for camera in slot.cameras}
         log.info("%s started (pid %s): %s", slot.name, process.pid, ", ".join(c.id for c in slot.cameras))
@@ -155,13 +160,12 @@ class Supervisor:
             process = slot.process
             if process is not None and process.is_alive():
                 silent = [camera for camera, last in slot.heartbeats.items() if now - last > MOTION_HUNG_AFTER_SECONDS]
-                if slot.kind == "motion" and silent:
+                if slot.kind == "motion" and silent and not slot.killed:
                     log.error("%s sent no heartbeat for %s in %.0f s: hung, killing it",
                               slot.name, ", ".join(silent), MOTION_HUNG_AFTER_SECONDS)
                     process.kill()
-                    process.join(5)
-                if process.is_alive():
-                    continue  # not dead yet (stuck in the kernel on a failing disk): look again next tick
+                    slot.killed = True
+                continue  # a killed process is handled once it is dead (never block the loop waiting for it)
             if process is not None:
                 code = process.exitcode
                 process.close()
@@ -183,10 +187,10 @@ class Supervisor:
             for camera in ids:
                 self.writer.set_state(CameraState(camera, "reconnecting", now_ms(), f"recorder exited with code {code}"))
         else:
-            # Its open motion events would otherwise keep all later video as event video. A moved camera stays
-            # flagged: the restarted worker adopts that event.
+            # Its open motion events would otherwise keep all later video as event video. Tamper events stay
+            # open: the restarted worker adopts them (and closes covered/defocused if it no longer sees them).
             self._guarded("closing events of a dead motion worker", self.writer.close_open_events, ids, now_ms(),
-                          "motion worker stopped", ("moved",))
+                          "motion worker stopped", TAMPER_KINDS)
 
     # -- bus ---------------------------------------------------------------------------------------
 

@@ -238,6 +238,32 @@ def test_legal_maximum_deletes_continuous_and_event_video_but_holds_survive(tmpf
     box.assert_consistent()
 
 
+def test_a_file_that_cannot_be_deleted_is_retried_next_sweep_and_does_not_stop_the_ring(tmpfs, tmp_path: Path) -> None:
+    """A file the sweep cannot delete (an I/O error, a permission problem) is logged and retried at the next
+    sweep; the sweep does not spin on it, and everything else due is deleted."""
+    disk = tmpfs("disk", "16m")
+    box = Box(disk / "data")
+    now = now_ms()
+    old = [box.segment("gate", now - 40 * DAY + i * 10_000) for i in range(4)]
+    box.writer.commit()
+    stuck = box.layout.segment_path(*old[1])
+    stuck.unlink()
+    stuck.mkdir()  # unlink() of a directory fails like an unlink on a failing disk
+    (stuck / "x").write_bytes(b"x")
+    config = write_config(tmp_path / "c.toml", box.data_dir, {"max_age_days": 30})
+    policy = box.policy(config)
+    started = time.monotonic()
+    result = policy.sweep()
+    assert time.monotonic() - started < 5
+    assert result.deleted == 3 and box.segments() == set()
+    assert [tuple(r) for r in box.conn.execute("SELECT start_ms, deleting FROM segments")] == [(old[1][1], 1)]
+    (stuck / "x").unlink()
+    stuck.rmdir()
+    stuck.write_bytes(b"\0" * 4 * KiB)  # the disk is fine again
+    policy.sweep()
+    assert box.conn.execute("SELECT COUNT(*) FROM segments").fetchone()[0] == 0 and not stuck.exists()
+
+
 def test_per_camera_days_override_storage_and_unknown_cameras_get_storage_days(tmpfs, tmp_path: Path) -> None:
     disk = tmpfs("disk", "16m")
     box = Box(disk / "data")
