@@ -131,8 +131,10 @@ def cmd_status(args: argparse.Namespace) -> int:
                               "reason": row["state_reason"], "dropped": json.loads(row["dropped_json"]),
                               "last_end_ms": row["last_end_ms"], "motion": motion}))
         else:
-            detection = (f"  detection {motion['state']} ({motion['dropped']} frames skipped)"
-                         if motion else "")
+            detection = ""
+            if motion:  # the worker's last report; it stopped with the recorders
+                state = "stopped" if row["state"] == "stopped" else motion["state"]
+                detection = f"  detection {state} ({motion['dropped']} frames skipped)"
             print(f"{camera.id:<16} {row['state']:<14} since {format_ms(row['state_since_ms'])}  "
                   f"last video {format_ms(row['last_end_ms'])}{detection}  {row['state_reason']}")
     return 0
@@ -357,4 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except sqlite3.Error as exc:  # unreadable index (permissions, a lock held too long, a damaged file)
+        print(f"edgenvr: the index cannot be used: {exc}", file=sys.stderr)
+        return 1

@@ -69,3 +69,15 @@ def test_second_supervisor_on_the_same_data_dir_is_refused(tmp_path: Path) -> No
         assert "already running" in second.stderr
     finally:
         assert first.stop() == 0
+
+
+def test_a_damaged_index_gives_a_clear_message_not_a_traceback(tmp_path: Path) -> None:
+    config = tmp_path / "good.toml"
+    config.write_text(f'[storage]\ndata_dir = "{tmp_path}/data"\n[[cameras]]\nid = "gate"\nurl = "rtsp://h/a"\n')
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "index.sqlite3").write_bytes(b"this is not an SQLite file" * 100)
+    for command in (["events"], ["status"], ["hold", "list"], ["retention"],
+                    ["hold", "add", "--camera", "gate", "--from", "0", "--to", "1000", "--reason", "x"]):
+        result = edgenvr(*command, "--config", str(config))
+        assert result.returncode == 1, (command, result.stderr)
+        assert "index cannot be used" in result.stderr and "Traceback" not in result.stderr, (command, result.stderr)
