@@ -49,11 +49,9 @@ import json
 import math
 import re
 import shutil
-import signal
 import sqlite3
 import statistics
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -80,6 +78,9 @@ from record import (
     clip_picture_index,
     code_version,
     edgenvr_files,
+    run_benchmark,
+    target_lines,
+    track_processes,
 )
 
 from edgenvr.camera_simulator import SimulatedCamera, make_clip, simulator_unavailable_reason
@@ -108,10 +109,6 @@ _LOG_LEVEL = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (WARNING|ERROR|C
 # ---------------------------------------------------------------------------------------------
 # The run
 # ---------------------------------------------------------------------------------------------
-
-
-def camera_ids(count: int) -> list[str]:
-    return [f"cam-{i:02d}" for i in range(count)]
 
 
 @dataclass
@@ -486,21 +483,7 @@ def measure_window(args: argparse.Namespace, run: Run) -> WindowFigures:
     names: dict[int, str] = {}   # kept: a process that ends in the window has no name to ask for afterwards
 
     def discover(in_window: bool) -> None:
-        # Each second: a worker restarted by the supervisor is counted too.
-        groups["edgenvr"].track(supervisor, "supervisor", in_window)
-        try:
-            children = supervisor.children(recursive=True)
-        except psutil.NoSuchProcess:
-            children = []
-        for child in children:
-            if child.pid not in groups["edgenvr"].members:
-                groups["edgenvr"].track(child, _edgenvr_role(child), in_window)
-        for proc in run.ffmpegs.values():
-            groups["ffmpeg"].track(psutil.Process(proc.pid), "ffmpeg", in_window)
-        for server in run.servers:
-            if server.pid is not None:
-                groups["simulator"].track(psutil.Process(server.pid), "server", in_window)
-        groups["benchmark"].track(psutil.Process(), "benchmark", in_window)
+        track_processes(groups, run, supervisor, in_window, role=_edgenvr_role)
         for group in groups.values():
             for pid in group.members:
                 names.setdefault(pid, _name(group.members[pid].process))
@@ -908,10 +891,7 @@ def report(result: dict[str, Any]) -> str:
     if run:
         lines.append(f"run took {run['total_with_analysis']:.0f} s (warm-up {run['warm_up']:.0f} s, window "
                      f"{run['window']:.0f} s, stopped after {run['until_stopped']:.0f} s, then file analysis)")
-    lines += ["", "targets:"]
-    for target in result["targets"]:
-        note = f"  ({target['note']})" if target["note"] else ""
-        lines.append(f"  [{target['status']}] {target['target']}: {target['value']}{note}")
+    lines += target_lines(result["targets"])
     return "\n".join(lines)
 
 
@@ -952,10 +932,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def make_clips() -> tuple[Path, Path]:
     main_clip = make_clip(MAIN_CLIP, codec="h264", width=record.WIDTH, height=record.HEIGHT, fps=record.FPS,
                           gop=record.GOP, bitrate=record.BITRATE, seconds=record.CLIP_SECONDS)
@@ -973,31 +949,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_ffmpeg and args.ffmpeg_cameras and shutil.which("ffmpeg") is None:
         print("motion.py: ffmpeg not found (apt-get install ffmpeg, or use --no-ffmpeg)", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)   # SIGTERM stops everything in order, like Ctrl-C
-    signal.signal(signal.SIGINT, signal.default_int_handler)   # even when started with SIGINT ignored (`cmd &`)
     main_clip, sub_clip = make_clips()
-    workdir = Path(tempfile.mkdtemp(prefix="edgenvr-bench-motion-"))
-    run = Run(workdir=workdir, cameras=camera_ids(args.cameras))
-    try:
-        result = measure(args, run, main_clip, sub_clip)
-    except BenchmarkError as exc:
-        print(f"motion.py: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("motion.py: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        try:
-            run.stop_all()
-        finally:
-            if args.keep:
-                print(f"recordings and logs kept in {workdir}", file=sys.stderr)
-            else:
-                shutil.rmtree(workdir, ignore_errors=True)
-    print(report(result))
-    if args.json:
-        print(json.dumps(result, sort_keys=True))
-    return 0
+    return run_benchmark("motion.py", args, lambda run: measure(args, run, main_clip, sub_clip), report,
+                         run_class=Run)
 
 
 if __name__ == "__main__":

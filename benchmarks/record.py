@@ -560,6 +560,26 @@ class WindowFigures:
     index_at_window_end: dict[str, int]
 
 
+def track_processes(groups: dict[str, ProcessGroup], run: Run, supervisor: psutil.Process, in_window: bool,
+                    role: Callable[[psutil.Process], str] = _edgenvr_role) -> None:
+    """Put every process of the run in its group; called each second, so that a worker restarted by the
+    supervisor is counted too."""
+    groups["edgenvr"].track(supervisor, "supervisor", in_window)
+    try:
+        children = supervisor.children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    for child in children:
+        if child.pid not in groups["edgenvr"].members:
+            groups["edgenvr"].track(child, role(child), in_window)
+    for proc in run.ffmpegs.values():
+        groups["ffmpeg"].track(psutil.Process(proc.pid), "ffmpeg", in_window)
+    for server in run.servers:
+        if server.pid is not None:
+            groups["simulator"].track(psutil.Process(server.pid), "server", in_window)
+    groups["benchmark"].track(psutil.Process(), "benchmark", in_window)
+
+
 def measure_window(args: argparse.Namespace, run: Run) -> WindowFigures:
     """CPU deltas over `--seconds`, RSS each second, PSS every few seconds, supervisor write bytes."""
     groups = {name: ProcessGroup(name) for name in ("edgenvr", "ffmpeg", "simulator", "benchmark")}
@@ -567,21 +587,7 @@ def measure_window(args: argparse.Namespace, run: Run) -> WindowFigures:
     supervisor = psutil.Process(run.supervisor.pid)
 
     def discover(in_window: bool) -> None:
-        # Each second: a recorder restarted by the supervisor must be counted too.
-        groups["edgenvr"].track(supervisor, "supervisor", in_window)
-        try:
-            children = supervisor.children(recursive=True)
-        except psutil.NoSuchProcess:
-            children = []
-        for child in children:
-            if child.pid not in groups["edgenvr"].members:
-                groups["edgenvr"].track(child, _edgenvr_role(child), in_window)
-        for proc in run.ffmpegs.values():
-            groups["ffmpeg"].track(psutil.Process(proc.pid), "ffmpeg", in_window)
-        for server in run.servers:
-            if server.pid is not None:
-                groups["simulator"].track(psutil.Process(server.pid), "server", in_window)
-        groups["benchmark"].track(psutil.Process(), "benchmark", in_window)
+        track_processes(groups, run, supervisor, in_window)
 
     discover(in_window=False)
     for group in groups.values():
@@ -939,11 +945,7 @@ def report(result: dict[str, Any]) -> str:
         entry = result["per_camera"][camera]
         lines.append(f"  ! {camera}: edgenvr {entry['edgenvr']}, dropped {entry['index'].get('dropped')}"
                      + (f"; ffmpeg {entry['ffmpeg']}" if "ffmpeg" in entry else ""))
-    lines.append("")
-    lines.append("targets:")
-    for t in result["targets"]:
-        note = f"  ({t['note']})" if t["note"] else ""
-        lines.append(f"  [{t['status']}] {t['target']}: {t['value']}{note}")
+    lines += target_lines(result["targets"])
     return "\n".join(lines)
 
 
@@ -991,30 +993,45 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_ffmpeg and shutil.which("ffmpeg") is None:
         print("record.py: ffmpeg not found (apt-get install ffmpeg, or use --no-ffmpeg)", file=sys.stderr)
         return 2
-    # SIGTERM to the benchmark stops everything in order, like Ctrl-C.
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     clip = make_clip(CLIP_CACHE / f"bench-{WIDTH}x{HEIGHT}-{FPS}fps-gop{GOP}-4mbit.h264", codec="h264",
                      width=WIDTH, height=HEIGHT, fps=FPS, gop=GOP, bitrate=BITRATE, seconds=CLIP_SECONDS)
-    workdir = Path(tempfile.mkdtemp(prefix="edgenvr-bench-record-"))
-    run = Run(workdir=workdir, cameras=camera_ids(args.cameras))
+    return run_benchmark("record.py", args, lambda run: measure(args, run, clip), report)
+
+
+def run_benchmark(name: str, args: argparse.Namespace, measure_run: Callable[[Run], dict[str, Any]],
+                  report_result: Callable[[dict[str, Any]], str], run_class: type[Run] | None = None) -> int:
+    """Measure one run in a fresh work dir and print its report; everything started is stopped in order
+    whatever happens (Ctrl-C and SIGTERM too, even when started with SIGINT ignored, as `cmd &` does)."""
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    workdir = Path(tempfile.mkdtemp(prefix=f"edgenvr-bench-{name.removesuffix('.py')}-"))
+    run = (run_class or Run)(workdir=workdir, cameras=camera_ids(args.cameras))
     try:
-        result = measure(args, run, clip)
+        result = measure_run(run)
     except BenchmarkError as exc:
-        print(f"record.py: {exc}", file=sys.stderr)
+        print(f"{name}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("record.py: interrupted", file=sys.stderr)
+        print(f"{name}: interrupted", file=sys.stderr)
         return 130
     finally:
-        run.stop_all()
-        if args.keep:
-            print(f"recordings and logs kept in {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print(report(result))
+        try:
+            run.stop_all()
+        finally:
+            if args.keep:
+                print(f"recordings and logs kept in {workdir}", file=sys.stderr)
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
+    print(report_result(result))
     if args.json:
         print(json.dumps(result, sort_keys=True))
     return 0
+
+
+def target_lines(targets: list[dict[str, Any]]) -> list[str]:
+    """The PASS/FAIL/n/a lines that end a report."""
+    return ["", "targets:"] + [f"  [{t['status']}] {t['target']}: {t['value']}" + (f"  ({t['note']})" if t["note"] else "")
+                               for t in targets]
 
 
 if __name__ == "__main__":

@@ -91,16 +91,10 @@ def add_hold(conn: sqlite3.Connection, config: Config, camera: str, from_ms: int
                         f" to {format_ms(to_ms)}")
     text = check_reason(reason)
     created = now_ms() if at_ms is None else at_ms
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with index_schema.write_transaction(conn):
         hold_id = conn.execute("INSERT INTO holds (camera, from_ms, to_ms, reason, created_ms) VALUES (?,?,?,?,?)",
                                (camera, from_ms, to_ms, text, created)).lastrowid
         classify(conn, camera, from_ms, to_ms)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
     assert hold_id is not None
     return get_hold(conn, hold_id)
 
@@ -109,8 +103,7 @@ def release_hold(conn: sqlite3.Connection, hold_id: int, reason: str = "", at_ms
     """End a hold; its video goes back to event or continuous retention (and may be due at once)."""
     text = check_reason(reason, "release reason") if reason.strip() else ""
     released = now_ms() if at_ms is None else at_ms
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with index_schema.write_transaction(conn):
         row = conn.execute("SELECT camera, from_ms, to_ms, reason, released_ms FROM holds WHERE id = ?",
                            (hold_id,)).fetchone()
         if row is None:
@@ -119,11 +112,6 @@ def release_hold(conn: sqlite3.Connection, hold_id: int, reason: str = "", at_ms
             raise HoldError(f"hold {hold_id} was already released at {format_ms(row['released_ms'])}")
         conn.execute("UPDATE holds SET released_ms = ?, release_reason = ? WHERE id = ?", (released, text, hold_id))
         classify(conn, row["camera"], row["from_ms"], row["to_ms"])
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
     return get_hold(conn, hold_id)
 
 

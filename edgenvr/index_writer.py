@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from edgenvr.index_schema import OPEN_END_MS
+from edgenvr.index_schema import OPEN_END_MS, write_transaction
 from edgenvr.records import CameraState, EventRecord, GapRecord, MotionStatus, ReferenceRecord, SegmentRecord
 from edgenvr.retention_tiers import classify
 
@@ -148,15 +148,10 @@ class IndexWriter:
         try once more; a failure is raised with nothing half-written (the transaction rolls back)."""
         for attempt in (1, 2):
             try:
-                self.conn.execute("BEGIN IMMEDIATE")
-                work(self.conn)
-                self.conn.execute("COMMIT")
+                with write_transaction(self.conn):  # anything raised inside `work` rolls back too
+                    work(self.conn)
                 return
-            except BaseException as exc:  # anything raised inside `work` (an unlink, a bug) rolls back too
-                if self.conn.in_transaction:
-                    self.conn.execute("ROLLBACK")
-                if not isinstance(exc, sqlite3.OperationalError):
-                    raise
+            except sqlite3.OperationalError as exc:
                 disk_full = "full" in str(exc)
                 if not (attempt == 1 and disk_full and self.on_disk_full is not None and self.on_disk_full()):
                     raise

@@ -205,25 +205,22 @@ def counter_ignore_polygon(width: int, height: int) -> Polygon:
 
 
 def analysis_frames(
-    path: Path, clip_fps: int, *, fps: float = 5.0, size: tuple[int, int] = (320, 180),
+    path: Path, clip_fps: int, *, fps: float = 5.0, width: int = 320,
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """Decode ``path`` and yield ``(time_ms, grey)`` at about ``fps`` pictures a second,
-    ``grey`` being the Y plane resized to ``size`` (width, height) with INTER_AREA.
+    """Decode ``path`` and yield ``(time_ms, grey)`` at about ``fps`` pictures a second, ``grey`` being
+    the picture the motion worker's detectors see (``motion_worker.analysis_image``) at ``width``.
     ``time_ms`` counts from the clip's first frame (frame ``i`` at ``i * 1000 / clip_fps``)."""
     import av
+
+    from edgenvr.motion_worker import analysis_image
 
     step = max(1, round(clip_fps / fps))
     with av.open(str(path), "r", format="h264") as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         for index, frame in enumerate(container.decode(stream)):
-            if index % step:
-                continue
-            plane = frame.planes[0]
-            # A view of the Y plane (rows are line_size bytes apart): no colour conversion.
-            y = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)
-            grey = cv2.resize(y[:, :frame.width], size, interpolation=cv2.INTER_AREA)
-            yield round(index * 1000 / clip_fps), grey
+            if index % step == 0:
+                yield round(index * 1000 / clip_fps), analysis_image(frame, width)
 
 
 # ---------------------------------------------------------------------------

@@ -56,14 +56,11 @@ def approve_current_view(layout: StorageLayout, camera: CameraConfig, approved_b
     who = approved_by or getpass.getuser()
     conn = index_schema.connect(layout.index_path)
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("INSERT INTO reference_views (camera, approved_ms, image, approved_by) VALUES (?,?,?,?)",
-                     (camera.id, approved_ms, layout.relative(path), who))
-        conn.execute("COMMIT")
+        with index_schema.write_transaction(conn):
+            conn.execute("INSERT INTO reference_views (camera, approved_ms, image, approved_by) VALUES (?,?,?,?)",
+                         (camera.id, approved_ms, layout.relative(path), who))
     except sqlite3.Error:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        path.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)  # no row knows the image
         raise
     finally:
         conn.close()

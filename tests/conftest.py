@@ -80,6 +80,11 @@ class RunningSupervisor:
         self.process.wait(10)
 
 
+def edgenvr(*args: str) -> subprocess.CompletedProcess[str]:
+    """The command line as a technician types it, in a process of its own."""
+    return subprocess.run([sys.executable, "-m", "edgenvr", *args], capture_output=True, text=True, timeout=60)
+
+
 def start_supervisor(config_path: Path, log_path: Path) -> RunningSupervisor:
     log_file = open(log_path, "ab")
     process = subprocess.Popen([sys.executable, "-m", "edgenvr", "run", "--config", str(config_path)],

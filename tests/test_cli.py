@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
-
-def edgenvr(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edgenvr", *args], capture_output=True, text=True, timeout=60)
+from tests.conftest import edgenvr
 
 
 def test_check_config_lists_every_problem_with_its_key_and_fails(tmp_path: Path) -> None:

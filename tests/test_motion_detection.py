@@ -51,7 +51,7 @@ def scene(name: str) -> SceneTruth:
 @functools.cache
 def frames(name: str) -> tuple[tuple[int, np.ndarray], ...]:
     truth = scene(name)
-    return tuple(analysis_frames(truth.path, truth.fps, fps=ANALYSIS_FPS, size=(WIDTH, HEIGHT)))
+    return tuple(analysis_frames(truth.path, truth.fps, fps=ANALYSIS_FPS, width=WIDTH))
 
 
 def config(*, ignore: tuple[Polygon, ...] = (), zones: tuple[Zone, ...] = (),
@@ -321,14 +321,14 @@ def test_clips_of_each_scene_are_cached_by_their_parameters(tmp_path: Path) -> N
     mtime = clip.stat().st_mtime_ns
     again = make_scene_clip(clip, "noise", width=320, height=180, fps=5)
     assert again == first and clip.stat().st_mtime_ns == mtime
-    decoded = list(analysis_frames(clip, 5, fps=5, size=(160, 90)))
+    decoded = list(analysis_frames(clip, 5, fps=5, width=160))
     assert len(decoded) == first.frames and decoded[1][0] == 200
 
 
 def test_scene_frames_carry_the_frame_counter_for_end_to_end_timing() -> None:
     truth = scene("walk")
     full_size = analysis_frames(truth.path, truth.fps, fps=truth.fps,
-                                size=(truth.width, truth.height))
+                                width=truth.width)
     for index, (time_ms, luma) in zip(range(30), full_size):
         assert decode_frame_counter(luma) == index
         assert time_ms == round(index * 1000 / truth.fps)

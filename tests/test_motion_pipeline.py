@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,7 +22,7 @@ from edgenvr.camera_simulator import SimulatedCamera, decode_frame_counter
 from edgenvr.config import Polygon
 from edgenvr.labelled_scenes import LEFT_THIRD, SceneTruth, counter_ignore_polygon, make_scene_clip
 from edgenvr.storage_layout import StorageLayout
-from tests.conftest import CLIP_CACHE, config_text, start_supervisor
+from tests.conftest import CLIP_CACHE, config_text, edgenvr, start_supervisor
 
 pytestmark = pytest.mark.usefixtures("simulator_ready")
 
@@ -51,10 +49,6 @@ def camera_block(camera_id: str, url: str, ignore: list[Polygon], zones: dict[st
     for name, polygon in (zones or {}).items():
         lines += ["[[cameras.motion.zones]]", f'name = "{name}"', f"polygon = {_polygon(polygon)}"]
     return "\n".join(lines) + "\n"
-
-
-def edgenvr(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edgenvr", *args], capture_output=True, text=True, timeout=60)
 
 
 def events_of(config: Path, *extra: str) -> list[dict]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -19,7 +18,7 @@ from edgenvr.index_queries import open_readonly
 from edgenvr.index_reconcile import check_consistency
 from edgenvr.storage_layout import StorageLayout
 
-from conftest import CLIP_CACHE, config_text, start_supervisor
+from conftest import CLIP_CACHE, config_text, edgenvr, start_supervisor
 
 RUN_SECONDS = 45
 
@@ -180,9 +179,8 @@ def test_video_held_from_the_cli_survives_the_ring_while_recording(small_disks: 
                 with open_readonly(layout) as conn:
                     first = conn.execute("SELECT start_ms, end_ms FROM segments ORDER BY start_ms LIMIT 2").fetchall()
         assert len(first) == 2, "nothing recorded"
-        held = subprocess.run([sys.executable, "-m", "edgenvr", "hold", "add", "--config", str(config), "--camera",
-                               "gate", "--from", str(first[0][0]), "--to", str(first[1][1]), "--reason", "incident 1"],
-                              capture_output=True, text=True, timeout=60)
+        held = edgenvr("hold", "add", "--config", str(config), "--camera", "gate", "--from", str(first[0][0]),
+                       "--to", str(first[1][1]), "--reason", "incident 1")
         assert held.returncode == 0, held.stderr
         time.sleep(20)  # the 5 MB ring turns over several times
         assert supervisor.stop() == 0

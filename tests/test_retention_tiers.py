@@ -36,6 +36,7 @@ from edgenvr.records import EventRecord, ReferenceRecord, SegmentRecord
 from edgenvr.retention_policy import RetentionPolicy, index_file_bytes
 from edgenvr.storage_layout import StorageLayout, write_durably
 from edgenvr.timebase import now_ms
+from tests.conftest import edgenvr
 
 DAY = 86_400_000
 MIN = 60_000
@@ -360,9 +361,8 @@ def test_hold_add_list_release_through_the_cli(tmpfs, tmp_path: Path, capsys) ->
     assert released["reason"] == "break-in, case 2291"
 
     # the real entry point, as a technician types it
-    result = subprocess.run([sys.executable, "-m", "edgenvr", "hold", "add", "--config", cfg, "--camera", "gate",
-                             "--from", "2020-01-01T00:00:00Z", "--to", "2020-01-02T00:00:00Z", "--reason", "audit"],
-                            capture_output=True, text=True, timeout=60)
+    result = edgenvr("hold", "add", "--config", cfg, "--camera", "gate", "--from", "2020-01-01T00:00:00Z",
+                     "--to", "2020-01-02T00:00:00Z", "--reason", "audit")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().isdigit()
 

@@ -38,7 +38,7 @@ def scene(name: str) -> SceneTruth:
 @functools.lru_cache(maxsize=4)
 def frames(name: str) -> tuple[tuple[int, np.ndarray], ...]:
     truth = scene(name)
-    return tuple(analysis_frames(truth.path, truth.fps, fps=5.0, size=(WIDTH, HEIGHT)))
+    return tuple(analysis_frames(truth.path, truth.fps, fps=5.0, width=WIDTH))
 
 
 def run(name: str, config: MotionConfig = CONFIG, *, reference: bool = True
