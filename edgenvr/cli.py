@@ -104,7 +104,7 @@ def cmd_gaps(args: argparse.Namespace) -> int:
 
     config = _load(args.config)
     with _open_index(config) as conn:
-        found = gaps(conn, args.camera, args.since, args.until)
+        found = gaps(conn, StorageLayout(config.storage.data_dir), args.camera, args.since, args.until)
     for gap in found:
         if args.json:
             print(json.dumps(asdict(gap)))
@@ -115,11 +115,13 @@ def cmd_gaps(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from edgenvr.index_queries import camera_states
+    from edgenvr.index_queries import camera_states, last_video_ms
 
     config = _load(args.config)
+    layout = StorageLayout(config.storage.data_dir)
     with _open_index(config) as conn:
         states = {row["id"]: row for row in camera_states(conn)}
+        last_video = {camera: last_video_ms(conn, layout, camera, row["last_end_ms"]) for camera, row in states.items()}
     for camera in config.cameras:
         row = states.get(camera.id)
         if row is None:
@@ -129,14 +131,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({"camera": camera.id, "state": row["state"], "since_ms": row["state_since_ms"],
                               "reason": row["state_reason"], "dropped": json.loads(row["dropped_json"]),
-                              "last_end_ms": row["last_end_ms"], "motion": motion}))
+                              "last_end_ms": last_video[camera.id], "motion": motion}))
         else:
             detection = ""
             if motion:  # the worker's last report; it stopped with the recorders
                 state = "stopped" if row["state"] == "stopped" else motion["state"]
                 detection = f"  detection {state} ({motion['dropped']} frames skipped)"
             print(f"{camera.id:<16} {row['state']:<14} since {format_ms(row['state_since_ms'])}  "
-                  f"last video {format_ms(row['last_end_ms'])}{detection}  {row['state_reason']}")
+                  f"last video {format_ms(last_video[camera.id])}{detection}  {row['state_reason']}")
     return 0
 
 

@@ -2,24 +2,35 @@
 
 Used by the CLI now and the web API later. Opens the index read-only, so it never blocks the writer
 (WAL readers and the writer do not wait for each other).
+
+Segment rows are committed in batches minutes apart (index_writer), so the newest few minutes of each
+camera are read from the segment files themselves, which carry their row (segment_files): readers see a
+segment as soon as it is closed, and a camera that is recording never looks like an open gap.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
+import os
 import sqlite3
 from dataclasses import dataclass
 from typing import Iterator
 
 from edgenvr import index_schema
 from edgenvr.index_schema import OPEN_END_MS
-from edgenvr.records import GapRecord
-from edgenvr.retention_tiers import LONGEST_SEGMENT_MS
-from edgenvr.storage_layout import StorageLayout
+from edgenvr.records import GapRecord, SegmentRecord
+from edgenvr.retention_tiers import CLASS_NAMES, LONGEST_SEGMENT_MS
+from edgenvr.segment_files import read_segment_attribute
+from edgenvr.storage_layout import StorageLayout, parse_segment_name
 from edgenvr.timebase import now_ms
 
 # A camera whose newest segment ended longer ago than this is not recording now: it has an open gap.
 OPEN_GAP_AFTER_MS = 60_000
+# How far back files are looked at for segments not indexed yet: batches are minutes apart; anything older
+# without a row is adopted at the next start-up.
+UNINDEXED_LOOKBACK_MS = 2 * 3_600_000
+HOUR_MS = 3_600_000
 
 
 @dataclass(frozen=True)
@@ -34,6 +45,38 @@ class SegmentRow:
     width: int
     height: int
     origin: str
+    indexed: bool = True  # False: closed and on disk, its row not committed yet
+
+
+def _newest_indexed_start(conn: sqlite3.Connection, camera: str) -> int | None:
+    # one MAX per class: each is a single seek at the end of the (camera, retention_class, start_ms) index
+    starts = [conn.execute("SELECT MAX(start_ms) FROM segments WHERE camera = ? AND retention_class = ?",
+                           (camera, retention_class)).fetchone()[0] for retention_class in CLASS_NAMES]
+    return max((start for start in starts if start is not None), default=None)
+
+
+def unindexed_segments(conn: sqlite3.Connection, layout: StorageLayout, camera: str) -> list[SegmentRecord]:
+    """The camera's closed segment files newer than its newest row, oldest first: their batch is not
+    committed yet. Read from the rows stored on the files; a file without one is left to the next
+    start-up's reconcile."""
+    now = now_ms()
+    newest = _newest_indexed_start(conn, camera)
+    after = max(newest if newest is not None else -(2**62), now - UNINDEXED_LOOKBACK_MS)
+    found: list[SegmentRecord] = []
+    for hour in range(after // HOUR_MS, now // HOUR_MS + 1):
+        directory = layout.segment_path(camera, hour * HOUR_MS).parent
+        try:
+            names = os.listdir(directory)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for name in names:
+            parsed = parse_segment_name(name)
+            if parsed is None or parsed[1] or parsed[0] <= after:
+                continue
+            record = read_segment_attribute(layout, camera, directory / name, origin="recorder")
+            if record is not None:
+                found.append(record)
+    return sorted(found, key=lambda record: record.start_ms)
 
 
 def open_readonly(layout: StorageLayout) -> sqlite3.Connection:
@@ -53,13 +96,26 @@ def segments(conn: sqlite3.Connection, layout: StorageLayout, camera: str | None
     if camera is not None:
         query += " AND camera = ?"
         args.append(camera)
-    for row in conn.execute(query + " ORDER BY start_ms, camera", args):
-        yield SegmentRow(row["camera"], row["start_ms"], row["end_ms"],
-                         str(layout.segment_path(row["camera"], row["start_ms"])), row["bytes"], row["sha256"].hex(),
-                         row["codec"], row["width"], row["height"], row["origin"])
+    indexed = (SegmentRow(row["camera"], row["start_ms"], row["end_ms"],
+                          str(layout.segment_path(row["camera"], row["start_ms"])), row["bytes"], row["sha256"].hex(),
+                          row["codec"], row["width"], row["height"], row["origin"])
+               for row in conn.execute(query + " ORDER BY start_ms, camera", args))
+    cameras = [camera] if camera is not None else [row[0] for row in conn.execute("SELECT id FROM cameras")]
+    recent = [SegmentRow(r.camera, r.start_ms, r.end_ms, str(layout.absolute(r.path)), r.bytes, r.sha256, r.codec,
+                         r.width, r.height, r.origin, indexed=False)
+              for name in cameras for r in unindexed_segments(conn, layout, name)
+              if (since_ms is None or r.end_ms > since_ms) and (until_ms is None or r.start_ms < until_ms)]
+    yield from heapq.merge(indexed, sorted(recent, key=lambda r: (r.start_ms, r.camera)),
+                           key=lambda r: (r.start_ms, r.camera))
 
 
-def gaps(conn: sqlite3.Connection, camera: str | None = None, since_ms: int | None = None,
+def last_video_ms(conn: sqlite3.Connection, layout: StorageLayout, camera: str, indexed_end_ms: int | None) -> int | None:
+    """End of the camera's newest closed segment, indexed or not."""
+    recent = unindexed_segments(conn, layout, camera)
+    return max(indexed_end_ms or 0, recent[-1].end_ms) if recent else indexed_end_ms
+
+
+def gaps(conn: sqlite3.Connection, layout: StorageLayout, camera: str | None = None, since_ms: int | None = None,
          until_ms: int | None = None) -> list[GapRecord]:
     """Closed gaps overlapping the range, plus an open gap for each camera not recording now."""
     query = "SELECT camera, start_ms, end_ms, reason FROM gaps WHERE end_ms > ? AND start_ms < ?"
@@ -73,7 +129,7 @@ def gaps(conn: sqlite3.Connection, camera: str | None = None, since_ms: int | No
     for row in conn.execute("SELECT id, last_end_ms, state, state_reason FROM cameras"):
         if camera is not None and row["id"] != camera:
             continue
-        last_end = row["last_end_ms"]
+        last_end = last_video_ms(conn, layout, row["id"], row["last_end_ms"])
         if last_end is None or now - last_end <= OPEN_GAP_AFTER_MS:
             continue
         if (until_ms is None or last_end < until_ms) and (since_ms is None or now > since_ms):

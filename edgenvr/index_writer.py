@@ -1,8 +1,11 @@
 """The one writer of the index: batches segment rows, gaps and camera states into few small commits.
 
 Segment rows never depend on a batch reaching the disk: segment files are durable before they are
-announced, and the start-up reconcile adopts any file whose row was lost with an uncommitted batch.
-Events and reference views have no such second source, so the supervisor commits them within a second.
+announced, carry their own row (segment_files), and the start-up reconcile adopts any file whose row was
+lost with an uncommitted batch. So segment rows wait for `index_commit_seconds` (minutes): every commit
+costs tens of KB of device writes whatever it holds (WAL blocks, journal, checkpoint), so the commit
+count decides SD-card wear. Events and reference views have no second source, and a camera's state is
+what `edgenvr status` shows: those are urgent and the supervisor commits them within a second.
 Gaps are derived here, where the last indexed end of every camera is known even across restarts.
 So are offline events: a camera that goes offline opens one, and closes it when it records again.
 Events keep the video around them: segments and events of one batch are classified into retention tiers
@@ -53,6 +56,12 @@ class IndexWriter:
         self._events: dict[tuple[str, str, str, int], EventRecord] = {}  # latest announcement of each event
         self._references: list[ReferenceRecord] = []
         self._dirty: set[str] = set()
+        self._state_changed = False  # a camera's state (not just its counters) changed since the last commit
+        # Rows of segments the ring deleted (file unlinked) and of those whose unlink failed (to unmark):
+        # both wait for the next commit, a row marked `deleting` is invisible to readers meanwhile, and the
+        # start-up reconcile finishes either if the batch is lost.
+        self._forget: list[tuple[int]] = []
+        self._unmark: list[tuple[int]] = []
         self._cameras: dict[str, _Camera] = {}
         self.last_commit = time.monotonic()
         self.indexed_bytes = conn.execute("SELECT COALESCE(SUM(bytes), 0) FROM segments WHERE deleting = 0").fetchone()[0]
@@ -88,6 +97,7 @@ class IndexWriter:
             camera.last_problem = state.reason
         elif state.state == "stopped" and not camera.last_problem:
             camera.last_problem = "recording stopped"
+        self._state_changed |= camera.state != state.state
         before = (camera.state, camera.since_ms, camera.reason, camera.dropped)
         camera.state, camera.since_ms, camera.reason = state.state, state.since_ms, state.reason
         camera.dropped = dict(state.dropped)
@@ -118,8 +128,13 @@ class IndexWriter:
             self._dirty.add(status.camera)
 
     @property
-    def has_pending_events(self) -> bool:
-        return bool(self._events or self._references)
+    def has_urgent_changes(self) -> bool:
+        """Something pending that has no other record than the index, or that status readers wait for."""
+        return bool(self._events or self._references or self._state_changed)
+
+    def commit_due(self, now: float, batch_seconds: float) -> bool:
+        """Whether to commit at monotonic time `now`: urgent changes within a second, the rest per batch."""
+        return now - self.last_commit >= (min(1.0, batch_seconds) if self.has_urgent_changes else batch_seconds)
 
     def add_event(self, event: EventRecord) -> None:
         """Queue an event announcement; a later announcement of the same event (its close) replaces it."""
@@ -143,6 +158,14 @@ class IndexWriter:
     def add_reference(self, reference: ReferenceRecord) -> None:
         self._references.append(reference)
 
+    def forget_segments(self, ids: list[int]) -> None:
+        """Drop these rows (marked `deleting`, their files unlinked) with the next commit."""
+        self._forget += [(row_id,) for row_id in ids]
+
+    def unmark_segments(self, ids: list[int]) -> None:
+        """These marked segments could not be unlinked: the next commit makes them deletable again."""
+        self._unmark += [(row_id,) for row_id in ids]
+
     def transaction(self, work: Callable[[sqlite3.Connection], None]) -> None:
         """Run `work` in one write transaction. If the disk is full, give up the emergency reserve and
         try once more; a failure is raised with nothing half-written (the transaction rolls back)."""
@@ -156,17 +179,23 @@ class IndexWriter:
                 if not (attempt == 1 and disk_full and self.on_disk_full is not None and self.on_disk_full()):
                     raise
 
-    def commit(self) -> int:
-        """Write everything pending in one transaction. Returns the number of segments written.
+    def commit(self, also: Callable[[sqlite3.Connection], None] | None = None) -> int:
+        """Write everything pending in one transaction, after `also` (the ring's deletions: sharing the
+        commit saves a commit's worth of device writes). Returns the number of segments written.
         On failure the batch stays pending (nothing is lost: the files are on disk) and the error is raised."""
         segments, gaps, dirty = self._segments, self._gaps, self._dirty
         events, references = list(self._events.values()), self._references
+        forget, unmark = list(self._forget), list(self._unmark)
         self.last_commit = time.monotonic()
-        if not (segments or gaps or dirty or events or references):
+        if not (segments or gaps or dirty or events or references or forget or unmark or also):
             return 0
         before, after = self.event_padding_ms
 
         def write(conn: sqlite3.Connection) -> None:
+            if also is not None:
+                also(conn)
+            conn.executemany("DELETE FROM segments WHERE id = ?", forget)
+            conn.executemany("UPDATE segments SET deleting = 0 WHERE id = ?", unmark)
             conn.executemany(
                 "INSERT INTO segments (camera, start_ms, end_ms, bytes, sha256, codec, width, height, packets,"
                 " wall_end_ms, origin) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
@@ -206,5 +235,7 @@ class IndexWriter:
 
         self.transaction(write)
         self._segments, self._gaps, self._dirty, self._events, self._references = [], [], set(), {}, []
+        self._state_changed = False
+        del self._forget[:len(forget)], self._unmark[:len(unmark)]  # `also` may have queued more
         self.indexed_bytes += sum(s.bytes for s in segments)
         return len(segments)

@@ -28,10 +28,18 @@ A sweep, every `sweep_seconds`, in this order:
 Every query runs on an index, (camera, retention_class, start_ms), (retention_class, start_ms) and
 events (camera, keep_to_ms), so a sweep costs what it deletes, not what is stored.
 
-Deleting segments: choose them and mark them `deleting` in one write transaction, then unlink, fsync the
-directories, delete the rows. Choosing inside the transaction matters: a hold added by the CLI at the same
-moment either commits first (its segments are class 2 and not chosen) or waits for the mark. A crash
-after the mark is finished by the start-up reconcile (`index_reconcile`).
+Deleting costs index writes (a commit is tens of KB on the card whatever it holds), and on a full disk
+the ring deletes all the time. So the supervisor sweeps fully once per `index_commit_seconds`, and the
+sweep deletes everything due, plus for space what recorders write until the next full sweep, in one
+transaction with the index's pending batch: in a full ring one commit every few minutes carries both
+the new rows and the deletions, and expired video lives at most that much longer. Every
+`sweep_seconds` in between, an urgent-only sweep checks that the quota and the floor will last until
+the next one, and deletes at once (with commits of its own) if they will not.
+
+Deleting segments: choose them and mark them `deleting` in one write transaction, then unlink and fsync
+the directories; the rows are dropped with the next commit. Choosing inside the transaction matters: a
+hold added by the CLI at the same moment either commits first (its segments are class 2 and not chosen)
+or waits for the mark. A crash after the mark is finished by the start-up reconcile (`index_reconcile`).
 """
 
 from __future__ import annotations
@@ -45,7 +53,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 from edgenvr.config import Config, StorageConfig
 from edgenvr.index_writer import IndexWriter
@@ -163,6 +171,12 @@ def headroom_bytes(write_rate: float, storage: StorageConfig, segment_seconds: f
     return int(write_rate * (2 * storage.sweep_seconds + 2 * segment_seconds))
 
 
+def room_bytes(write_rate: float, storage: StorageConfig) -> int:
+    """Extra space a full sweep frees: what recorders write until the next full sweep (one batch later,
+    with a sweep's margin), so that no urgent sweep is needed in between."""
+    return int(write_rate * (storage.index_commit_seconds + 2 * storage.sweep_seconds))
+
+
 def index_file_bytes(layout: StorageLayout) -> int:
     total = 0
     for path in layout.data_dir.glob("index.sqlite3*"):
@@ -208,6 +222,15 @@ def choose_until(rows: Iterable[Any], need: int) -> list[Any]:
 
 
 @dataclass
+class _Choice:
+    """What one deletion transaction did: expired events deleted, segments marked (with why)."""
+    events: int = 0
+    victims: list[tuple[sqlite3.Row, str]] = field(default_factory=list)
+    more: bool = False              # a query hit BATCH: another transaction follows
+    found_for_space: bool = True    # space was needed and video to delete for it was found
+
+
+@dataclass
 class _Early:
     """Event video of one camera deleted before its event_days in one sweep."""
     segments: int = 0
@@ -232,8 +255,6 @@ class RetentionPolicy:
         self.writer = writer
         self.segment_seconds = config.recording.segment_seconds
         self._written: deque[tuple[float, int]] = deque()  # (monotonic time, bytes) of recent segments
-        self._unlinked: list[tuple[int]] = []  # ids of unlinked segments whose rows are still to be dropped
-        self._failed: list[tuple[int]] = []    # ids of marked segments whose unlink failed
         self._starved = False  # the floor cannot be met by deleting video; alerted once until it recovers
 
     def note_written(self, size: int) -> None:
@@ -255,55 +276,55 @@ class RetentionPolicy:
     def usage(self) -> DiskUsage:
         return disk_usage(self.layout, self.storage, self.writer.indexed_bytes + self.writer.pending_bytes)
 
-    def bytes_to_free(self) -> tuple[int, str]:
-        return self.usage().bytes_to_free(self.headroom_bytes())
+    def bytes_to_free(self, extra_room: bool = False) -> tuple[int, str]:
+        headroom = self.headroom_bytes() + (room_bytes(self.write_rate(), self.storage) if extra_room else 0)
+        return self.usage().bytes_to_free(headroom)
 
-    def sweep(self) -> SweepResult:
-        """Delete what is due: events, then video by age, then video for space (see the module docstring)."""
-        self._drop_rows()  # what a failed sweep left
+    def sweep(self, urgent_only: bool = False) -> SweepResult:
+        """Delete what is due: events, then video by age, then video for space (see the module docstring).
+        `urgent_only`: only if the quota or the floor will not last until the next full sweep."""
         at_ms = now_ms()
         conn = self.writer.conn
-        rules = {camera: camera_rules(self.config, camera, at_ms) for camera in sweep_cameras(conn, self.config)}
-        deleted = freed = 0
-        reasons: list[str] = []
-        events_deleted = sum(self._expire_events(camera_rule) for camera_rule in rules.values())
-        self._expire_references(at_ms, rules)
-
-        for camera_rule in rules.values():
-            for rule in camera_rule.segments:
-                while True:
-                    rows = self._mark(f"SELECT {SEGMENT_COLUMNS} {AGE_VICTIMS} LIMIT {BATCH}",
-                                      (rule.camera, rule.retention_class, rule.cutoff_ms))
-                    if not rows:
-                        break
-                    gone, gone_bytes = self._finish(rows)
-                    deleted, freed = deleted + gone, freed + gone_bytes
-                    reasons.append(rule.why)
-
-        early: dict[str, _Early] = {}
-        need, why = self.bytes_to_free()
-        if need == 0:
+        short, why = self.bytes_to_free()
+        if short == 0:
             self._starved = False
-        while need > 0:
-            rows = self._mark(f"SELECT {SEGMENT_COLUMNS} {PRESSURE_VICTIMS} LIMIT {BATCH}", (), need)
-            if not rows:
-                self._nothing_left_to_delete(why, need)
-                break
-            for row in rows:
+            if urgent_only:
+                return SweepResult(0, 0, "")
+        rules = [camera_rules(self.config, camera, at_ms) for camera in sweep_cameras(conn, self.config)]
+        self._expire_references(at_ms, [rule.camera for rule in rules])
+        need, why = self.bytes_to_free(extra_room=True)
+        if need == 0 and not self._due(rules):
+            return SweepResult(0, 0, "")
+        by_camera = {rule.camera: rule for rule in rules}
+        deleted = freed = events_deleted = 0
+        reasons: list[str] = []
+        early: dict[str, _Early] = {}
+        while True:
+            choice = _Choice()
+            self.writer.commit(also=functools.partial(self._choose, rules, need, why, choice))
+            events_deleted += choice.events
+            gone, gone_bytes = self._unlink([row for row, _ in choice.victims])
+            deleted, freed = deleted + len(gone), freed + gone_bytes
+            for row, reason in choice.victims:
+                reasons.append(reason)
                 camera = row["camera"]
-                if camera not in rules:
-                    rules[camera] = camera_rules(self.config, camera, at_ms)
-                if row["retention_class"] == EVENT and row["start_ms"] >= rules[camera].event_days_from_ms:
-                    early.setdefault(camera, _Early()).add(row, why)
-            gone, gone_bytes = self._finish(rows)
-            deleted, freed = deleted + gone, freed + gone_bytes
-            reasons.append(why)
-            need, why = self.bytes_to_free()
+                if camera not in by_camera:
+                    by_camera[camera] = camera_rules(self.config, camera, at_ms)
+                if reason in (QUOTA, FLOOR) and row["retention_class"] == EVENT \
+                        and row["start_ms"] >= by_camera[camera].event_days_from_ms:
+                    early.setdefault(camera, _Early()).add(row, reason)
+            short, why = self.bytes_to_free()
+            if short > 0 and not choice.found_for_space:
+                self._nothing_left_to_delete(why, short)
+                break
+            need = max(need - gone_bytes, short)  # a backlog over BATCH rows goes on in further transactions
+            if not choice.more and short == 0:
+                break
 
-        for camera, gone in early.items():
-            detail = (f"{', '.join(sorted(gone.why))}: deleted {gone.segments} event-video segments"
-                      f" ({gone.bytes / 1e6:.1f} MB) of {camera} from {format_ms(gone.from_ms)} to"
-                      f" {format_ms(gone.to_ms)} before their event_days"
+        for camera, lost in early.items():
+            detail = (f"{', '.join(sorted(lost.why))}: deleted {lost.segments} event-video segments"
+                      f" ({lost.bytes / 1e6:.1f} MB) of {camera} from {format_ms(lost.from_ms)} to"
+                      f" {format_ms(lost.to_ms)} before their event_days"
                       f" ({self.config.retention_days(camera).event_days:g} days)")
             log.warning("ALERT: %s", detail)
             self.writer.add_event(EventRecord(camera, "alert", at_ms, at_ms, subkind="deleted_early", detail=detail))
@@ -318,37 +339,57 @@ class RetentionPolicy:
             log.info("retention: deleted %d events past their retention", events_deleted)
         return SweepResult(deleted, freed, reason, events_deleted, sum(e.segments for e in early.values()))
 
+    def _due(self, rules: Iterable[CameraRules]) -> bool:
+        """Whether an event or a segment has outlived its retention (index seeks only, no write)."""
+        conn = self.writer.conn
+        for rule in rules:
+            params = {"camera": rule.camera, "cutoff": rule.events_cutoff_ms}
+            if conn.execute(EXPIRED_EVENTS + " LIMIT 1", params).fetchone() is not None:
+                return True
+            for age in rule.segments:
+                if conn.execute(f"SELECT 1 {AGE_VICTIMS} LIMIT 1",
+                                (age.camera, age.retention_class, age.cutoff_ms)).fetchone():
+                    return True
+        return False
+
     # -- deleting ---------------------------------------------------------------------------------
 
-    def _mark(self, query: str, params: Sequence[Any], need: int | None = None) -> list[sqlite3.Row]:
-        """Choose victims with `query` and mark them `deleting`, in one write transaction."""
-        conn = self.writer.conn
-        # A read first: a sweep with nothing due takes no write lock and writes nothing.
-        cursor = conn.execute(query, params)
-        anything = cursor.fetchone() is not None
-        cursor.close()
-        if not anything:
-            return []
-        marked: list[sqlite3.Row] = []
+    def _choose(self, rules: list[CameraRules], need: int, why: str, choice: _Choice, conn: sqlite3.Connection) -> None:
+        """Inside the commit's transaction: delete expired events, mark expired video, then mark the
+        oldest deletable video until `need` bytes (less what age frees) are marked."""
+        for rule in rules:
+            expired = self._expire_event_rows(conn, {"camera": rule.camera, "cutoff": rule.events_cutoff_ms})
+            choice.events += expired
+            choice.more |= expired >= BATCH
+        for rule in rules:
+            for age in rule.segments:
+                rows = conn.execute(f"SELECT {SEGMENT_COLUMNS} {AGE_VICTIMS} LIMIT {BATCH}",
+                                    (age.camera, age.retention_class, age.cutoff_ms)).fetchall()
+                choice.more |= len(rows) >= BATCH
+                choice.victims += [(row, age.why) for row in rows]
+        self._mark(conn, [row for row, _ in choice.victims])
+        need -= sum(row["bytes"] for row, _ in choice.victims)
+        if need > 0:
+            rows = conn.execute(f"SELECT {SEGMENT_COLUMNS} {PRESSURE_VICTIMS} LIMIT {BATCH}").fetchall()
+            chosen = choose_until(rows, need)
+            choice.found_for_space = bool(chosen)
+            choice.more |= len(chosen) >= BATCH
+            self._mark(conn, chosen)
+            choice.victims += [(row, why) for row in chosen]
 
-        def work(conn: sqlite3.Connection) -> None:
-            rows = conn.execute(query, params).fetchall()
-            chosen = rows if need is None else choose_until(rows, need)
-            conn.executemany("UPDATE segments SET deleting = 1 WHERE id = ?", [(row["id"],) for row in chosen])
-            marked[:] = chosen
+    @staticmethod
+    def _mark(conn: sqlite3.Connection, rows: list[sqlite3.Row]) -> None:
+        conn.executemany("UPDATE segments SET deleting = 1 WHERE id = ?", [(row["id"],) for row in rows])
 
-        self.writer.transaction(work)
-        return marked
+    def _unlink(self, victims: list[sqlite3.Row]) -> tuple[list[sqlite3.Row], int]:
+        """Unlink marked (committed) segments and make that durable; their rows go with the next commit.
+        Returns the segments deleted and their bytes.
 
-    def _finish(self, victims: list[sqlite3.Row]) -> tuple[int, int]:
-        """Unlink marked segments, make that durable, drop their rows. Returns (segments, bytes) deleted.
-
-        A file that cannot be unlinked (read-only remount, I/O error) is logged and its row unmarked, so a
-        later sweep tries again. If dropping the rows fails (index locked or full), they are remembered and
-        dropped at the start of the next sweep: a row marked `deleting` is never selected again, so it
-        must not be left behind until the next start-up."""
+        A file that cannot be unlinked (read-only remount, I/O error) is logged and its row unmarked with
+        the next commit, so a later sweep tries again."""
         directories = set()
         gone: list[sqlite3.Row] = []
+        failed: list[int] = []
         for victim in victims:
             path = self.layout.segment_path(victim["camera"], victim["start_ms"])
             try:
@@ -357,7 +398,7 @@ class RetentionPolicy:
                 log.warning("retention: %s was already gone", path)
             except OSError as exc:
                 log.error("retention: cannot delete %s (%s); will try again", path, exc)
-                self._failed.append((victim["id"],))
+                failed.append(victim["id"])
                 continue
             gone.append(victim)
             directories.add(path.parent)
@@ -369,24 +410,9 @@ class RetentionPolicy:
             _remove_empty_dirs(directory, stop=directory.parent.parent)  # keep camera dirs
         freed = sum(victim["bytes"] for victim in gone)
         self.writer.indexed_bytes -= freed  # the files are gone whatever happens to the rows
-        self._unlinked += [(victim["id"],) for victim in gone]
-        self._drop_rows(unmark_failed=False)  # unmarked only at the next sweep: this one must not retry them
-        return len(gone), freed
-
-    def _drop_rows(self, unmark_failed: bool = True) -> None:
-        """Delete the rows of unlinked segments and unmark those whose unlink failed (see _finish)."""
-        unlinked, failed = self._unlinked, (self._failed if unmark_failed else [])
-        if not (unlinked or failed):
-            return
-
-        def work(conn: sqlite3.Connection) -> None:
-            conn.executemany("DELETE FROM segments WHERE id = ?", unlinked)
-            conn.executemany("UPDATE segments SET deleting = 0 WHERE id = ?", failed)
-
-        self.writer.transaction(work)
-        self._unlinked = []
-        if unmark_failed:
-            self._failed = []
+        self.writer.forget_segments([victim["id"] for victim in gone])
+        self.writer.unmark_segments(failed)
+        return gone, freed
 
     def _expire_references(self, at_ms: int, cameras: Iterable[str]) -> None:
         """Superseded reference views are pictures of a camera's view, personal data like video: past the
@@ -414,55 +440,35 @@ class RetentionPolicy:
                 continue
             conn.execute("DELETE FROM reference_views WHERE id = ?", (row["id"],))
 
-    def _expire_events(self, rules: CameraRules) -> int:
-        params = {"camera": rules.camera, "cutoff": rules.events_cutoff_ms}
-        total = 0
-        while True:
-            expired = self._expire_event_batch(params)
-            total += expired
-            if expired < BATCH:
-                return total
-
-    def _expire_event_batch(self, params: dict[str, Any]) -> int:
-        query = EXPIRED_EVENTS + f" LIMIT {BATCH}"
-        cursor = self.writer.conn.execute(query, params)
-        anything = cursor.fetchone() is not None
-        cursor.close()
-        if not anything:
-            return 0
-        expired: list[sqlite3.Row] = []
-
-        def work(conn: sqlite3.Connection) -> None:
-            rows = conn.execute(query, params).fetchall()
-            # Snapshots are unlinked first, inside the transaction that deletes their rows. A crash after
-            # an unlink rolls the deletion back and leaves a row whose snapshot is missing: harmless
-            # (readers show no picture; the next sweep deletes the row again). The other order would leave
-            # JPEGs that no row knows about, filling the disk for good. Holding the write lock meanwhile
-            # keeps a hold added by the CLI from slipping in between the choice and the unlink.
-            directories = set()
-            gone = []
-            for row in rows:
-                path = self._snapshot_path(row["snapshot"])
-                if path is not None:
-                    try:
-                        path.unlink(missing_ok=True)
-                    except OSError as exc:  # the row stays, so the snapshot is not forgotten; retried next sweep
-                        log.error("retention: cannot delete snapshot %s: %s", path, exc)
-                        continue
-                    directories.add(path.parent)
-                gone.append(row)
-            for directory in directories:
-                if directory.is_dir():
-                    fsync_dir(directory)
-            rows = gone
-            conn.executemany("DELETE FROM events WHERE id = ?", [(row["id"],) for row in rows])
-            for row in rows:
-                if row["keep_from_ms"] is not None:  # the video it kept goes back to its other tiers
-                    classify(conn, row["camera"], row["keep_from_ms"], row["keep_to_ms"])
-            expired[:] = rows
-
-        self.writer.transaction(work)
-        return len(expired)
+    def _expire_event_rows(self, conn: sqlite3.Connection, params: dict[str, Any]) -> int:
+        """Inside a write transaction: delete up to BATCH expired events of a camera and their snapshots,
+        and give the video they kept back to its other tiers. Returns how many went."""
+        rows = conn.execute(EXPIRED_EVENTS + f" LIMIT {BATCH}", params).fetchall()
+        # Snapshots are unlinked first, inside the transaction that deletes their rows. A crash after an
+        # unlink rolls the deletion back and leaves a row whose snapshot is missing: harmless (readers
+        # show no picture; the next sweep deletes the row again). The other order would leave JPEGs that
+        # no row knows about, filling the disk for good. Holding the write lock meanwhile keeps a hold
+        # added by the CLI from slipping in between the choice and the unlink.
+        directories = set()
+        gone = []
+        for row in rows:
+            path = self._snapshot_path(row["snapshot"])
+            if path is not None:
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError as exc:  # the row stays, so the snapshot is not forgotten; retried next sweep
+                    log.error("retention: cannot delete snapshot %s: %s", path, exc)
+                    continue
+                directories.add(path.parent)
+            gone.append(row)
+        for directory in directories:
+            if directory.is_dir():
+                fsync_dir(directory)
+        conn.executemany("DELETE FROM events WHERE id = ?", [(row["id"],) for row in gone])
+        for row in gone:
+            if row["keep_from_ms"] is not None:  # the video it kept goes back to its other tiers
+                classify(conn, row["camera"], row["keep_from_ms"], row["keep_to_ms"])
+        return len(gone)
 
     def _snapshot_path(self, relative: str | None) -> Path | None:
         """The snapshot file of an event row, or None; never a path outside the data dir."""

@@ -1,10 +1,16 @@
 """Segment files on disk: writing one crash-safely, reading one back, and finalising a partial one.
 
 A segment is a fragmented MP4 (moof per keyframe and at least every second) written under a
-`.partial` name. Closing it runs: muxer trailer -> read back for SHA-256 -> fsync file -> rename to the
-final name -> fsync directory. Only then is it announced to the index. A process killed mid-segment
-leaves a `.partial` that still demuxes up to its last complete fragment; `finalise_partial` remuxes
-that readable prefix (stream copy, no decode) into a normal segment, or quarantines the file.
+`.partial` name. Closing it runs: muxer trailer -> read back for SHA-256 -> the segment's own index row
+into an extended attribute -> fsync file -> rename to the final name -> fsync directory. Only then is it
+announced to the index. A process killed mid-segment leaves a `.partial` that still demuxes up to its
+last complete fragment; `finalise_partial` remuxes that readable prefix (stream copy, no decode) into a
+normal segment, or quarantines the file.
+
+The attribute (`user.edgenvr`, 53 bytes: it fits inside an ext4 inode, so it costs no extra block write)
+lets a complete file whose index row was lost (rows are committed in batches minutes apart) be adopted
+at start-up, and shown by readers before its row is committed, without reading the file again. Where the
+filesystem has no user attributes, adoption falls back to probing and hashing the file.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import hashlib
 import logging
 import os
 import shutil
+import struct
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -38,6 +45,42 @@ MP4_OPTIONS = {
 
 _DISK_TROUBLE = {errno.ENOSPC, errno.EIO, errno.EROFS, errno.EDQUOT}
 
+SEGMENT_XATTR = "user.edgenvr"
+# version, SHA-256, duration ms, packets, wall clock at close minus end (ms), width, height, codec name
+_XATTR_FORMAT = struct.Struct("<B32sIIiHH8s")
+_XATTR_VERSION = 1
+
+
+def write_segment_attribute(path: Path, record: SegmentRecord) -> None:
+    """Store the segment's row on the file itself. Best effort: without it, adoption probes the file."""
+    wall_delta = max(-(2**31), min(2**31 - 1, record.wall_end_ms - record.end_ms))
+    value = _XATTR_FORMAT.pack(_XATTR_VERSION, bytes.fromhex(record.sha256), record.duration_ms, record.packets,
+                               wall_delta, record.width, record.height, record.codec.encode()[:8])
+    try:
+        os.setxattr(path, SEGMENT_XATTR, value)
+    except OSError as exc:  # no user attributes here (e.g. exFAT): slower adoption, nothing lost
+        log.debug("%s: cannot store the segment attribute: %s", path.name, exc)
+
+
+def read_segment_attribute(layout: StorageLayout, camera: str, path: Path, origin: str) -> SegmentRecord | None:
+    """The row stored on a complete segment file, or None if it has none (or an unknown version).
+    Trusted only on complete files: the attribute is written before the fsync and rename that make one."""
+    parsed = parse_segment_name(path.name)
+    if parsed is None or parsed[1]:
+        return None
+    try:
+        value = os.getxattr(path, SEGMENT_XATTR)
+        size = path.stat().st_size
+    except OSError:
+        return None
+    if len(value) != _XATTR_FORMAT.size or value[0] != _XATTR_VERSION:
+        return None
+    _, sha256, duration_ms, packets, wall_delta, width, height, codec = _XATTR_FORMAT.unpack(value)
+    start_ms = parsed[0]
+    return SegmentRecord(camera=camera, start_ms=start_ms, end_ms=start_ms + duration_ms, path=layout.relative(path),
+                         bytes=size, sha256=sha256.hex(), codec=codec.rstrip(b"\0").decode(), width=width,
+                         height=height, packets=packets, wall_end_ms=start_ms + duration_ms + wall_delta, origin=origin)
+
 
 class PartialNotFinalised(Exception):
     """A partial segment could not be finalised because of the disk (full, I/O error); it is left in place."""
@@ -47,13 +90,20 @@ class SegmentWriteError(Exception):
     """Writing or closing a segment failed (disk full, I/O error). The partial file is left for finalising."""
 
 
-def sha256_and_fsync(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
-        os.fsync(f.fileno())
     return digest.hexdigest()
+
+
+def fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class SegmentWriter:
@@ -95,7 +145,7 @@ class SegmentWriter:
         `start_ms` corrects the start time the file was opened with (and so its name)."""
         try:
             self._container.close()
-            sha256 = sha256_and_fsync(self.partial_path)
+            sha256 = sha256_of(self.partial_path)
             size = self.partial_path.stat().st_size
             if start_ms is not None and start_ms != self.start_ms:
                 self.start_ms = start_ms
@@ -105,16 +155,19 @@ class SegmentWriter:
                 self.start_ms += 1
                 self.final_path = self._layout.segment_path(self.camera, self.start_ms)
                 self.final_path.parent.mkdir(parents=True, exist_ok=True)
+            record = SegmentRecord(
+                camera=self.camera, start_ms=self.start_ms, end_ms=max(end_ms, self.start_ms + 1),
+                path=self._layout.relative(self.final_path), bytes=size, sha256=sha256, codec=self.codec,
+                width=self.width, height=self.height, packets=self.packets, wall_end_ms=wall_end_ms)
+            write_segment_attribute(self.partial_path, record)
+            fsync_path(self.partial_path)
             os.rename(self.partial_path, self.final_path)
             fsync_dir(self.final_path.parent)
             if self.final_path.parent != self.partial_path.parent:
                 fsync_dir(self.partial_path.parent)
         except (OSError, av.error.FFmpegError) as exc:
             raise SegmentWriteError(f"closing {self.partial_path.name}: {exc}") from exc
-        return SegmentRecord(
-            camera=self.camera, start_ms=self.start_ms, end_ms=max(end_ms, self.start_ms + 1),
-            path=self._layout.relative(self.final_path), bytes=size, sha256=sha256, codec=self.codec,
-            width=self.width, height=self.height, packets=self.packets, wall_end_ms=wall_end_ms)
+        return record
 
     def abort(self) -> None:
         """Best-effort close after a failure; whatever was written stays as .partial for finalise_partial."""
@@ -165,17 +218,23 @@ def probe_segment(path: Path) -> SegmentProbe:
 
 
 def record_from_file(layout: StorageLayout, camera: str, path: Path, origin: str) -> SegmentRecord:
-    """Index record for a complete segment found on disk (its start time is in its name)."""
+    """Index record for a complete segment found on disk (its start time is in its name): the row stored on
+    the file when it was closed, or else probed and hashed now (and then stored on it)."""
     parsed = parse_segment_name(path.name)
     if parsed is None:
         raise ValueError(f"{path.name} is not a segment file name")
+    stored = read_segment_attribute(layout, camera, path, origin)
+    if stored is not None:
+        return stored
     start_ms, _ = parsed
     probe = probe_segment(path)
-    sha256 = sha256_and_fsync(path)
-    return SegmentRecord(camera=camera, start_ms=start_ms, end_ms=start_ms + max(probe.duration_ms, 1),
-                         path=layout.relative(path), bytes=path.stat().st_size, sha256=sha256,
-                         codec=probe.codec, width=probe.width, height=probe.height, packets=probe.packets,
-                         wall_end_ms=int(path.stat().st_mtime * 1000), origin=origin)
+    record = SegmentRecord(camera=camera, start_ms=start_ms, end_ms=start_ms + max(probe.duration_ms, 1),
+                           path=layout.relative(path), bytes=path.stat().st_size, sha256=sha256_of(path),
+                           codec=probe.codec, width=probe.width, height=probe.height, packets=probe.packets,
+                           wall_end_ms=int(path.stat().st_mtime * 1000), origin=origin)
+    write_segment_attribute(path, record)
+    fsync_path(path)
+    return record
 
 
 def quarantine(layout: StorageLayout, path: Path, reason: str) -> Path:
@@ -227,7 +286,7 @@ def finalise_partial(layout: StorageLayout, camera: str, partial: Path) -> Segme
             partial.unlink()
             log.info("%s: removed %s: killed before its first fragment, it held no video", camera, partial.name)
             return None
-        sha256_and_fsync(repaired)
+        fsync_path(repaired)
         os.replace(repaired, final)
         partial.unlink()
         fsync_dir(final.parent)

@@ -241,7 +241,7 @@ class Supervisor:
         self._endpoint = f"tcp://127.0.0.1:{port}"
         receiver = asyncio.create_task(self._receive(pull))
         storage = self.config.storage
-        last_sweep = 0.0
+        last_sweep = last_full_sweep = -float("inf")
         _sd_notify("READY=1")
         log.info("recording %d cameras into %s", len(self.config.enabled_cameras), self.layout.data_dir)
         try:
@@ -252,12 +252,12 @@ class Supervisor:
                 # recorders go on writing files regardless, and nothing pending is dropped.
                 if now - last_sweep >= storage.sweep_seconds:
                     last_sweep = now
-                    self._guarded("retention sweep", self.retention.sweep)
+                    # a full sweep once per batch: its deletions share the batch's commit (retention_policy)
+                    full = now - last_full_sweep >= storage.index_commit_seconds
+                    last_full_sweep = now if full else last_full_sweep
+                    self._guarded("retention sweep", self.retention.sweep, not full)
                     self._guarded("disk reserve", self.reserve.ensure)
-                # Events are committed within a second: unlike segment files, nothing rebuilds a lost one.
-                due = storage.index_commit_seconds if not self.writer.has_pending_events else min(
-                    1.0, storage.index_commit_seconds)
-                if now - self.writer.last_commit >= due:
+                if self.writer.commit_due(now, storage.index_commit_seconds):
                     self._guarded("index commit", self.writer.commit)
                 _sd_notify("WATCHDOG=1")
                 try:

@@ -125,7 +125,7 @@ def test_empty_file_gives_defaults_and_no_cameras(tmp_path: Path) -> None:
     assert storage.min_free_bytes == 10**9
     assert storage.max_age_days is None
     assert storage.sweep_seconds == 10
-    assert storage.index_commit_seconds == 30
+    assert storage.index_commit_seconds == 600
     assert config.recording == RecordingConfig()
     assert config.recording.segment_seconds == 10
     assert config.recording.connect_timeout_seconds == 10

@@ -95,8 +95,8 @@ def test_killed_recorder_process_is_restarted_and_other_cameras_keep_recording(
     log = supervisor.log()
     assert "recorders-1 exited with code -9" in log
     with open_readonly(layout) as conn:
-        gaps_a = [g for g in gaps(conn, "cam-a") if g.end_ms is not None]
-        gaps_b = [g for g in gaps(conn, "cam-b") if g.end_ms is not None]
+        gaps_a = [g for g in gaps(conn, layout, "cam-a") if g.end_ms is not None]
+        gaps_b = [g for g in gaps(conn, layout, "cam-b") if g.end_ms is not None]
         resumed = conn.execute("SELECT COUNT(*) FROM segments WHERE camera = 'cam-a' AND start_ms > ?",
                                (killed_at,)).fetchone()[0]
         report = check_consistency(conn, layout)

@@ -3,8 +3,12 @@ damaged card. Every case ends consistent, logged, and with nothing silently lost
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import shutil
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +20,7 @@ from edgenvr.index_reconcile import check_consistency, reconcile
 from edgenvr.index_writer import IndexWriter
 from edgenvr.storage_layout import StorageLayout, partial_path
 
-from conftest import config_text, start_supervisor
+from conftest import RunningSupervisor, config_text, edgenvr, start_supervisor
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +88,7 @@ def test_hand_deleted_file_becomes_a_gap_not_a_dangling_row(layout: StorageLayou
     _assert_consistent(layout)
     assert victim.start_ms not in {r.start_ms for r in _rows(layout)}
     with open_readonly(layout) as conn:
-        found = [g for g in gaps(conn, "door") if g.end_ms is not None]
+        found = [g for g in gaps(conn, layout, "door") if g.end_ms is not None]
     assert [(g.start_ms, g.end_ms, g.reason) for g in found] == [(victim.start_ms, victim.end_ms, "segment file missing")]
 
 
@@ -107,6 +111,81 @@ def test_file_whose_row_was_lost_in_a_crash_is_adopted_with_the_same_hash(layout
     adopted = [r for r in _rows(layout) if r.start_ms == victim.start_ms]
     assert len(adopted) == 1 and adopted[0].sha256 == victim.sha256 and adopted[0].origin == "adopted"
     assert abs(adopted[0].end_ms - victim.end_ms) <= 80
+
+
+def test_adopted_file_keeps_the_hash_taken_when_it_was_recorded(layout: StorageLayout) -> None:
+    """A file altered after recording (same size) and then adopted keeps its original hash, so the
+    alteration shows when the evidence is verified; adoption does not read the video again."""
+    victim = _rows(layout)[-1]
+    _edit_index(layout, "DELETE FROM segments WHERE start_ms = ?", (victim.start_ms,))
+    with open(victim.path, "r+b") as f:
+        f.seek(-100, os.SEEK_END)
+        byte = f.read(1)
+        f.seek(-100, os.SEEK_END)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    _reconcile(layout)
+    _assert_consistent(layout)
+    adopted = [r for r in _rows(layout) if r.start_ms == victim.start_ms]
+    assert len(adopted) == 1 and adopted[0].origin == "adopted" and adopted[0].indexed
+    assert adopted[0].sha256 == victim.sha256
+    assert hashlib.sha256(Path(victim.path).read_bytes()).hexdigest() != victim.sha256
+    assert adopted[0].end_ms == victim.end_ms and adopted[0].codec == victim.codec == "h264"
+    assert (adopted[0].width, adopted[0].height) == (victim.width, victim.height)
+
+
+def test_file_without_its_stored_row_is_probed_and_hashed(layout: StorageLayout) -> None:
+    """A filesystem without user attributes (or a file copied without them) still gets adopted."""
+    victim = _rows(layout)[-1]
+    _edit_index(layout, "DELETE FROM segments WHERE start_ms = ?", (victim.start_ms,))
+    os.removexattr(victim.path, "user.edgenvr")
+    with open_readonly(layout) as conn:  # nothing to show it by until it is adopted
+        assert victim.start_ms not in {r.start_ms for r in segments(conn, layout)}
+    _reconcile(layout)
+    _assert_consistent(layout)
+    adopted = [r for r in _rows(layout) if r.start_ms == victim.start_ms]
+    assert len(adopted) == 1 and adopted[0].sha256 == victim.sha256 and adopted[0].origin == "adopted"
+    assert abs(adopted[0].end_ms - victim.end_ms) <= 80
+    assert os.getxattr(victim.path, "user.edgenvr")  # stored now: the next adoption will not read it again
+
+
+def _json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_segments_waiting_for_their_batch_are_listed_and_survive_a_crash(
+        tmp_path: Path, h264_clip: Path, simulator_ready: None, supervisors: list[RunningSupervisor]) -> None:
+    """Rows are committed minutes apart to spare the SD card; meanwhile `segments`, `gaps` and `status`
+    see the new segments from the files, and a supervisor killed before the commit loses none of them."""
+    config = tmp_path / "edgenvr.toml"
+    with SimulatedCamera({"cam": (h264_clip, "h264")}, log_path=tmp_path / "cam.log") as camera:
+        config.write_text(config_text(tmp_path / "data", {"door": camera.url("cam")}, segment_seconds=2,
+                                      commit_seconds=600))
+        supervisors.append(start_supervisor(config, tmp_path / "edgenvr.log"))
+        supervisors[0].wait_for_log("door: recording")
+        time.sleep(14)
+        listed = _json_lines(edgenvr("segments", "--config", str(config), "--json").stdout)
+        assert len(listed) >= 4 and not any(row["indexed"] for row in listed)
+        starts = [row["start_ms"] for row in listed]
+        assert starts == sorted(starts)
+        assert all(abs(b["start_ms"] - a["end_ms"]) <= 200 for a, b in zip(listed, listed[1:]))
+        assert all(hashlib.sha256(Path(row["path"]).read_bytes()).hexdigest() == row["sha256"] for row in listed)
+        assert edgenvr("gaps", "--config", str(config), "--json").stdout.strip() == ""  # recording: no open gap
+        status = _json_lines(edgenvr("status", "--config", str(config), "--json").stdout)[0]
+        assert status["state"] == "recording" and status["last_end_ms"] == listed[-1]["end_ms"]
+        layout = StorageLayout(tmp_path / "data")
+        with open_readonly(layout) as conn:
+            assert conn.execute("SELECT COUNT(*) FROM segments").fetchone()[0] == 0  # nothing committed yet
+        supervisors[0].kill()  # kill -9: the batch in memory is lost
+        supervisors.append(start_supervisor(config, tmp_path / "edgenvr-2.log"))
+        supervisors[1].wait_for_log("door: recording")
+        assert supervisors[1].stop() == 0
+    rows = {row["start_ms"]: row for row in _json_lines(edgenvr("segments", "--config", str(config), "--json").stdout)}
+    for before in listed:
+        after = rows[before["start_ms"]]
+        assert after["indexed"] and after["origin"] == "adopted"
+        assert (after["end_ms"], after["sha256"], after["bytes"]) == (before["end_ms"], before["sha256"], before["bytes"])
+    assert "adopted" in supervisors[1].log()
+    _assert_consistent(layout)
 
 
 def test_partial_segment_from_a_crash_keeps_its_complete_fragments(layout: StorageLayout) -> None:

@@ -51,7 +51,7 @@ class Scenario:
 
     def gaps(self, camera: str) -> list:
         with open_readonly(self.layout) as conn:
-            return [g for g in gaps(conn, camera) if g.end_ms is not None]
+            return [g for g in gaps(conn, self.layout, camera) if g.end_ms is not None]
 
     def states(self, camera: str) -> list[tuple[int, str, str, str]]:
         return [t for t in self.transitions if t[1] == camera]

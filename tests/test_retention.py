@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -135,15 +136,23 @@ def test_disk_filled_by_something_else_is_reported_and_recording_resumes(
         supervisor.wait_for_log("gate: recording")
         time.sleep(3)
         filler = disk / "someone-elses-file"
-        with open(filler, "wb") as f:  # fill the disk to the last byte
-            try:
-                while True:
-                    f.write(b"\0" * 65536)
-                    f.flush()
-            except OSError:
-                pass
-        supervisor.wait_for_log("No space left on device", timeout=20)
+        filling = threading.Event()
+        filling.set()
+
+        def fill() -> None:  # a runaway process: takes every byte that comes free, until stopped
+            with open(filler, "wb", buffering=0) as f:
+                while filling.is_set():
+                    try:
+                        f.write(b"\0" * 4096)
+                    except OSError:
+                        time.sleep(0.01)
+
+        thread = threading.Thread(target=fill, daemon=True)
+        thread.start()
+        supervisor.wait_for_log("No space left on device", timeout=30)
         time.sleep(4)
+        filling.clear()
+        thread.join(10)
         filler.unlink()
         freed_at_ms = int(time.time() * 1000)
         time.sleep(8)
@@ -168,7 +177,7 @@ def test_video_held_from_the_cli_survives_the_ring_while_recording(small_disks: 
     with SimulatedCamera({"cam": (clip, "h264")}, log_path=tmp_path / "cam.log") as camera:
         config = tmp_path / "c.toml"
         config.write_text(config_text(layout.data_dir, {"gate": camera.url("cam")}, segment_seconds=2,
-                                      quota="5MB", min_free="1MB"))
+                                      quota="7MB", min_free="1MB"))  # the ring keeps ~4 segments
         supervisor = start_supervisor(config, tmp_path / "edgenvr.log")
         supervisors.append(supervisor)
         deadline = time.monotonic() + 30
@@ -177,12 +186,13 @@ def test_video_held_from_the_cli_survives_the_ring_while_recording(small_disks: 
             time.sleep(0.5)
             if layout.index_path.exists():
                 with open_readonly(layout) as conn:
-                    first = conn.execute("SELECT start_ms, end_ms FROM segments ORDER BY start_ms LIMIT 2").fetchall()
+                    first = conn.execute("SELECT start_ms, end_ms FROM segments WHERE deleting = 0"  # as readers see it
+                                         " ORDER BY start_ms LIMIT 2").fetchall()
         assert len(first) == 2, "nothing recorded"
         held = edgenvr("hold", "add", "--config", str(config), "--camera", "gate", "--from", str(first[0][0]),
                        "--to", str(first[1][1]), "--reason", "incident 1")
         assert held.returncode == 0, held.stderr
-        time.sleep(20)  # the 5 MB ring turns over several times
+        time.sleep(20)  # the 7 MB ring turns over several times
         assert supervisor.stop() == 0
     with open_readonly(layout) as conn:
         kept = [(r[0], r[1]) for r in conn.execute("SELECT start_ms, retention_class FROM segments ORDER BY start_ms")]

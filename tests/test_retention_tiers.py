@@ -257,11 +257,13 @@ def test_a_file_that_cannot_be_deleted_is_retried_next_sweep_and_does_not_stop_t
     result = policy.sweep()
     assert time.monotonic() - started < 5
     assert result.deleted == 3 and box.segments() == set()
-    assert [tuple(r) for r in box.conn.execute("SELECT start_ms, deleting FROM segments")] == [(old[1][1], 1)]
+    box.writer.commit()  # the supervisor's next commit: rows of deleted files go, the stuck one is unmarked
+    assert [tuple(r) for r in box.conn.execute("SELECT start_ms, deleting FROM segments")] == [(old[1][1], 0)]
     (stuck / "x").unlink()
     stuck.rmdir()
     stuck.write_bytes(b"\0" * 4 * KiB)  # the disk is fine again
     policy.sweep()
+    box.writer.commit()
     assert box.conn.execute("SELECT COUNT(*) FROM segments").fetchone()[0] == 0 and not stuck.exists()
 
 
@@ -548,6 +550,7 @@ def test_sweep_killed_at_random_points_keeps_what_it_must(tmpfs, tmp_path: Path)
             assert on_disk <= known, f"{where}: snapshots without an event: {sorted(on_disk - known)[:3]}"
             # the next sweep (the supervisor's, after its start-up reconcile) finishes the job
             RetentionPolicy(load_config(tmp_path / f"{data_dir.name}.toml"), layout, writer).sweep()
+            writer.commit()  # and its next commit drops the rows of what the sweep deleted
             kept = {(r[0], r[1]) for r in conn.execute("SELECT camera, start_ms FROM segments")}
             assert kept == must_keep, where
             assert {r["start_ms"] for r in conn.execute("SELECT start_ms FROM events")} == must_keep_events, where
