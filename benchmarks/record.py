@@ -50,6 +50,7 @@ import psutil
 
 from edgenvr.annexb import annexb_nal_units
 from edgenvr.camera_simulator import SimulatedCamera, make_clip, simulator_unavailable_reason
+from edgenvr.config import StorageConfig
 from edgenvr.process_setup import die_with_parent_preexec
 
 CLIP_CACHE = Path(os.environ.get("EDGENVR_TEST_CLIPS", "/tmp/edgenvr-test-clips"))
@@ -855,9 +856,10 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         add(f"RSS per additional camera <= {TARGET_MARGINAL_RSS_MB:.0f} MB", None, None,
             "give --baseline (an N=1 --json run) to measure it")
     kb = edgenvr["index_write_kb_per_camera_hour"]
-    if edgenvr["supervisor_write_bytes_in_window"] == 0:  # the window held no index commit
+    batch_seconds = StorageConfig(data_dir=Path("/")).index_commit_seconds
+    if result["window_seconds"] < 2 * batch_seconds:  # one commit more or less swings the figure
         add(f"index writes <= {TARGET_INDEX_KB_PER_CAMERA_HOUR:.0f} KB per camera-hour", kb, None,
-            "no index commit fell in the window: use a window longer than index_commit_seconds")
+            f"window under 2 x index_commit_seconds ({batch_seconds:g} s): benchmarks/index_writes.py measures it")
     else:
         add(f"index writes <= {TARGET_INDEX_KB_PER_CAMERA_HOUR:.0f} KB per camera-hour", kb,
             kb <= TARGET_INDEX_KB_PER_CAMERA_HOUR)

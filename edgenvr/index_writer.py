@@ -192,7 +192,7 @@ class IndexWriter:
         before, after = self.event_padding_ms
 
         def write(conn: sqlite3.Connection) -> None:
-            if also is not None:
+            if also is not None:  # before the unmarking: a sweep must not choose again what it just failed to delete
                 also(conn)
             conn.executemany("DELETE FROM segments WHERE id = ?", forget)
             conn.executemany("UPDATE segments SET deleting = 0 WHERE id = ?", unmark)

@@ -165,6 +165,7 @@ class CameraRecorder:
         # Cut at the first keyframe at or after segment_seconds; 100 ms of slack absorbs timestamp jitter
         # (live RTSP timestamps come from a timer), so a 10 s GOP-aligned camera gets 10 s, not 11 s, files.
         segment_ticks = int((self.recording.segment_seconds - 0.1) / time_base)
+        forced_cut_ticks = int(FORCED_CUT_MS / 1000 / time_base)
         anchor_ms: int | None = None
         writer: SegmentWriter | None = None
         last_dts: int | None = None
@@ -194,7 +195,7 @@ class CameraRecorder:
                 if settling:
                     offset_floor_ms = min(offset_floor_ms, now_ms() - _ms(pts, time_base))
                 key = packet.is_keyframe
-                if writer is not None and not key and _ms(pts - writer_first_pts, time_base) >= FORCED_CUT_MS:
+                if writer is not None and not key and pts - writer_first_pts >= forced_cut_ticks:
                     # A new session starts with a fresh key frame: a second lost instead of a GOP, and visible.
                     reason = f"no key frame for {FORCED_CUT_MS // 60_000} min; reconnecting to get one"
                     break

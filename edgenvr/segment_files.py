@@ -1,13 +1,13 @@
 """Segment files on disk: writing one crash-safely, reading one back, and finalising a partial one.
 
 A segment is a fragmented MP4 (moof per keyframe and at least every second) written under a
-`.partial` name. Closing it runs: muxer trailer -> read back for SHA-256 -> the segment's own index row
-into an extended attribute -> fsync file -> rename to the final name -> fsync directory. Only then is it
-announced to the index. A process killed mid-segment leaves a `.partial` that still demuxes up to its
-last complete fragment; `finalise_partial` remuxes that readable prefix (stream copy, no decode) into a
-normal segment, or quarantines the file.
+`.partial` name, every byte through SHA-256 on its way to the file (so closing never reads it back).
+Closing it runs: muxer trailer -> the segment's own index row into an extended attribute -> fsync file ->
+rename to the final name -> fsync directory. Only then is it announced to the index. A process killed
+mid-segment leaves a `.partial` that still demuxes up to its last complete fragment; `finalise_partial`
+remuxes that readable prefix (stream copy, no decode) into a normal segment, or quarantines the file.
 
-The attribute (`user.edgenvr`, 53 bytes: it fits inside an ext4 inode, so it costs no extra block write)
+The attribute (`user.edgenvr`, 57 bytes: it fits inside an ext4 inode, so it costs no extra block write)
 lets a complete file whose index row was lost (rows are committed in batches minutes apart) be adopted
 at start-up, and shown by readers before its row is committed, without reading the file again. Where the
 filesystem has no user attributes, adoption falls back to probing and hashing the file.
@@ -106,6 +106,22 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+class _HashingFile:
+    """The file libav's muxer writes through: each byte is hashed as it goes to the disk. It has no seek or
+    tell, so the muxer treats it as a stream, which fragmented MP4 needs anyway (nothing is rewritten)."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        self.digest.update(view)
+        while view:  # an OSError (disk full, I/O error) reaches the muxer's caller: SegmentWriter.write
+            view = view[os.write(self.fd, view):]
+        return len(data)
+
+
 class SegmentWriter:
     """Stream-copies packets of one video stream into one segment file."""
 
@@ -124,9 +140,15 @@ class SegmentWriter:
         self.height = template.codec_context.height
         try:
             self.partial_path.parent.mkdir(parents=True, exist_ok=True)
-            self._container = av.open(str(self.partial_path), "w", format="mp4", options=dict(MP4_OPTIONS))
+            self._file = _HashingFile(self.partial_path)
+        except OSError as exc:
+            raise SegmentWriteError(f"cannot create {self.partial_path}: {exc}") from exc
+        try:
+            # 256 KB: a fragment (a second of video) reaches the file in a few writes
+            self._container = av.open(self._file, "w", format="mp4", options=dict(MP4_OPTIONS), buffer_size=1 << 18)
             self._stream = self._container.add_stream_from_template(template)
         except (OSError, av.error.FFmpegError) as exc:
+            os.close(self._file.fd)
             raise SegmentWriteError(f"cannot create {self.partial_path}: {exc}") from exc
 
     def write(self, packet: av.Packet) -> None:
@@ -145,8 +167,8 @@ class SegmentWriter:
         `start_ms` corrects the start time the file was opened with (and so its name)."""
         try:
             self._container.close()
-            sha256 = sha256_of(self.partial_path)
-            size = self.partial_path.stat().st_size
+            sha256 = self._file.digest.hexdigest()
+            size = os.fstat(self._file.fd).st_size
             if start_ms is not None and start_ms != self.start_ms:
                 self.start_ms = start_ms
                 self.final_path = self._layout.segment_path(self.camera, start_ms)
@@ -160,14 +182,21 @@ class SegmentWriter:
                 path=self._layout.relative(self.final_path), bytes=size, sha256=sha256, codec=self.codec,
                 width=self.width, height=self.height, packets=self.packets, wall_end_ms=wall_end_ms)
             write_segment_attribute(self.partial_path, record)
-            fsync_path(self.partial_path)
+            os.fsync(self._file.fd)
             os.rename(self.partial_path, self.final_path)
             fsync_dir(self.final_path.parent)
             if self.final_path.parent != self.partial_path.parent:
                 fsync_dir(self.partial_path.parent)
         except (OSError, av.error.FFmpegError) as exc:
             raise SegmentWriteError(f"closing {self.partial_path.name}: {exc}") from exc
+        finally:
+            self._close_file()
         return record
+
+    def _close_file(self) -> None:
+        if self._file.fd >= 0:
+            os.close(self._file.fd)
+            self._file.fd = -1
 
     def abort(self) -> None:
         """Best-effort close after a failure; whatever was written stays as .partial for finalise_partial."""
@@ -175,6 +204,8 @@ class SegmentWriter:
             self._container.close()
         except Exception as exc:  # noqa: BLE001 - the muxer may fail in many ways on a broken disk
             log.warning("%s: closing aborted segment failed: %s", self.camera, exc)
+        finally:
+            self._close_file()
 
 
 @dataclass(frozen=True)

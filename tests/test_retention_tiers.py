@@ -267,6 +267,28 @@ def test_a_file_that_cannot_be_deleted_is_retried_next_sweep_and_does_not_stop_t
     assert box.conn.execute("SELECT COUNT(*) FROM segments").fetchone()[0] == 0 and not stuck.exists()
 
 
+def test_a_full_disk_whose_only_video_cannot_be_deleted_does_not_hang_the_sweep(tmpfs, tmp_path: Path) -> None:
+    """Space is short and every deletable file fails to unlink: the sweep logs it and returns, the next one
+    tries again, and the files come back to the ring once the commit unmarks them."""
+    disk = tmpfs("disk", "16m")
+    box = Box(disk / "data")
+    now = now_ms()
+    old = [box.segment("gate", now - 3_600_000 + i * 10_000) for i in range(3)]
+    box.writer.commit()
+    for segment in old:
+        stuck = box.layout.segment_path(*segment)
+        stuck.unlink()
+        stuck.mkdir()
+        (stuck / "x").write_bytes(b"x")
+    config = write_config(tmp_path / "c.toml", box.data_dir, {"quota": "4KiB"})
+    started = time.monotonic()
+    result = box.policy(config).sweep()
+    assert time.monotonic() - started < 5
+    assert result.deleted == 0
+    box.writer.commit()
+    assert box.segments() == set(old)  # unmarked: a later sweep tries them again
+
+
 def test_per_camera_days_override_storage_and_unknown_cameras_get_storage_days(tmpfs, tmp_path: Path) -> None:
     disk = tmpfs("disk", "16m")
     box = Box(disk / "data")
