@@ -22,7 +22,7 @@ from edgenvr.index_schema import OPEN_END_MS
 from edgenvr.records import GapRecord, SegmentRecord
 from edgenvr.retention_tiers import CLASS_NAMES, LONGEST_SEGMENT_MS
 from edgenvr.segment_files import read_segment_attribute
-from edgenvr.storage_layout import StorageLayout, parse_segment_name
+from edgenvr.storage_layout import CAMERA_ID_PATTERN, StorageLayout, parse_segment_name
 from edgenvr.timebase import now_ms
 
 # A camera whose newest segment ended longer ago than this is not recording now: it has an open gap.
@@ -59,6 +59,8 @@ def unindexed_segments(conn: sqlite3.Connection, layout: StorageLayout, camera: 
     """The camera's closed segment files newer than its newest row, oldest first: their batch is not
     committed yet. Read from the rows stored on the files; a file without one is left to the next
     start-up's reconcile."""
+    if not CAMERA_ID_PATTERN.match(camera):
+        return []  # no such camera can have files (`--camera` is whatever the user typed)
     now = now_ms()
     newest = _newest_indexed_start(conn, camera)
     after = max(newest if newest is not None else -(2**62), now - UNINDEXED_LOOKBACK_MS)

@@ -148,6 +148,13 @@ def test_file_without_its_stored_row_is_probed_and_hashed(layout: StorageLayout)
     assert os.getxattr(victim.path, "user.edgenvr")  # stored now: the next adoption will not read it again
 
 
+def test_a_camera_name_that_cannot_exist_finds_nothing(layout: StorageLayout) -> None:
+    """`--camera` is whatever the user typed: a path-like name finds nothing, and looks nowhere."""
+    with open_readonly(layout) as conn:
+        assert list(segments(conn, layout, "../../etc")) == []
+        assert gaps(conn, layout, "../../etc") == []
+
+
 def _json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
