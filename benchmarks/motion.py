@@ -83,14 +83,13 @@ from record import (
     track_processes,
 )
 
-from edgenvr.camera_simulator import SimulatedCamera, make_clip, simulator_unavailable_reason
+from edgenvr.camera_simulator import SimulatedCamera, simulator_unavailable_reason
 from edgenvr.labelled_scenes import counter_ignore_polygon, make_scene_clip
 from edgenvr.motion_worker import SUMMARY_SECONDS
 
 SCENE = "walk"
 SUB_WIDTH, SUB_HEIGHT, SUB_FPS = 640, 360, 5
 SCENE_CACHE = record.CLIP_CACHE / "scenes-bench"
-MAIN_CLIP = record.CLIP_CACHE / f"bench-{record.WIDTH}x{record.HEIGHT}-{record.FPS}fps-gop{record.GOP}-4mbit.h264"
 
 # Targets from the issue; printed as PASS/FAIL, never asserted.
 TARGET_MOTION_PERCENT_PER_CAMERA = 1.5   # of one core, detection at 640x360 / 5 fps, decode included
@@ -252,14 +251,14 @@ def _connect_ro(index_path: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{index_path}?mode=ro", uri=True, timeout=10)
 
 
-def indexed_cameras(index_path: Path) -> set[str]:
-    """Cameras with at least one segment in the index (empty while it does not exist or is busy)."""
+def recording_cameras(index_path: Path) -> set[str]:
+    """Cameras whose committed state is `recording` (empty while the index does not exist or is busy)."""
     if not index_path.exists():
         return set()
     try:
         conn = _connect_ro(index_path)
         try:
-            return {row[0] for row in conn.execute("SELECT DISTINCT camera FROM segments")}
+            return {row[0] for row in conn.execute("SELECT id FROM cameras WHERE state = 'recording'")}
         finally:
             conn.close()
     except sqlite3.Error:
@@ -391,31 +390,23 @@ class Timeline:
 
 
 def start_and_warm_up(args: argparse.Namespace, run: Run, streams: Streams) -> Timeline:
-    config_path = run.workdir / "edgenvr.toml"
-    config_path.write_text(config_toml(args, run.data_dir, streams))
-    timeline = Timeline(started=time.monotonic())
-    run.supervisor = _spawn([sys.executable, "-m", "edgenvr", "run", "--config", str(config_path)],
-                            run.supervisor_log)
-    startup_timeout = 60 + 2 * len(run.cameras)
-
-    def writing() -> bool:
-        return all(any((run.data_dir / "segments" / c).rglob("*.mp4*")) for c in run.cameras)
-
-    timeline.first_files = _wait_until("edgenvr writing every camera", writing, startup_timeout, run.check_alive)
+    started, first_files = run.start_edgenvr(config_toml(args, run.data_dir, streams))
+    timeline = Timeline(started=started, first_files=first_files)
     # The reference decoders join now (edgenvr is on every mount already), and are steady long before the window.
     for camera in ffmpeg_sample(run.cameras, 0 if args.no_ffmpeg else args.ffmpeg_cameras):
         run.ffmpegs[camera] = _spawn(ffmpeg_command(streams.sub[camera]), run.ffmpeg_log(camera))
 
     # The window starts once every camera has logged its first motion summary (which covers the worker's
-    # start-up), so the next one covers the window; and once every camera has a segment in the index, whose
-    # drop counters then include the start-up drops (a recorder joining a shared mount mid-GOP drops up to a
-    # GOP `before_keyframe`: an artefact of sharing, excluded from the window's figures).
+    # start-up), so the next one covers the window; and once every camera's `recording` state is in the index
+    # (committed at once, unlike segment rows), whose drop counters then include the start-up drops (a recorder
+    # joining a shared mount mid-GOP drops up to a GOP `before_keyframe`: an artefact of sharing, excluded
+    # from the window's figures).
     def first_summaries() -> bool:
         logged = {s.camera for s in motion_summaries(run.supervisor_log)}
-        return logged >= set(run.cameras) and indexed_cameras(run.data_dir / "index.sqlite3") >= set(run.cameras)
+        return logged >= set(run.cameras) and recording_cameras(run.data_dir / "index.sqlite3") >= set(run.cameras)
 
-    _wait_until("first motion summary and first indexed segment of every camera", first_summaries,
-                startup_timeout + SUMMARY_SECONDS + 60, run.check_alive)
+    _wait_until("first motion summary and recording state of every camera", first_summaries,
+                run.startup_timeout + SUMMARY_SECONDS + 60, run.check_alive)
     timeline.baseline_dropped = dropped_counters(run.data_dir / "index.sqlite3")
     timeline.warmup = time.monotonic() - timeline.started
     return timeline
@@ -933,8 +924,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def make_clips() -> tuple[Path, Path]:
-    main_clip = make_clip(MAIN_CLIP, codec="h264", width=record.WIDTH, height=record.HEIGHT, fps=record.FPS,
-                          gop=record.GOP, bitrate=record.BITRATE, seconds=record.CLIP_SECONDS)
+    main_clip = record.bench_clip()
     scene = make_scene_clip(SCENE_CACHE / f"{SCENE}-{SUB_WIDTH}x{SUB_HEIGHT}-{SUB_FPS}fps.h264", SCENE,
                             width=SUB_WIDTH, height=SUB_HEIGHT, fps=SUB_FPS)
     return main_clip, scene.path

@@ -421,6 +421,12 @@ def ffmpeg_command(url: str, out_dir: Path, output_format: str = "mp4") -> list[
             *(FFMPEG_FMP4_OPTIONS if output_format == "fmp4" else []), str(out_dir / "%05d.mp4")]
 
 
+def bench_clip() -> Path:
+    """The simulated camera's 10 s 1080p clip (encoded once, then cached)."""
+    return make_clip(CLIP_CACHE / f"bench-{WIDTH}x{HEIGHT}-{FPS}fps-gop{GOP}-4mbit.h264", codec="h264",
+                     width=WIDTH, height=HEIGHT, fps=FPS, gop=GOP, bitrate=BITRATE, seconds=CLIP_SECONDS)
+
+
 def _wait_until(what: str, ready: Callable[[], bool], timeout: float, check: Callable[[], None]) -> float:
     """Poll `ready` until true; `check` raises if something died meanwhile. Returns seconds waited."""
     started = time.monotonic()
@@ -468,6 +474,24 @@ class Run:
             if not server.is_running:
                 raise BenchmarkError(f"camera simulator on port {server.port} died:\n{_tail(server.log_path)}")
 
+    def start_edgenvr(self, config_text: str) -> tuple[float, float]:
+        """Write the config and start `edgenvr run`; return once every camera is writing a file, with the
+        monotonic time it was started and the seconds that took."""
+        config_path = self.workdir / "edgenvr.toml"
+        config_path.write_text(config_text)
+        started = time.monotonic()
+        self.supervisor = _spawn([sys.executable, "-m", "edgenvr", "run", "--config", str(config_path)],
+                                 self.supervisor_log)
+
+        def writing() -> bool:
+            return all(any((self.data_dir / "segments" / c).rglob("*.mp4*")) for c in self.cameras)
+
+        return started, _wait_until("edgenvr writing every camera", writing, self.startup_timeout, self.check_alive)
+
+    @property
+    def startup_timeout(self) -> float:
+        return 60 + 2 * len(self.cameras)
+
     def stop_recorders(self) -> None:
         # Both at once: they stop at about the same moment, and the supervisor's shutdown (closing,
         # hashing and fsyncing N open segments) overlaps ffmpeg's trailer writing.
@@ -514,21 +538,11 @@ class Timeline:
 def start_and_warm_up(args: argparse.Namespace, run: Run, clip: Path) -> Timeline:
     """Start the simulator, edgenvr and the ffmpegs; return once both recorded a first file per camera."""
     urls = start_servers(run, clip, args.servers)
-    config_path = run.workdir / "edgenvr.toml"
-    config_path.write_text(config_toml(run.data_dir, urls, args.cameras_per_process))
-    timeline = Timeline(started=time.monotonic())
-    run.supervisor = _spawn([sys.executable, "-m", "edgenvr", "run", "--config", str(config_path)],
-                            run.supervisor_log)
-    startup_timeout = 60 + 2 * len(run.cameras)
-
     # edgenvr connects first, so it is each shared mount's first client and gets the stream from
     # its first IDR: started second it would join mid-GOP and count up to a GOP of
     # `before_keyframe` drops that are an artefact of the order. ffmpeg copies from wherever it
     # joins either way.
-    def edgenvr_opened() -> bool:
-        return all(any((run.data_dir / "segments" / c).rglob("*.mp4*")) for c in run.cameras)
-
-    _wait_until("edgenvr writing every camera", edgenvr_opened, startup_timeout, run.check_alive)
+    timeline = Timeline(started=run.start_edgenvr(config_toml(run.data_dir, urls, args.cameras_per_process))[0])
     if not args.no_ffmpeg:
         for camera in run.cameras:
             run.ffmpeg_dir(camera).mkdir(parents=True, exist_ok=True)
@@ -543,7 +557,7 @@ def start_and_warm_up(args: argparse.Namespace, run: Run, clip: Path) -> Timelin
         ffmpeg_done = all((run.ffmpeg_dir(c) / "00001.mp4").exists() for c in run.ffmpegs)
         return edgenvr_done and ffmpeg_done
 
-    _wait_until("first finished file of every camera", first_files_done, startup_timeout + 30, run.check_alive)
+    _wait_until("first finished file of every camera", first_files_done, run.startup_timeout + 30, run.check_alive)
     timeline.warmup = time.monotonic() - timeline.started
     return timeline
 
@@ -995,8 +1009,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_ffmpeg and shutil.which("ffmpeg") is None:
         print("record.py: ffmpeg not found (apt-get install ffmpeg, or use --no-ffmpeg)", file=sys.stderr)
         return 2
-    clip = make_clip(CLIP_CACHE / f"bench-{WIDTH}x{HEIGHT}-{FPS}fps-gop{GOP}-4mbit.h264", codec="h264",
-                     width=WIDTH, height=HEIGHT, fps=FPS, gop=GOP, bitrate=BITRATE, seconds=CLIP_SECONDS)
+    clip = bench_clip()
     return run_benchmark("record.py", args, lambda run: measure(args, run, clip), report)
 
 

@@ -19,7 +19,6 @@ Every PyAV variant runs its cameras as threads of one process, as edgenvr's reco
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import signal
 import statistics
@@ -31,10 +30,10 @@ import time
 from pathlib import Path
 
 import psutil
+import record  # the recording benchmark: its clip and its ffmpeg reference command
 
-from edgenvr.camera_simulator import SimulatedCamera, make_clip
+from edgenvr.camera_simulator import SimulatedCamera
 
-CLIP_CACHE = Path(os.environ.get("EDGENVR_TEST_CLIPS", "/tmp/edgenvr-test-clips"))
 VARIANTS = ("ffmpeg-segment", "ffmpeg-read", "pyav-read", "pyav-copy", "edgenvr")
 RTSP_OPTIONS = {"rtsp_transport": "tcp", "timeout": "5000000", "analyzeduration": "1000000"}
 
@@ -110,13 +109,22 @@ def worker(variant: str, out: Path, urls: list[str]) -> None:
 
 # -- the benchmark ------------------------------------------------------------------------------------------
 
+def ffmpeg_read_command(url: str) -> list[str]:
+    return ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-rtsp_transport", "tcp", "-i", url,
+            "-c", "copy", "-f", "null", "-"]
+
+
 def start(variant: str, out: Path, urls: list[str]) -> list[subprocess.Popen[bytes]]:
     if variant.startswith("ffmpeg"):
-        tail = ["-f", "null", "-"] if variant == "ffmpeg-read" else ["-f", "segment", "-segment_time", "10"]
-        return [subprocess.Popen(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-rtsp_transport",
-                                  "tcp", "-i", url, "-c", "copy", *tail,
-                                  *([] if variant == "ffmpeg-read" else [str(out / f"{i}-%03d.mp4")])],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i, url in enumerate(urls)]
+        commands = []
+        for i, url in enumerate(urls):
+            if variant == "ffmpeg-read":
+                commands.append(ffmpeg_read_command(url))
+            else:
+                (out / str(i)).mkdir()
+                commands.append(record.ffmpeg_command(url, out / str(i)))
+        return [subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL) for command in commands]
     return [subprocess.Popen([sys.executable, __file__, "--worker", variant, str(out), *urls])]
 
 
@@ -136,8 +144,7 @@ def main() -> int:
         worker(args.worker[0], Path(args.worker[1]), args.worker[2:])
         return 0
     variants = args.variants.split(",")
-    clip = make_clip(CLIP_CACHE / "bench-1920x1080-25fps-gop50-4mbit.h264", codec="h264", width=1920,
-                     height=1080, fps=25, seconds=10, bitrate=4_000_000, gop=50)
+    clip = record.bench_clip()
     workdir = Path(tempfile.mkdtemp(prefix="edgenvr-record-floor-"))
     mounts = {f"v{v}-c{c}": (clip, "h264", 25) for v in range(len(variants)) for c in range(args.cameras)}
     figures: dict[str, list[float]] = {variant: [] for variant in variants}
