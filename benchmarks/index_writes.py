@@ -1,17 +1,18 @@
 """Index write benchmark: what edgenvr's index costs an SD card, measured at the block device.
 
 This script owns the measurement of index writes per camera-hour. It runs the real IndexWriter and
-RetentionPolicy, as the supervisor drives them (segments announced every 10 s per camera, a sweep every
-`sweep_seconds`, commits when `IndexWriter.commit_due` says so), on a simulated clock, with the index on
-its own freshly made ext4 filesystem on a loop device. The figure is the sectors that filesystem's block
-device wrote (WAL, checkpoints, -shm, the filesystem journal: everything the card would see), per
-camera-hour, after a warm-up that fills the ring so that it deletes as much as is recorded, which is
-what an NVR does for the rest of its life. Segment files are empty stand-ins on another filesystem, so
+RetentionPolicy driven by the supervisor's own periodic work (`IndexHousekeeping.step()`: a sweep every
+`sweep_seconds`, commits when `IndexWriter.commit_due` says so) under a simulated recording load
+(`edgenvr.simulator.SimulatedRecordingLoad`: segments announced every 10 s per camera) on a simulated
+clock, with the index on its own freshly made ext4 filesystem on a loop device. The figure is the sectors
+that filesystem's block device wrote (WAL, checkpoints, -shm, the filesystem journal: everything the card
+would see), per camera-hour, after a warm-up that fills the ring so that it deletes as much as is
+recorded, which is what an NVR does for the rest of its life. Segment files are sparse stand-ins on another filesystem, so
 only the index is counted.
 
 Commits in a real run are minutes apart, so the kernel writes each one back on its own; here the
-filesystem is synced after every commit to count them the same way (a slight overestimate for the
-event commits a second apart, which a real page cache would merge).
+filesystem is synced after every simulated second that committed, to count them the same way (a slight
+overestimate for the event commits a second apart, which a real page cache would merge).
 
 Two rings are measured: one bounded by the quota (deleting for space), one by max_age_days (deleting
 by age). Each for index_commit_seconds as configured (default: shipped default) and 30 s (the old
@@ -25,7 +26,6 @@ Needs root (mount), e2fsprogs (mkfs.ext4) and loop devices; says so and exits 2 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
 import subprocess
@@ -33,35 +33,16 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
-from edgenvr import index_writer as index_writer_module
-from edgenvr import retention_policy as retention_module
-from edgenvr.config import Config, load_config
-from edgenvr.index_schema import connect
-from edgenvr.index_writer import IndexWriter
-from edgenvr.records import CameraState, SegmentRecord
-from edgenvr.retention_policy import RetentionPolicy
-from edgenvr.storage_layout import StorageLayout
+from edgenvr.config.checking import load_config
+from edgenvr.config.records import Config
+from edgenvr.core.clock import SimulatedClock
+from edgenvr.simulator import SimulatedRecordingLoad
 
 SEGMENT_SECONDS = 10
 SEGMENT_BYTES = 5_000_000       # a 10 s segment of a 1080p 4 Mbit/s camera
 SWEEP_SECONDS = 10
 TARGET_KB_PER_CAMERA_HOUR = 300.0
-
-
-class SimulatedClock:
-    """Stands in for time.monotonic() and now_ms() in the modules under test."""
-
-    def __init__(self, epoch_ms: int) -> None:
-        self.seconds = 0.0
-        self.epoch_ms = epoch_ms
-
-    def monotonic(self) -> float:
-        return self.seconds
-
-    def now_ms(self) -> int:
-        return self.epoch_ms + int(self.seconds * 1000)
 
 
 @dataclass
@@ -103,73 +84,37 @@ def run(mount: Path, device: str, scratch: Path, cameras: int, ring: str, commit
     segments.mkdir(parents=True)
     (root / "data" / "segments").symlink_to(segments)  # stand-in files off the measured filesystem
     config = config_for(root, cameras, ring, commit_seconds)
-    layout = StorageLayout(config.storage.data_dir)
 
-    warm_up_s = 1.5 * 3600      # the ring is full after an hour
-    clock = SimulatedClock(epoch_ms=1_700_000_000_000)
-    fake_time = SimpleNamespace(monotonic=clock.monotonic)
-    disk_bytes = 10**13  # the video disk: its files are stand-ins, so its usage is what the index says
-    fake_shutil = SimpleNamespace(disk_usage=lambda path: shutil._ntuple_diskusage(  # type: ignore[attr-defined]
-        disk_bytes, writer.indexed_bytes, disk_bytes - writer.indexed_bytes))
-    saved = (index_writer_module.time, retention_module.time, retention_module.now_ms, retention_module.shutil)
-    index_writer_module.time, retention_module.time, retention_module.now_ms = fake_time, fake_time, clock.now_ms
-    retention_module.shutil = fake_shutil  # type: ignore[assignment]
-    try:
-        conn = connect(layout.index_path)
-        writer = IndexWriter(conn)
-        transaction = writer.transaction
-        commits = 0
+    warm_up_s = int(1.5 * 3600)   # the ring is full after an hour
+    # the video disk: its files are stand-ins, so its usage is what the index says
+    load = SimulatedRecordingLoad(config, SimulatedClock(epoch_ms=1_700_000_000_000, monotonic=0.0),
+                                  segment_bytes=SEGMENT_BYTES, disk_bytes=10**13)
+    writer, counts = load.writer, load.housekeeping.counts
+    synced = 0
 
-        def synced_transaction(work):  # type: ignore[no-untyped-def]
-            nonlocal commits
-            transaction(work)
-            commits += 1
-            os.sync()  # commits minutes apart are written back one by one
-
-        writer.transaction = synced_transaction  # type: ignore[method-assign]
-        policy = RetentionPolicy(config, layout, writer)
-        ids = [camera.id for camera in config.cameras]
-        for camera in ids:
-            writer.set_state(CameraState(camera, "recording", clock.now_ms(), "", {}))
-        start_sectors = deleted_before = commits_before = deleted = 0
-        last_sweep = last_full_sweep = -float("inf")
-        total_s = int(warm_up_s + hours * 3600)
-        for second in range(total_s + 1):
-            clock.seconds = float(second)
-            if second == int(warm_up_s):
-                writer.commit()
+    def tick_by_tick(seconds: int) -> None:
+        """The load a second at a time; the filesystem synced after every step that committed: commits
+        minutes apart are written back one by one."""
+        nonlocal synced
+        for _ in load.ticks(seconds):
+            if writer.commits != synced:
+                synced = writer.commits
                 os.sync()
-                start_sectors = block_device_sectors_written(device)
-                deleted_before, commits_before = deleted, commits
-            for index, camera in enumerate(ids):
-                offset = index * SEGMENT_SECONDS // max(1, len(ids))  # cameras cut at different moments
-                if second >= SEGMENT_SECONDS and (second - offset) % SEGMENT_SECONDS == 0:
-                    start_ms = clock.now_ms() - SEGMENT_SECONDS * 1000
-                    path = layout.segment_path(camera, start_ms)
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.touch()
-                    digest = hashlib.sha256(f"{camera}{start_ms}".encode()).hexdigest()
-                    writer.add_segment(SegmentRecord(camera, start_ms, clock.now_ms(), layout.relative(path),
-                                                     SEGMENT_BYTES, digest, "h264", 1920, 1080, 250, clock.now_ms()))
-                    policy.note_written(SEGMENT_BYTES)
-                    writer.set_state(CameraState(camera, "recording", clock.epoch_ms, "", {}))
-            if second - last_sweep >= SWEEP_SECONDS:  # as the supervisor's loop does
-                last_sweep = second
-                full = second - last_full_sweep >= config.storage.index_commit_seconds
-                last_full_sweep = second if full else last_full_sweep
-                deleted += policy.sweep(urgent_only=not full).deleted
-            if writer.commit_due(clock.monotonic(), config.storage.index_commit_seconds):
-                writer.commit()
-        writer.commit()
-        os.sync()
-        written = (block_device_sectors_written(device) - start_sectors) * 512
-        conn.close()
-    finally:
-        (index_writer_module.time, retention_module.time, retention_module.now_ms,
-         retention_module.shutil) = saved
+
+    tick_by_tick(warm_up_s)
+    writer.commit()
+    os.sync()
+    start_sectors = block_device_sectors_written(device)
+    deleted_before, commits_before = counts.deleted, writer.commits
+    tick_by_tick(int(hours * 3600) + 1)
+    writer.commit()
+    os.sync()
+    written = (block_device_sectors_written(device) - start_sectors) * 512
+    commits = writer.commits
+    load.conn.close()
     shutil.rmtree(segments, ignore_errors=True)
     return Result(cameras, ring, commit_seconds, written / 1000 / cameras / hours,
-                  (commits - commits_before) / hours, (deleted - deleted_before) / hours)
+                  (commits - commits_before) / hours, (counts.deleted - deleted_before) / hours)
 
 
 def prepare_filesystem(workdir: Path) -> tuple[Path, str]:
@@ -196,7 +141,7 @@ def main() -> int:
     if os.geteuid() != 0 or shutil.which("mkfs.ext4") is None:
         print("index_writes.py needs root and mkfs.ext4 (e2fsprogs) to make a loop-mounted ext4", file=sys.stderr)
         return 2
-    from edgenvr.config import StorageConfig
+    from edgenvr.config.records import StorageConfig
     shipped = StorageConfig(data_dir=Path("/")).index_commit_seconds
     commit_seconds = args.commit_seconds if args.commit_seconds is not None else shipped
     workdir = Path(tempfile.mkdtemp(prefix="edgenvr-index-writes-"))

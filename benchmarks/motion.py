@@ -83,9 +83,9 @@ from record import (
     track_processes,
 )
 
-from edgenvr.camera_simulator import SimulatedCamera, simulator_unavailable_reason
-from edgenvr.labelled_scenes import counter_ignore_polygon, make_scene_clip
-from edgenvr.motion_worker import SUMMARY_SECONDS
+from edgenvr.detection.motion_worker import SUMMARY_SECONDS
+from edgenvr.simulator import SimulatedCamera, simulator_unavailable_reason
+from edgenvr.simulator import counter_ignore_polygon, make_scene_clip
 
 SCENE = "walk"
 SUB_WIDTH, SUB_HEIGHT, SUB_FPS = 640, 360, 5

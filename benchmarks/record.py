@@ -48,10 +48,10 @@ from typing import Any
 import av
 import psutil
 
-from edgenvr.annexb import annexb_nal_units
-from edgenvr.camera_simulator import SimulatedCamera, make_clip, simulator_unavailable_reason
-from edgenvr.config import StorageConfig
-from edgenvr.process_setup import die_with_parent_preexec
+from edgenvr.config.records import StorageConfig
+from edgenvr.core.process_setup import die_with_parent_preexec
+from edgenvr.recording.annexb import annexb_nal_units
+from edgenvr.simulator import SimulatedCamera, make_clip, simulator_unavailable_reason
 
 CLIP_CACHE = Path(os.environ.get("EDGENVR_TEST_CLIPS", "/tmp/edgenvr-test-clips"))
 FPS = 25

@@ -32,7 +32,7 @@ from pathlib import Path
 import psutil
 import record  # the recording benchmark: its clip and its ffmpeg reference command
 
-from edgenvr.camera_simulator import SimulatedCamera
+from edgenvr.simulator import SimulatedCamera
 
 VARIANTS = ("ffmpeg-segment", "ffmpeg-read", "pyav-read", "pyav-copy", "edgenvr")
 RTSP_OPTIONS = {"rtsp_transport": "tcp", "timeout": "5000000", "analyzeduration": "1000000"}
@@ -51,7 +51,7 @@ def pyav_read(url: str, out: Path, stop: threading.Event) -> None:
 def pyav_copy(url: str, out: Path, stop: threading.Event) -> None:
     import av
 
-    from edgenvr.segment_files import MP4_OPTIONS
+    from edgenvr.recording.segment_files import MP4_OPTIONS
     with av.open(url, options=RTSP_OPTIONS, timeout=(10, None)) as container:
         stream = container.streams.video[0]
         output, target, first, last_dts, files = None, None, 0, None, 0
@@ -78,9 +78,9 @@ def pyav_copy(url: str, out: Path, stop: threading.Event) -> None:
 
 
 def edgenvr_recorder(url: str, out: Path, stop: threading.Event) -> None:
-    from edgenvr.config import CameraConfig, RecordingConfig
-    from edgenvr.recorder import CameraRecorder
-    from edgenvr.storage_layout import StorageLayout
+    from edgenvr.config.records import CameraConfig, RecordingConfig
+    from edgenvr.recording.recorder import CameraRecorder
+    from edgenvr.storage.layout import StorageLayout
 
     class NoBus:
         def send(self, record: object) -> bool:

@@ -28,13 +28,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edgenvr import index_schema  # noqa: E402
-from edgenvr.config import Config, Quota, StorageConfig  # noqa: E402
-from edgenvr.index_writer import IndexWriter  # noqa: E402
-from edgenvr.retention_policy import DAY_MS, RetentionPolicy  # noqa: E402
-from edgenvr.retention_report import build_report, format_report  # noqa: E402
-from edgenvr.storage_layout import StorageLayout  # noqa: E402
-from edgenvr.timebase import now_ms  # noqa: E402
+from edgenvr.config.records import Config, Quota, StorageConfig  # noqa: E402
+from edgenvr.core.clock import SYSTEM_CLOCK  # noqa: E402
+from edgenvr.index import schema as index_schema  # noqa: E402
+from edgenvr.index.writer import IndexWriter  # noqa: E402
+from edgenvr.retention.policy import DAY_MS, RetentionPolicy  # noqa: E402
+from edgenvr.retention.report import build_report, format_report  # noqa: E402
+from edgenvr.storage.layout import StorageLayout  # noqa: E402
 
 CAMERAS = 8
 SEGMENT_MS = 10_000
@@ -63,7 +63,7 @@ def build_index(layout: StorageLayout, segments: int, t0: int) -> None:
          "half": segments // CAMERAS // 2, "held": segments // CAMERAS * 3 // 4})
     held_from = t0 + segments // CAMERAS * 3 // 4 * SEGMENT_MS
     conn.execute("INSERT INTO holds (camera, from_ms, to_ms, reason, created_ms) VALUES ('cam-0', ?, ?, 'bench', ?)",
-                 (held_from, held_from + 360 * SEGMENT_MS, now_ms()))
+                 (held_from, held_from + 360 * SEGMENT_MS, SYSTEM_CLOCK.now_ms()))
     # events for the event video (within event_days), and 1000 old offline events that expire
     conn.execute(
         """INSERT INTO events (camera, kind, start_ms, end_ms, keep_from_ms, keep_to_ms)
@@ -109,7 +109,7 @@ def main() -> int:
     layout = StorageLayout(root / "data")
     try:
         per_camera = args.segments // CAMERAS
-        at = now_ms()
+        at = SYSTEM_CLOCK.now_ms()
         t0 = at - per_camera * SEGMENT_MS
         started = time.perf_counter()
         build_index(layout, args.segments, t0)
@@ -129,14 +129,14 @@ def main() -> int:
         # middle of a segment, so the seconds the benchmark takes do not move it past the next one).
         cutoff = t0 + victims // CAMERAS * SEGMENT_MS - SEGMENT_MS // 2
         storage = StorageConfig(data_dir=layout.data_dir, quota=Quota(bytes=10**18), min_free_bytes=0,
-                                max_age_days=(now_ms() - cutoff) / DAY_MS, event_days=30)
+                                max_age_days=(SYSTEM_CLOCK.now_ms() - cutoff) / DAY_MS, event_days=30)
         config = Config(storage=storage)
         report_before = timed_report(conn, config, layout)
         started = time.perf_counter()
         writer = IndexWriter(conn)   # reads the indexed byte total once, as at start-up
         writer_init = time.perf_counter() - started
         storage = StorageConfig(data_dir=layout.data_dir, quota=Quota(bytes=10**18), min_free_bytes=0,
-                                max_age_days=(now_ms() - cutoff) / DAY_MS, event_days=30)
+                                max_age_days=(SYSTEM_CLOCK.now_ms() - cutoff) / DAY_MS, event_days=30)
         config = Config(storage=storage)
         policy = RetentionPolicy(config, layout, writer)
         started = time.perf_counter()

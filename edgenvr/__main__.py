@@ -1,5 +1,5 @@
 """`python -m edgenvr` runs the command line."""
 
-from edgenvr.cli import main
+from edgenvr.cli.main import main
 
 raise SystemExit(main())

@@ -1,4 +1,9 @@
-"""Shared test fixtures: real test cameras (GStreamer RTSP server), real edgenvr processes, real files."""
+"""Shared test fixtures: real test cameras (GStreamer RTSP server), real edgenvr processes, real files.
+
+Tests are marked by what they use (`pytest_collection_modifyitems` below), so `pytest -m "not rtsp and not
+slow"` runs the fast layer alone: `rtsp` for the GStreamer RTSP test camera, `slow` for real edgenvr
+supervisors and other subprocesses.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,48 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from edgenvr.camera_simulator import make_clip, simulator_unavailable_reason
+from edgenvr.simulator import make_clip, simulator_unavailable_reason
 
 CLIP_CACHE = Path(os.environ.get("EDGENVR_TEST_CLIPS", "/tmp/edgenvr-test-clips"))
+
+# What makes a test `rtsp` or `slow`: fixtures it requests (directly or through other fixtures), or names
+# that its code or its fixtures' code uses (nested functions included).
+RTSP_FIXTURES = {"simulator_ready"}
+RTSP_NAMES = {"SimulatedCamera", "simulator_unavailable_reason"}
+SLOW_FIXTURES = {"supervisors"}
+SLOW_NAMES = {"start_supervisor", "edgenvr", "Popen", "run_supervisor"}
+
+
+def _names_used(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for constant in code.co_consts:
+        if isinstance(constant, types.CodeType):
+            names |= _names_used(constant)
+    return names
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if not isinstance(item, pytest.Function):
+            continue
+        fixtures = set(item.fixturenames)
+        names = _names_used(item.function.__code__)
+        for fixture in fixtures:  # pytest has no public way to a fixture's function
+            for definition in item._fixtureinfo.name2fixturedefs.get(fixture, ()):
+                code = getattr(definition.func, "__code__", None)
+                if code is not None:
+                    names |= _names_used(code)
+        if fixtures & RTSP_FIXTURES or names & RTSP_NAMES:
+            item.add_marker(pytest.mark.rtsp)
+        if fixtures & SLOW_FIXTURES or names & SLOW_NAMES:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -19,20 +19,14 @@ import av
 import numpy as np
 import pytest
 
-from edgenvr.camera_simulator import (
-    SimulatedCamera,
-    SimulatorError,
-    decode_frame_counter,
-    make_clip,
-    simulator_unavailable_reason,
-)
+from edgenvr.simulator import SimulatedCamera, SimulatorError, decode_frame_counter, make_clip, simulator_unavailable_reason
 
 FPS = 25
 WIDTH, HEIGHT = 320, 240
 CLIP_FRAMES = 4 * FPS  # make_clip's default 4 s
 OPEN_OPTIONS = {"rtsp_transport": "tcp", "timeout": "5000000"}
 OPEN_TIMEOUT = (10, 5)
-# What "the read failed" looks like when the camera stops answering (FIELD-NOTES).
+# What "the read failed" looks like when the camera stops answering (measured).
 READ_FAILURES = (av.error.FFmpegError, TimeoutError, OSError)
 
 
@@ -333,7 +327,7 @@ def test_server_dies_with_its_parent(clips: dict[str, Path], tmp_path: Path) -> 
     script = textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
-        from edgenvr.camera_simulator import SimulatedCamera
+        from edgenvr.simulator import SimulatedCamera
         cam = SimulatedCamera({{"cam": (Path({str(clips["h264"])!r}), "h264")}})
         cam.start()
         print(cam.pid, flush=True)

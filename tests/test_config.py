@@ -4,23 +4,26 @@ camera passwords never leak into messages or reprs."""
 
 from __future__ import annotations
 
+import re
+import tomllib
 from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 
-from edgenvr.config import (
+from edgenvr.config.checking import ConfigError, load_config, parse_config
+from edgenvr.config.keys import ConfigKey, Kind
+from edgenvr.config.records import (
+    CONFIG_KEYS,
     CameraConfig,
     Config,
-    ConfigError,
     Quota,
     RecordingConfig,
     StorageConfig,
-    config_to_toml,
-    load_config,
-    parse_config,
-    parse_size,
 )
-from edgenvr.url_redaction import redact_text, redact_url
+from edgenvr.config.values import parse_size
+from edgenvr.config.writing import config_example, config_reference, config_to_toml
+from edgenvr.core.url_redaction import redact_text, redact_url
 
 PASSWORD = "S3cr3t-pw"
 MAIN_URL = f"rtsp://admin:{PASSWORD}@192.0.2.10:554/Streaming/Channels/101"
@@ -568,3 +571,74 @@ def test_the_config_shown_in_the_readme_is_valid() -> None:
     block = readme.split("```toml", 1)[1].split("```", 1)[0]
     config = parse_config(block)
     assert config.camera("gudang-1").motion.zones[0].name == "pintu"
+
+
+# --- the key descriptions: one source for defaults, checks and the documentation ----------
+
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_the_documented_example_config_parses_to_the_defaults() -> None:
+    assert parse_config(config_example()) == Config(storage=StorageConfig(data_dir=Path("/var/lib/edgenvr")))
+
+
+def test_docs_config_md_is_what_the_key_descriptions_generate() -> None:
+    written = (ROOT / "docs" / "config.md").read_text(encoding="utf-8")
+    assert written == config_reference(), "out of date: python -m edgenvr.config.writing > docs/config.md"
+
+
+def _key_paths(table: dict[str, Any], section: str = "") -> Iterator[str]:
+    for name, value in table.items():
+        path = f"{section}.{name}" if section else name
+        if isinstance(value, dict):
+            yield from _key_paths(value, path)
+        elif isinstance(value, list) and value and all(isinstance(entry, dict) for entry in value):
+            for entry in value:
+                yield from _key_paths(entry, path)
+        else:
+            yield path
+
+
+def test_the_readme_example_uses_described_keys_and_leaves_defaults_to_the_reference() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("```toml", 1)[1].split("```", 1)[0]
+    assert set(_key_paths(tomllib.loads(block))) <= {key.path for key in CONFIG_KEYS}
+    # Defaults restated in comments ("# sweep_seconds = 10") go stale; docs/config.md lists them all.
+    assert re.search(r"#.*\b[a-z_]+ = ", block) is None, block
+    assert "docs/config.md" in readme
+
+
+def _with_setting(key: ConfigKey, value: str) -> str:
+    if key.section == "cameras":
+        return CAMERA + f"{key.name} = {value}\n"
+    if key.section == "cameras.motion":
+        return CAMERA + f"[cameras.motion]\n{key.name} = {value}\n"
+    return f"[{key.section}]\n{key.name} = {value}\n"
+
+
+def _problems(text: str) -> list[str]:
+    try:
+        parse_config(text)
+    except ConfigError as error:
+        return error.problems
+    return []
+
+
+@pytest.mark.parametrize("key", [key for key in CONFIG_KEYS if key.kind in (Kind.NUMBER, Kind.WHOLE_NUMBER)],
+                         ids=lambda key: key.path)
+def test_every_number_is_checked_against_its_described_bounds(key: ConfigKey) -> None:
+    where = (key.path.replace("cameras", "cameras[0]", 1) if key.section.startswith("cameras") else key.path) + ": "
+    step = 1 if key.kind is Kind.WHOLE_NUMBER else 0.5
+
+    def rejected(value: float | str) -> bool:
+        problems = _problems(_with_setting(key, str(value)))
+        return len(problems) == 1 and problems[0].startswith(where)
+
+    assert rejected('"ten"')
+    if key.greater_than is not None:
+        assert rejected(key.greater_than) and not _problems(_with_setting(key, str(key.greater_than + step)))
+    if key.at_least is not None:
+        assert rejected(key.at_least - step) and not _problems(_with_setting(key, str(key.at_least)))
+    if key.at_most is not None:
+        assert rejected(key.at_most + step) and not _problems(_with_setting(key, str(key.at_most)))

@@ -12,12 +12,12 @@ import re
 import time
 from pathlib import Path
 
-from edgenvr.camera_simulator import SimulatedCamera
-from edgenvr.index_queries import open_readonly
-from edgenvr.index_reconcile import check_consistency
-from edgenvr.storage_layout import StorageLayout
-
 from conftest import RunningSupervisor, config_text, start_supervisor
+
+from edgenvr.index.queries import open_readonly
+from edgenvr.index.reconcile import check_consistency
+from edgenvr.simulator import SimulatedCamera
+from edgenvr.storage.layout import StorageLayout
 
 KILLS = 20
 
@@ -76,7 +76,7 @@ def test_killed_recorder_process_is_restarted_and_other_cameras_keep_recording(
     import os
     import signal
 
-    from edgenvr.index_queries import gaps
+    from edgenvr.index.queries import gaps
 
     with SimulatedCamera({"a": (h264_clip, "h264"), "b": (h264_clip, "h264")}, log_path=tmp_path / "cam.log") as camera:
         layout = StorageLayout(tmp_path / "data")

@@ -12,15 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
-
-from edgenvr import index_schema
-from edgenvr.camera_simulator import SimulatedCamera
-from edgenvr.index_queries import gaps, open_readonly, segments
-from edgenvr.index_reconcile import check_consistency, reconcile
-from edgenvr.index_writer import IndexWriter
-from edgenvr.storage_layout import StorageLayout, partial_path
-
 from conftest import RunningSupervisor, config_text, edgenvr, start_supervisor
+
+from edgenvr.index import schema as index_schema
+from edgenvr.index.queries import gaps, open_readonly, segments
+from edgenvr.index.reconcile import check_consistency, reconcile
+from edgenvr.index.writer import IndexWriter
+from edgenvr.simulator import SimulatedCamera
+from edgenvr.storage.layout import StorageLayout, partial_path
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """Motion detection as a user relies on it: people walking by are events with the right start
 and end, lights, IR and sensor noise are not, zones and ignore masks do what they say.
 
-Checked on labelled synthetic clips (``edgenvr.labelled_scenes``) decoded with PyAV and fed
+Checked on labelled synthetic clips (``edgenvr.simulator.labelled_scenes``) decoded with PyAV and fed
 to the detector at 5 fps and 320x180, as the detector process will; no RTSP needed.
 """
 
@@ -14,27 +14,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import CLIP_CACHE
-from edgenvr.camera_simulator import decode_frame_counter
-from edgenvr.config import MotionConfig, Polygon, Zone
-from edgenvr.labelled_scenes import (
-    LEFT_THIRD,
-    RIGHT_THIRD,
-    SCENES,
-    MotionTruth,
-    SceneTruth,
-    analysis_frames,
-    counter_ignore_polygon,
-    make_scene_clip,
-)
-from edgenvr.motion_detector import (
+
+from edgenvr.config.records import MotionConfig, Polygon, Zone
+from edgenvr.detection.motion_detector import (
     MotionDetector,
     MotionEvent,
     MotionEventTracker,
     MotionResult,
 )
-from edgenvr.tamper_detector import TamperDetector
+from edgenvr.detection.tamper_detector import TamperDetector
+from edgenvr.simulator import decode_frame_counter
+from edgenvr.simulator import LEFT_THIRD, MotionTruth, RIGHT_THIRD, SCENES, SceneTruth, analysis_frames, counter_ignore_polygon, make_scene_clip
 
 WIDTH, HEIGHT = 320, 180  # analysis size
 ANALYSIS_FPS = 5.0

@@ -18,10 +18,10 @@ import av
 import numpy as np
 import pytest
 
-from edgenvr.camera_simulator import SimulatedCamera, decode_frame_counter
-from edgenvr.config import Polygon
-from edgenvr.labelled_scenes import LEFT_THIRD, SceneTruth, counter_ignore_polygon, make_scene_clip
-from edgenvr.storage_layout import StorageLayout
+from edgenvr.config.records import Polygon
+from edgenvr.simulator import SimulatedCamera, decode_frame_counter
+from edgenvr.simulator import LEFT_THIRD, SceneTruth, counter_ignore_polygon, make_scene_clip
+from edgenvr.storage.layout import StorageLayout
 from tests.conftest import CLIP_CACHE, config_text, edgenvr, start_supervisor
 
 pytestmark = pytest.mark.usefixtures("simulator_ready")
@@ -250,15 +250,15 @@ def test_events_left_open_by_a_killed_run_are_closed_at_start_up_except_tamper_f
     """A motion event whose close was lost with a killed run must not keep the camera's video as event video
     for ever; a moved-camera flag stays until the view is re-approved; a camera that nobody watches for
     tamper any more has its tamper events closed."""
-    from edgenvr import index_schema
-    from edgenvr.index_writer import IndexWriter
-    from edgenvr.records import EventRecord
-    from edgenvr.timebase import now_ms
+    from edgenvr.core.clock import SYSTEM_CLOCK
+    from edgenvr.core.records import EventRecord
+    from edgenvr.index import schema as index_schema
+    from edgenvr.index.writer import IndexWriter
 
     data_dir = tmp_path / "data"
     layout = StorageLayout(data_dir)
     writer = IndexWriter(index_schema.connect(layout.index_path))
-    start = now_ms() - 60_000
+    start = SYSTEM_CLOCK.now_ms() - 60_000
     writer.add_event(EventRecord("gate", "motion", start))
     writer.add_event(EventRecord("gate", "tamper", start, subkind="moved"))
     writer.add_event(EventRecord("removed", "tamper", start, subkind="covered"))

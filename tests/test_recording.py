@@ -17,13 +17,12 @@ from typing import Iterator
 
 import av
 import pytest
-
-from edgenvr.camera_simulator import SimulatedCamera, make_clip
-from edgenvr.index_queries import camera_states, events, gaps, open_readonly, segments
-from edgenvr.storage_layout import StorageLayout
-from edgenvr.timebase import now_ms
-
 from conftest import CLIP_CACHE, config_text, start_supervisor
+
+from edgenvr.core.clock import SYSTEM_CLOCK
+from edgenvr.index.queries import camera_states, events, gaps, open_readonly, segments
+from edgenvr.simulator import SimulatedCamera, make_clip
+from edgenvr.storage.layout import StorageLayout
 
 RUN_SECONDS = 70
 UNPLUG_AT, UNPLUG_FOR = 15, 20
@@ -76,7 +75,7 @@ def _watch_states(layout: StorageLayout, scenario: Scenario, stop: threading.Eve
                     current = (row["state"], row["state_reason"])
                     if last.get(row["id"]) != current:
                         last[row["id"]] = current
-                        scenario.transitions.append((now_ms(), row["id"], *current))
+                        scenario.transitions.append((SYSTEM_CLOCK.now_ms(), row["id"], *current))
         except FileNotFoundError:
             pass
         stop.wait(0.5)
@@ -117,7 +116,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory, h264_clip: Path, h265_cli
     supervisor = start_supervisor(config_path, root / "edgenvr.log")
     try:
         supervisor.wait_for_log("recording 8 cameras")
-        scenario.started_ms = now_ms()
+        scenario.started_ms = SYSTEM_CLOCK.now_ms()
         watcher.start()
         t0 = time.monotonic()
 
@@ -126,17 +125,17 @@ def scenario(tmp_path_factory: pytest.TempPathFactory, h264_clip: Path, h265_cli
 
         at(FREEZE_AT)
         servers["frozen"].freeze()
-        scenario.frozen_ms = now_ms()
+        scenario.frozen_ms = SYSTEM_CLOCK.now_ms()
         at(UNPLUG_AT)
         servers["unplugged"].stop()
-        scenario.unplugged_ms = now_ms()
+        scenario.unplugged_ms = SYSTEM_CLOCK.now_ms()
         at(UNPLUG_AT + UNPLUG_FOR)
         servers["unplugged"].restart()
-        scenario.replugged_ms = now_ms()
+        scenario.replugged_ms = SYSTEM_CLOCK.now_ms()
         at(FREEZE_AT + 30)
         servers["frozen"].thaw()
         at(RUN_SECONDS)
-        scenario.stopped_ms = now_ms()
+        scenario.stopped_ms = SYSTEM_CLOCK.now_ms()
         assert supervisor.stop() == 0
     finally:
         stop_watch.set()

@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-
-from edgenvr.camera_simulator import SimulatedCamera, make_clip
-from edgenvr.config import parse_size
-from edgenvr.index_queries import open_readonly
-from edgenvr.index_reconcile import check_consistency
-from edgenvr.storage_layout import StorageLayout
-
 from conftest import CLIP_CACHE, config_text, edgenvr, start_supervisor
+
+from edgenvr.config.values import parse_size
+from edgenvr.index.queries import open_readonly
+from edgenvr.index.reconcile import check_consistency
+from edgenvr.simulator import SimulatedCamera, make_clip
+from edgenvr.storage.layout import StorageLayout
 
 RUN_SECONDS = 45
 

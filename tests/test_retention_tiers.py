@@ -25,17 +25,19 @@ from typing import Iterator
 
 import pytest
 
-from edgenvr import index_schema
-from edgenvr.cli import main as cli_main
-from edgenvr.config import Config, load_config
-from edgenvr.holds import add_hold
-from edgenvr.index_queries import open_readonly
-from edgenvr.index_reconcile import check_consistency, reconcile
-from edgenvr.index_writer import IndexWriter
-from edgenvr.records import EventRecord, ReferenceRecord, SegmentRecord
-from edgenvr.retention_policy import RetentionPolicy, index_file_bytes
-from edgenvr.storage_layout import StorageLayout, write_durably
-from edgenvr.timebase import now_ms
+from edgenvr.cli.main import main as cli_main
+from edgenvr.config.checking import load_config
+from edgenvr.config.records import Config
+from edgenvr.core.clock import SYSTEM_CLOCK
+from edgenvr.core.records import EventRecord, ReferenceRecord, SegmentRecord
+from edgenvr.index import schema as index_schema
+from edgenvr.index.queries import open_readonly
+from edgenvr.index.reconcile import check_consistency, reconcile
+from edgenvr.index.writer import IndexWriter
+from edgenvr.retention.holds import add_hold
+from edgenvr.retention.policy import RetentionPolicy, index_file_bytes
+from edgenvr.storage.durable_writes import write_durably
+from edgenvr.storage.layout import StorageLayout
 from tests.conftest import edgenvr
 
 DAY = 86_400_000
@@ -141,7 +143,7 @@ def test_short_disk_deletes_continuous_first_then_oldest_event_video_never_held(
     disk = tmpfs("disk", "16m")
     box = Box(disk / "data")
     size = 256 * KiB
-    t0 = now_ms() - 60 * MIN
+    t0 = SYSTEM_CLOCK.now_ms() - 60 * MIN
     # gate: 20 segments; an event in segments 2-3 (with 10 s/20 s padding: 1-5) and one in 8-9 (7-11);
     # a hold over 14-16. yard: 10 continuous segments, all newer than gate's event video.
     gate = [box.segment("gate", t0 + i * 10_000, size) for i in range(20)]
@@ -182,7 +184,7 @@ def test_short_disk_deletes_continuous_first_then_oldest_event_video_never_held(
 def test_only_held_video_left_and_disk_still_short_alerts_once(tmpfs, tmp_path: Path, caplog) -> None:
     disk = tmpfs("disk", "16m")
     box = Box(disk / "data")
-    t0 = now_ms() - 10 * MIN
+    t0 = SYSTEM_CLOCK.now_ms() - 10 * MIN
     segments = [box.segment("gate", t0 + i * 10_000, 256 * KiB) for i in range(8)]
     box.writer.commit()
     config = write_config(tmp_path / "c.toml", box.data_dir, {"min_free": "8MiB"})
@@ -191,7 +193,7 @@ def test_only_held_video_left_and_disk_still_short_alerts_once(tmpfs, tmp_path: 
     with open(disk / "someone-elses-file", "wb") as filler:
         os.posix_fallocate(filler.fileno(), 0, filler_size)
     policy = box.policy(config)
-    with caplog.at_level(logging.WARNING, logger="edgenvr.retention_policy"):
+    with caplog.at_level(logging.WARNING, logger="edgenvr.retention.policy"):
         policy.sweep()
         policy.sweep()
     assert box.segments() == set(segments[5:8]), "held video is never deleted, however short the disk"
@@ -208,7 +210,7 @@ def test_only_held_video_left_and_disk_still_short_alerts_once(tmpfs, tmp_path: 
 def test_legal_maximum_deletes_continuous_and_event_video_but_holds_survive(tmpfs, tmp_path: Path) -> None:
     disk = tmpfs("disk", "16m")
     box = Box(disk / "data")
-    now = now_ms()
+    now = SYSTEM_CLOCK.now_ms()
     old = [box.segment("gate", now - 40 * DAY + i * 10_000) for i in range(6)]
     recent = [box.segment("gate", now - 10 * DAY + i * 10_000) for i in range(3)]
     kept_snapshot = box.event("gate", old[1][1] + 1000, old[1][1] + 5000, snapshot=True)     # inside the hold
@@ -244,7 +246,7 @@ def test_a_file_that_cannot_be_deleted_is_retried_next_sweep_and_does_not_stop_t
     sweep; the sweep does not spin on it, and everything else due is deleted."""
     disk = tmpfs("disk", "16m")
     box = Box(disk / "data")
-    now = now_ms()
+    now = SYSTEM_CLOCK.now_ms()
     old = [box.segment("gate", now - 40 * DAY + i * 10_000) for i in range(4)]
     box.writer.commit()
     stuck = box.layout.segment_path(*old[1])
@@ -272,7 +274,7 @@ def test_a_full_disk_whose_only_video_cannot_be_deleted_does_not_hang_the_sweep(
     tries again, and the files come back to the ring once the commit unmarks them."""
     disk = tmpfs("disk", "16m")
     box = Box(disk / "data")
-    now = now_ms()
+    now = SYSTEM_CLOCK.now_ms()
     old = [box.segment("gate", now - 3_600_000 + i * 10_000) for i in range(3)]
     box.writer.commit()
     for segment in old:
@@ -292,7 +294,7 @@ def test_a_full_disk_whose_only_video_cannot_be_deleted_does_not_hang_the_sweep(
 def test_per_camera_days_override_storage_and_unknown_cameras_get_storage_days(tmpfs, tmp_path: Path) -> None:
     disk = tmpfs("disk", "16m")
     box = Box(disk / "data")
-    now = now_ms()
+    now = SYSTEM_CLOCK.now_ms()
     ages = (1, 3, 7, 12, 25)  # days
     by_age = {camera: {age: box.segment(camera, now - age * DAY) for age in ages} for camera in ("gate", "yard", "old")}
     for camera in ("gate", "yard", "old"):  # an event on every segment 3 and 12 days old: event video
@@ -320,7 +322,7 @@ def test_expired_event_gives_its_video_back_to_the_ring_not_a_hole_in_it(tmpfs, 
     past event_days stops protecting its video; that video must not be cut out of the continuous record."""
     disk = tmpfs("disk", "16m")
     box = Box(disk / "data")
-    now = now_ms()
+    now = SYSTEM_CLOCK.now_ms()
     run = [box.segment("gate", now - 9 * DAY + i * 10_000) for i in range(6)]
     box.event("gate", run[2][1] + 1000, run[3][1] + 1000, snapshot=True)
     # a camera covered for 9 days and still covered: its open tamper event keeps video, but not forever
@@ -352,7 +354,7 @@ def _cli(capsys, *args: str) -> tuple[int, str, str]:
 def test_hold_add_list_release_through_the_cli(tmpfs, tmp_path: Path, capsys) -> None:
     disk = tmpfs("disk", "16m")
     box = Box(disk / "data")
-    t0 = now_ms() - 30 * MIN
+    t0 = SYSTEM_CLOCK.now_ms() - 30 * MIN
     segments = [box.segment("gate", t0 + i * 10_000) for i in range(12)]
     box.event("gate", segments[6][1] + 1000, segments[6][1] + 3000)
     box.writer.commit()
@@ -394,7 +396,7 @@ def test_hold_add_list_release_through_the_cli(tmpfs, tmp_path: Path, capsys) ->
 def test_hold_bad_input_is_refused_with_a_clear_message(tmpfs, tmp_path: Path, capsys) -> None:
     disk = tmpfs("disk", "16m")
     box = Box(disk / "data")
-    box.segment("gate", now_ms() - MIN)
+    box.segment("gate", SYSTEM_CLOCK.now_ms() - MIN)
     box.writer.commit()
     config_path = tmp_path / "c.toml"
     write_config(config_path, box.data_dir)
@@ -437,7 +439,7 @@ def test_hold_bad_input_is_refused_with_a_clear_message(tmpfs, tmp_path: Path, c
 def test_hold_added_while_the_supervisor_commits_waits_for_it_and_holds(tmpfs, tmp_path: Path, capsys) -> None:
     disk = tmpfs("disk", "16m")
     box = Box(disk / "data")
-    t0 = now_ms() - 10 * MIN
+    t0 = SYSTEM_CLOCK.now_ms() - 10 * MIN
     segments = [box.segment("gate", t0 + i * 10_000) for i in range(6)]
     box.segment("retired", t0)  # recorded once, since removed from the config: its video can still be held
     box.writer.commit()
@@ -475,11 +477,11 @@ def test_hold_added_while_the_supervisor_commits_waits_for_it_and_holds(tmpfs, t
 
 _SWEEPER = """
 import sys
-from edgenvr import index_schema
-from edgenvr.config import load_config
-from edgenvr.index_writer import IndexWriter
-from edgenvr.retention_policy import RetentionPolicy
-from edgenvr.storage_layout import StorageLayout
+from edgenvr.index import schema as index_schema
+from edgenvr.config.checking import load_config
+from edgenvr.index.writer import IndexWriter
+from edgenvr.retention.policy import RetentionPolicy
+from edgenvr.storage.layout import StorageLayout
 config = load_config(sys.argv[1])
 layout = StorageLayout(config.storage.data_dir)
 policy = RetentionPolicy(config, layout, IndexWriter(index_schema.connect(layout.index_path)))
@@ -497,7 +499,7 @@ def test_sweep_killed_at_random_points_keeps_what_it_must(tmpfs, tmp_path: Path)
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
     box = Box(disk / "template")
-    now = now_ms()
+    now = SYSTEM_CLOCK.now_ms()
     # 3000 segments, 10 s every 144 s from 6 days to 1.2 days ago: all past max_age_days = 1.
     starts = [now - 6 * DAY + i * 144_000 for i in range(3000)]
     for start in starts:
@@ -589,7 +591,7 @@ def test_sweep_killed_at_random_points_keeps_what_it_must(tmpfs, tmp_path: Path)
 def test_retention_report_shows_days_next_sweep_and_when_the_disk_fills(tmpfs, tmp_path: Path, capsys) -> None:
     disk = tmpfs("disk", "16m")
     box = Box(disk / "data")
-    now = now_ms()
+    now = SYSTEM_CLOCK.now_ms()
     size = 100_000
     # gate: 4 continuous segments 3 days old (past max_age_days 2.5); a motion event 2 days old (past
     # event_days 1.5) in a run of 5 segments, its padding reaching 1-4; held video 1 day old; 36 segments

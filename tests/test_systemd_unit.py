@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import config_text
 
 UNIT = Path(__file__).resolve().parent.parent / "systemd" / "edgenvr.service"

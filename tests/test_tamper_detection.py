@@ -2,7 +2,7 @@
 alarm of the right kind within 30 s; light changes, the IR switch, people walking by or
 standing in front of the lens for a moment raise none; re-approving the view clears "moved".
 
-Checked on labelled synthetic clips (``edgenvr.labelled_scenes``) decoded with PyAV and fed
+Checked on labelled synthetic clips (``edgenvr.simulator.labelled_scenes``) decoded with PyAV and fed
 at 5 fps and 320x180, the reference view approved 2 s into each clip.
 """
 
@@ -12,17 +12,11 @@ import functools
 
 import numpy as np
 import pytest
-
 from conftest import CLIP_CACHE
-from edgenvr.config import MotionConfig
-from edgenvr.labelled_scenes import (
-    SCENES,
-    SceneTruth,
-    analysis_frames,
-    counter_ignore_polygon,
-    make_scene_clip,
-)
-from edgenvr.tamper_detector import TamperChange, TamperDetector
+
+from edgenvr.config.records import MotionConfig
+from edgenvr.detection.tamper_detector import TamperChange, TamperDetector
+from edgenvr.simulator import SCENES, SceneTruth, analysis_frames, counter_ignore_polygon, make_scene_clip
 
 WIDTH, HEIGHT = 320, 180
 REFERENCE_AT_MS = 2000

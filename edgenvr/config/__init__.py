@@ -1,0 +1,1 @@
+"""The TOML configuration: its model, validation with key paths, writing it back."""

@@ -1,0 +1,548 @@
+"""Reading a config file: TOML text in, a validated ``Config`` out, or a ``ConfigError`` listing every problem.
+
+This module owns every rule about what a valid configuration is. The generic ones (unknown keys, types,
+bounds, defaults) come from the key descriptions on the records (records.py); the special ones are here:
+sizes and quotas, the data directory, camera ids (``edgenvr.core.camera_ids``), camera URLs, zones and
+polygons. Validation collects every problem in one pass, each message starting with the key path it is
+about, so ``edgenvr check-config`` can show a user everything to fix at once. Parsing is done by the
+standard library's ``tomllib``.
+
+Camera URLs carry passwords. No message produced here contains one; see ``edgenvr.core.url_redaction``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+import tomllib
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Any, Iterable
+from urllib.parse import urlsplit
+
+from edgenvr.config.keys import ConfigKey, Kind, keys_of
+from edgenvr.config.records import (
+    TOP_LEVEL_KEYS,
+    CameraConfig,
+    Config,
+    MotionConfig,
+    Point,
+    Polygon,
+    Quota,
+    RecordingConfig,
+    StorageConfig,
+    Zone,
+    section_keys,
+)
+from edgenvr.config.values import parse_size, plain_number, quote
+from edgenvr.core.camera_ids import CAMERA_ID_RULE, is_camera_id
+from edgenvr.core.url_redaction import redact_text, redact_url
+
+_URL_SCHEMES = ("rtsp", "rtsps")
+_PERCENT_TEXT = re.compile(r"\s*([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))\s*%\s*")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; ``problems`` lists every reason.
+
+    ``str()`` gives the problems one per line, each starting with the key path
+    (or the file name, for problems with the file itself).
+    """
+
+    def __init__(self, problems: Iterable[str] | str) -> None:
+        if isinstance(problems, str):
+            problems = [problems]
+        # Messages about URLs are built with redact_url already; redacting
+        # again here means a value echoed from an unexpected place (a URL
+        # pasted under the wrong key) cannot carry a password out either.
+        self.problems: list[str] = [redact_text(problem) for problem in problems]
+        super().__init__("\n".join(self.problems))
+
+    def __str__(self) -> str:
+        return "\n".join(self.problems)
+
+
+def parse_config(text: str, source: str = "<string>") -> Config:
+    """Parse and validate config TOML ``text``; raise ConfigError listing every problem.
+
+    ``source`` names where the text came from, for messages and
+    ``Config.source``. A relative ``storage.data_dir`` is taken relative to
+    the current directory.
+    """
+    return _parse(text, source, Path.cwd())
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate the config file at ``path``.
+
+    A relative ``storage.data_dir`` is taken relative to the file's directory,
+    so a config keeps meaning the same thing whatever directory the service is
+    started from. A missing or unreadable file is a ConfigError naming it.
+    """
+    config_path = Path(path)
+    try:
+        raw = config_path.read_bytes()
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ConfigError([f"{config_path}: cannot read config file: {reason}"]) from None
+    try:
+        # utf-8-sig: editors on Windows like to prepend a byte-order mark,
+        # which tomllib would reject as an invalid character.
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            [f"{config_path}: not UTF-8 text (invalid byte at offset {error.start})"]
+        ) from None
+    return _parse(text, str(config_path), config_path.absolute().parent)
+
+
+def _parse(text: str, source: str, base_dir: Path) -> Config:
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        # tomllib's message already ends with "(at line N, column M)".
+        raise ConfigError([f"{source}: invalid TOML: {error}"]) from None
+
+    checker = _Checker(base_dir)
+    checker.check_keys(document, "", TOP_LEVEL_KEYS)
+    storage = StorageConfig(**checker.values(checker.section(document, "storage"), "storage",
+                                             section_keys("storage")))
+    recording = RecordingConfig(**checker.values(checker.section(document, "recording"), "recording",
+                                                 section_keys("recording")))
+    motion_table = checker.section(document, "motion")
+    motion_defaults = MotionConfig(**checker.values(motion_table, "motion", keys_of(MotionConfig, "motion")))
+    config_values = checker.values(motion_table, "motion", keys_of(Config, "motion"))
+    cameras = checker.cameras(document.get("cameras", []), motion_defaults)
+    config_values |= checker.values(checker.section(document, "logging"), "logging", keys_of(Config, "logging"))
+    if checker.problems:
+        raise ConfigError(checker.problems)
+    return Config(storage=storage, recording=recording, cameras=cameras, source=source, **config_values)
+
+
+class _Checker:
+    """Reads values out of the parsed TOML, recording every problem found.
+
+    Each reader returns a usable stand-in value when the real one is bad, so
+    checking continues and the user sees all problems at once; the caller
+    builds a Config only when ``problems`` stays empty.
+    """
+
+    def __init__(self, base_dir: Path) -> None:
+        self.problems: list[str] = []
+        self.base_dir = base_dir   # what a relative data_dir is relative to
+
+    def add(self, where: str, message: str) -> None:
+        self.problems.append(f"{where}: {message}")
+
+    def check_keys(self, table: dict[str, Any], prefix: str, allowed: tuple[str, ...]) -> None:
+        # Unknown keys are errors: a typo like "qouta" silently ignored would
+        # leave the default quota in force and fill the disk.
+        for key in table:
+            if key in allowed:
+                continue
+            close = difflib.get_close_matches(key, allowed, n=1)
+            if close:
+                hint = f'did you mean "{close[0]}"?'
+            else:
+                hint = "known keys: " + ", ".join(allowed)
+            self.add(_key_path(prefix, key), f"unknown key ({hint})")
+
+    def section(self, document: dict[str, Any], name: str) -> dict[str, Any]:
+        value = document.get(name, {})
+        if not isinstance(value, dict):
+            self.add(name, f"expected a table ([{name}]), got {_describe(value)}")
+            return {}
+        self.check_keys(value, name, tuple(key.name for key in section_keys(name)))
+        return value
+
+    def values(self, table: dict[str, Any], prefix: str, keys: Iterable[ConfigKey],
+               defaults: object | None = None) -> dict[str, Any]:
+        """Each key's value from ``table`` by record attribute, for building the record.
+
+        An absent key gets its described default, or ``defaults``' value of the same attribute when given.
+        """
+        return {key.attribute: self.value(table, prefix, key,
+                                          key.default if defaults is None else getattr(defaults, key.attribute))
+                for key in keys}
+
+    def value(self, table: dict[str, Any], prefix: str, key: ConfigKey, default: Any) -> Any:
+        name = key.name
+        match key.kind:
+            case Kind.NUMBER:
+                return self.number(table, prefix, name, default, greater_than=key.greater_than,
+                                   at_least=key.at_least, at_most=key.at_most)
+            case Kind.WHOLE_NUMBER:
+                assert key.at_least is not None and key.at_most is not None
+                return self.whole_number(table, prefix, name, default, int(key.at_least), int(key.at_most))
+            case Kind.BOOLEAN:
+                return self.boolean(table, prefix, name, default)
+            case Kind.SIZE:
+                return self.size(table, prefix, name, default)
+            case Kind.QUOTA:
+                return self.quota(table, prefix, name, default)
+            case Kind.PATH:
+                return self.data_dir(table, prefix, name, default)
+            case Kind.LOG_LEVEL:
+                return self.log_level(table, prefix, key)
+            case Kind.ZONES:
+                return self.zones(table.get(name, []), _key_path(prefix, name))
+            case Kind.POLYGONS:
+                return tuple(self.polygon(entry, f"{_key_path(prefix, name)}[{i}]")
+                             for i, entry in enumerate(self.array(table, prefix, name)))
+        raise AssertionError(f"{key.path}: {key.kind} is read by its table's own reader")
+
+    # --- typed readers ---
+
+    def number(
+        self,
+        table: dict[str, Any],
+        prefix: str,
+        key: str,
+        default: float | None,
+        *,
+        greater_than: float | None = None,
+        at_least: float | None = None,
+        at_most: float | None = None,
+    ) -> float | None:
+        if key not in table:
+            return default
+        where = _key_path(prefix, key)
+        value = table[key]
+        # bool is an int subclass; `segment_seconds = true` is a mistake.
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.add(where, f"expected a number, got {_describe(value)}")
+            return default
+        try:
+            number = float(value)
+        except OverflowError:
+            self.add(where, f"{value} is too large")
+            return default
+        if not math.isfinite(number):
+            self.add(where, f"expected a finite number, got {value}")
+            return default
+        if greater_than is not None and not number > greater_than:
+            self.add(where, f"must be more than {plain_number(greater_than)}, got {plain_number(number)}")
+        elif at_least is not None and not number >= at_least:
+            self.add(where, f"must be {plain_number(at_least)} or more, got {plain_number(number)}")
+        elif at_most is not None and not number <= at_most:
+            self.add(where, f"must be at most {plain_number(at_most)}, got {plain_number(number)}")
+        return number
+
+    def whole_number(self, table: dict[str, Any], prefix: str, key: str, default: int,
+                     at_least: int, at_most: int) -> int:
+        value = table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.add(_key_path(prefix, key), f"expected a whole number, got {_describe(value)}")
+            return default
+        if not at_least <= value <= at_most:
+            self.add(_key_path(prefix, key), f"must be from {at_least} to {at_most}, got {value}")
+            return default
+        return value
+
+    def string(self, table: dict[str, Any], prefix: str, key: str) -> str | None:
+        """The string at ``key``, or None if it is absent or not a string."""
+        if key not in table:
+            return None
+        value = table[key]
+        if not isinstance(value, str):
+            self.add(_key_path(prefix, key), f"expected a string, got {_describe(value)}")
+            return None
+        return value
+
+    def boolean(self, table: dict[str, Any], prefix: str, key: str, default: bool) -> bool:
+        if key not in table:
+            return default
+        value = table[key]
+        if not isinstance(value, bool):
+            self.add(_key_path(prefix, key), f"expected true or false, got {_describe(value)}")
+            return default
+        return value
+
+    def size(self, table: dict[str, Any], prefix: str, key: str, default: int) -> int:
+        if key not in table:
+            return default
+        where = _key_path(prefix, key)
+        value = table[key]
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            self.add(where, f'expected a size like "2GB" or a whole number of bytes, got {_describe(value)}')
+            return 0
+        try:
+            return parse_size(value)
+        except ValueError as error:
+            self.add(where, str(error))
+            return 0
+
+    def quota(self, table: dict[str, Any], prefix: str, key: str, default: Quota) -> Quota:
+        if key not in table:
+            return default
+        where = _key_path(prefix, key)
+        value = table[key]
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            self.add(where, f'expected a percentage like "85%" or a size like "400GB", got {_describe(value)}')
+            return default
+        try:
+            return parse_quota(value)
+        except ValueError as error:
+            self.add(where, str(error))
+            return default
+
+    def data_dir(self, table: dict[str, Any], prefix: str, key: str, default: Path) -> Path:
+        where = _key_path(prefix, key)
+        raw = self.string(table, prefix, key)
+        if raw is None:
+            return default
+        if not raw.strip():
+            self.add(where, "must not be empty")
+            return default
+        if "\0" in raw:
+            self.add(where, "must not contain a NUL character")
+            return default
+        try:
+            path = Path(raw).expanduser()
+        except RuntimeError:
+            self.add(where, f"cannot expand {quote(raw)}: home directory unknown")
+            return default
+        if not path.is_absolute():
+            # normpath, not resolve(): the data disk may be a symlinked mount
+            # and the configured spelling is what the operator recognises.
+            path = Path(os.path.normpath(self.base_dir / path))
+        return path
+
+    def log_level(self, table: dict[str, Any], prefix: str, key: ConfigKey) -> str:
+        level = self.string(table, prefix, key.name)
+        if level is None:
+            return str(key.default)
+        if level.lower() not in key.choices:
+            self.add(_key_path(prefix, key.name),
+                     f"{quote(level)} is not a log level: use one of {', '.join(key.choices)}")
+            return str(key.default)
+        return level.lower()
+
+    def array(self, table: dict[str, Any], prefix: str, key: str) -> list[Any]:
+        value = table.get(key, [])
+        if not isinstance(value, list):
+            self.add(_key_path(prefix, key), f"expected an array, got {_describe(value)}")
+            return []
+        return value
+
+    def polygon(self, value: Any, where: str) -> Polygon:
+        rule = "a polygon is [[x, y], [x, y], [x, y], ...]: 3 or more points, each 0..1 of the picture"
+        if not isinstance(value, list) or len(value) < 3:
+            self.add(where, f"{rule}; got {_describe(value)}" + (f" of {len(value)}" if isinstance(value, list) else ""))
+            return ()
+        points: list[Point] = []
+        for point in value:
+            if (not isinstance(point, list) or len(point) != 2
+                    or not all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in point)
+                    or not all(0 <= c <= 1 for c in point)):
+                self.add(where, f"{rule}; got point {point!r}")
+                return ()
+            points.append((float(point[0]), float(point[1])))
+        return tuple(points)
+
+    # --- tables with rules of their own ---
+
+    def zones(self, value: Any, where: str) -> tuple[Zone, ...]:
+        if not isinstance(value, list):
+            self.add(where, f"expected an array of tables ([[...zones]]), got {_describe(value)}")
+            return ()
+        allowed = tuple(key.name for key in section_keys("cameras.motion.zones"))
+        zones: list[Zone] = []
+        for index, entry in enumerate(value):
+            prefix = f"{where}[{index}]"
+            if not isinstance(entry, dict):
+                self.add(prefix, f"expected a table with name and polygon, got {_describe(entry)}")
+                continue
+            self.check_keys(entry, prefix, allowed)
+            name = self.string(entry, prefix, "name")
+            if name is None or not name.strip():
+                self.add(f"{prefix}.name", "required: a name for the zone, shown in events")
+                continue
+            if any(zone.name == name for zone in zones):
+                self.add(f"{prefix}.name", f"duplicate zone name {quote(name)}")
+            if "polygon" not in entry:
+                self.add(f"{prefix}.polygon", "required: [[x, y], ...] with at least 3 points")
+                continue
+            zones.append(Zone(name, self.polygon(entry["polygon"], f"{prefix}.polygon")))
+        return tuple(zones)
+
+    def cameras(self, value: Any, motion_defaults: MotionConfig) -> tuple[CameraConfig, ...]:
+        if isinstance(value, dict):
+            self.add("cameras", "expected an array of tables ([[cameras]]), got a single table ([cameras])")
+            return ()
+        if not isinstance(value, list):
+            self.add("cameras", f"expected an array of tables ([[cameras]]), got {_describe(value)}")
+            return ()
+        camera_keys = section_keys("cameras")
+        # id, name, url, detect_url and motion have rules of their own, read below.
+        plain_keys = tuple(key for key in camera_keys if key.kind in (Kind.BOOLEAN, Kind.NUMBER))
+        cameras: list[CameraConfig] = []
+        first_index_of: dict[str, int] = {}
+        for index, entry in enumerate(value):
+            prefix = f"cameras[{index}]"
+            if not isinstance(entry, dict):
+                self.add(prefix, f"expected a table, got {_describe(entry)}")
+                continue
+            self.check_keys(entry, prefix, tuple(key.name for key in camera_keys))
+            camera_id = self.camera_id(entry, prefix)
+            if camera_id is not None:
+                if camera_id in first_index_of:
+                    self.add(
+                        f"{prefix}.id",
+                        f"duplicate camera id {quote(camera_id)} "
+                        f"(also cameras[{first_index_of[camera_id]}].id)",
+                    )
+                else:
+                    first_index_of[camera_id] = index
+            name = self.string(entry, prefix, "name")
+            if name is not None and not name.strip():
+                self.add(f"{prefix}.name", "must not be empty (leave it out to use the id)")
+            if "url" not in entry:
+                self.add(f"{prefix}.url", "required: the camera's rtsp:// or rtsps:// stream URL")
+            url = self.camera_url(entry, prefix, "url")
+            detect_url = self.camera_url(entry, prefix, "detect_url")
+            motion_table = entry.get("motion", {})
+            if not isinstance(motion_table, dict):
+                self.add(f"{prefix}.motion", f"expected a table ([cameras.motion]), got {_describe(motion_table)}")
+                motion_table = {}
+            motion_keys = section_keys("cameras.motion")
+            self.check_keys(motion_table, f"{prefix}.motion", tuple(key.name for key in motion_keys))
+            plain = self.values(entry, prefix, plain_keys)
+            motion = MotionConfig(**self.values(motion_table, f"{prefix}.motion", motion_keys, motion_defaults))
+            cameras.append(CameraConfig(id=camera_id or "", name=name or camera_id or "", url=url or "",
+                                        detect_url=detect_url, motion=motion, **plain))
+        return tuple(cameras)
+
+    def camera_id(self, entry: dict[str, Any], prefix: str) -> str | None:
+        if "id" not in entry:
+            self.add(f"{prefix}.id", f"required: {CAMERA_ID_RULE}")
+            return None
+        camera_id = self.string(entry, prefix, "id")
+        if camera_id is None:
+            return None
+        # The id becomes a directory name and a URL path segment, hence the
+        # strict alphabet: no "/", "..", spaces or case-only differences.
+        if not is_camera_id(camera_id):
+            self.add(f"{prefix}.id", f"{quote(camera_id)} is not a valid id: {CAMERA_ID_RULE}")
+            return None
+        return camera_id
+
+    def camera_url(self, entry: dict[str, Any], prefix: str, key: str) -> str | None:
+        url = self.string(entry, prefix, key)
+        if url is None:
+            return None
+        where = _key_path(prefix, key)
+        if not url.strip():
+            self.add(where, "must not be empty")
+            return None
+        problem = _url_problem(url)
+        if problem is not None:
+            self.add(where, problem)
+            return None
+        return url
+
+
+def parse_quota(value: str | int) -> Quota:
+    """Parse "85%" or a size; ValueError with a message that has no key path."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        match = _PERCENT_TEXT.fullmatch(value)
+        if match is None:
+            raise ValueError(f'{quote(value)} is not a percentage like "85%"')
+        percent = float(match.group(1))
+        if percent > 100:
+            raise ValueError(f"{plain_number(percent)}% is over 100%")
+        if percent <= 0:
+            raise ValueError(f"{plain_number(percent)}% must be more than 0%")
+        return Quota(percent=percent)
+    if isinstance(value, str) and not re.match(r"\s*[-+0-9.]", value):
+        # Neither a percentage nor anything number-like: say both forms.
+        raise ValueError(f'{quote(value)} is not a percentage like "85%" or a size like "400GB"')
+    size = parse_size(value)
+    if size <= 0:
+        raise ValueError("must be more than 0 bytes (a quota of nothing would record nothing)")
+    unitless = isinstance(value, int) or re.fullmatch(r"\s*[0-9.]+\s*", value) is not None
+    if unitless and size <= 100:
+        # `quota = 85` almost certainly means 85%, and taken as 85 bytes it
+        # would make retention delete every recording.
+        raise ValueError(
+            f'{plain_number(size)} without a unit would mean {size} bytes: '
+            f'write "{size}%" for a percentage or add a unit like "GB"'
+        )
+    return Quota(bytes=size)
+
+
+def _url_problem(url: str) -> str | None:
+    """What is wrong with a camera URL, or None. Messages never show a password."""
+    shown = quote(redact_url(url))
+    if any(character.isspace() or ord(character) < 0x20 or character == "\x7f" for character in url):
+        return f"{shown} contains spaces or control characters; percent-encode them (a space is %20)"
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        # e.g. an unclosed IPv6 "[" bracket; urlsplit's message is generic.
+        return f"{shown} is not a valid URL"
+    if parts.scheme.lower() not in _URL_SCHEMES or not url.lower().startswith(f"{parts.scheme.lower()}://"):
+        return f"{shown} is not an RTSP URL: use rtsp:// or rtsps://"
+    # A password containing an unencoded "/", "?" or "#" ends the host part
+    # early, so both urlsplit and FFmpeg would read part of the password as
+    # the host or path; the URL cannot work. It is not shown, because
+    # redaction cannot know where such a password ends.
+    if "@" in url[len(parts.scheme) + 3 + len(parts.netloc):]:
+        return (
+            'has "@" after the host; if the password contains "/", "?" or "#", '
+            "percent-encode them (%2F, %3F, %23)"
+        )
+    if not parts.hostname:
+        return f"{shown} has no host"
+    try:
+        _ = parts.port  # urlsplit validates the port only when it is read
+    except ValueError:
+        # urlsplit's own message can quote part of the password; use ours.
+        return f"{shown} has an invalid port (use 1-65535)"
+    return None
+
+
+# --- message helpers ---------------------------------------------------------
+
+
+def _key_path(prefix: str, key: str) -> str:
+    shown = key if _BARE_KEY.fullmatch(key) else quote(key)
+    return f"{prefix}.{shown}" if prefix else shown
+
+
+def _type_name(value: Any) -> str:
+    # TOML's names for its types, which is what the user wrote.
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, dict):
+        return "table"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, datetime):
+        return "datetime"
+    if isinstance(value, date):
+        return "date"
+    if isinstance(value, time):
+        return "time"
+    return type(value).__name__
+
+
+def _describe(value: Any) -> str:
+    """Type and, for scalars, the value: 'string "ten"', 'boolean true'."""
+    kind = _type_name(value)
+    if isinstance(value, bool):
+        return f"{kind} {'true' if value else 'false'}"
+    if isinstance(value, str):
+        return f"{kind} {quote(redact_text(redact_url(value)))}"
+    if isinstance(value, (int, float)):
+        return f"{kind} {value}"
+    return kind

@@ -1,0 +1,255 @@
+"""The typed, frozen records a configuration is read into, and on each field the config key it comes from:
+its kind, default, bounds, unit and one-line doc, declared once with `setting(...)` (see keys.py).
+`SECTIONS` says which records fill which TOML table; `CONFIG_KEYS` lists every key of the file.
+
+The constructors do not validate (beyond ``Quota``'s own invariant): code and tests build records
+directly, and ``parse_config`` is the one place that decides what a config file may contain. Camera URLs
+carry passwords: ``repr()`` and ``str()`` never show them (see ``edgenvr.core.url_redaction``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass, field
+from pathlib import Path
+
+from edgenvr.config.keys import ConfigKey, Kind, keys_of, setting
+from edgenvr.config.values import format_size, plain_number
+from edgenvr.core.url_redaction import redact_url
+
+
+@dataclass(frozen=True)
+class Quota:
+    """How much of the data filesystem recordings may use.
+
+    Exactly one of ``percent`` (of the filesystem size, 0 < percent <= 100) or
+    ``bytes`` (an absolute size) is set.
+    """
+
+    percent: float | None = None
+    bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.percent is None) == (self.bytes is None):
+            raise ValueError("Quota needs exactly one of percent or bytes")
+
+    def limit_bytes(self, filesystem_bytes: int) -> int:
+        """The quota in bytes for a filesystem of ``filesystem_bytes``.
+
+        A percentage is rounded down so the limit is never above the quota.
+        An absolute quota is returned as configured, even if it is larger
+        than the filesystem: the ``min_free`` floor is what protects a disk
+        that is smaller than the quota.
+        """
+        if filesystem_bytes < 0:
+            raise ValueError(f"filesystem size must not be negative, got {filesystem_bytes}")
+        if self.percent is not None:
+            return int(filesystem_bytes * self.percent / 100)
+        assert self.bytes is not None
+        return self.bytes
+
+    def __str__(self) -> str:
+        if self.percent is not None:
+            return f"{plain_number(self.percent)}%"
+        assert self.bytes is not None
+        return format_size(self.bytes)
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """Where recordings live and how much space and time they may take."""
+
+    # No default in code: a record built without a data_dir must not write to the system's directory.
+    data_dir: Path = setting(Kind.PATH, Path("/var/lib/edgenvr"), record_default=False, doc=(
+        "Where segments, the index and snapshots are written; a relative path is from the config file's directory."))
+    quota: Quota = setting(Kind.QUOTA, Quota(percent=90.0), doc=(
+        "How much of the data filesystem recordings may use."))
+    min_free_bytes: int = setting(Kind.SIZE, 1000**3, name="min_free", doc=(
+        "Free space always left on the data filesystem: a floor that wins over every retention setting."))
+    max_age_days: float | None = setting(Kind.NUMBER, None, unit="days", greater_than=0, doc=(
+        "Continuous video older than this is deleted; not set: it stays until the quota needs the space."))
+    event_days: float = setting(Kind.NUMBER, 30.0, unit="days", greater_than=0, doc=(
+        "Video around motion and tamper events is kept this long."))
+    retention_max_days: float | None = setting(Kind.NUMBER, None, unit="days", greater_than=0, doc=(
+        "Legal maximum: nothing but holds survives past it; not set: no maximum."))
+    event_pre_seconds: float = setting(Kind.NUMBER, 10.0, unit="seconds", at_least=0, at_most=600, doc=(
+        "Video kept before an event starts, as event video."))
+    event_post_seconds: float = setting(Kind.NUMBER, 20.0, unit="seconds", at_least=0, at_most=600, doc=(
+        "Video kept after an event ends, as event video."))
+    sweep_seconds: float = setting(Kind.NUMBER, 10.0, unit="seconds", greater_than=0, doc=(
+        "How often retention checks that the quota and min_free will hold until the next full sweep."))
+    # Why minutes: docs/architecture.md, "Commits are batched".
+    index_commit_seconds: float = setting(Kind.NUMBER, 600.0, unit="seconds", at_least=0, doc=(
+        "How long closed segments' index rows wait to be committed in one batch (SD-card wear); 0: at once."))
+
+    def __post_init__(self) -> None:
+        # Accept a str so callers building records by hand need not wrap it.
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+
+
+@dataclass(frozen=True)
+class RecordingConfig:
+    """How camera streams are cut into segments and how connections retry."""
+
+    segment_seconds: float = setting(Kind.NUMBER, 10, unit="seconds", greater_than=0, at_most=600, doc=(
+        "Length of one segment file."))
+    connect_timeout_seconds: float = setting(Kind.NUMBER, 10, unit="seconds", greater_than=0, doc=(
+        "How long opening a camera's stream may take."))
+    read_timeout_seconds: float = setting(Kind.NUMBER, 5, unit="seconds", greater_than=0, doc=(
+        "How long a stream may send nothing before it is reopened."))
+    max_backoff_seconds: float = setting(Kind.NUMBER, 2, unit="seconds", greater_than=0, doc=(
+        "Longest wait between reconnections: short, so a camera back from a power cut records within seconds."))
+    cameras_per_process: int = setting(Kind.WHOLE_NUMBER, 16, at_least=1, at_most=64, doc=(
+        "Cameras recorded by one process, one thread each; 1 isolates each camera, at ~50 MB RSS per process."))
+
+
+Point = tuple[float, float]
+Polygon = tuple[Point, ...]   # normalised picture coordinates, 0..1 from the top left corner
+
+
+@dataclass(frozen=True)
+class Zone:
+    """A named area of the picture; when a camera has zones, only motion inside them counts."""
+
+    name: str = setting(Kind.STRING, MISSING, required=True, doc=(
+        "The zone's name, shown in its events."))
+    polygon: Polygon = setting(Kind.POLYGON, MISSING, required=True, doc=(
+        "The zone's outline."))
+
+
+@dataclass(frozen=True)
+class MotionConfig:
+    """Motion and tamper detection of one camera. In the file, [motion] gives every camera's defaults and
+    [cameras.motion] overrides them for one camera and adds its zones and ignored areas."""
+
+    enabled: bool = setting(Kind.BOOLEAN, True, doc=(
+        "Detect motion; video around it is kept as event video."))
+    fps: float = setting(Kind.NUMBER, 5.0, unit="pictures per second", greater_than=0, at_most=30, doc=(
+        "How many pictures are analysed per second."))
+    sensitivity: float = setting(Kind.NUMBER, 0.5, at_least=0, at_most=1, doc=(
+        "Higher counts fainter changes as motion."))
+    min_area: float = setting(Kind.NUMBER, 0.002, unit="fraction of the picture", greater_than=0, at_most=1, doc=(
+        "Smallest moving blob that counts as motion."))
+    tamper: bool = setting(Kind.BOOLEAN, True, doc=(
+        "Detect a covered, defocused or moved camera."))
+    tamper_seconds: float = setting(Kind.NUMBER, 10.0, unit="seconds", at_least=2, at_most=600, doc=(
+        "How long a tamper condition must last before it is raised."))
+    zones: tuple[Zone, ...] = setting(Kind.ZONES, (), section="cameras.motion", doc=(
+        "Named areas of the picture; when a camera has zones, only motion inside them counts."))
+    ignore: tuple[Polygon, ...] = setting(Kind.POLYGONS, (), section="cameras.motion", doc=(
+        "Areas never counted as motion: trees, a road, an on-screen clock."))
+
+
+@dataclass(frozen=True)
+class RetentionDays:
+    """A camera's retention, resolved from its own settings and [storage]; None = no age limit."""
+
+    max_age_days: float | None
+    event_days: float
+    retention_max_days: float | None
+
+
+@dataclass(frozen=True, repr=False)
+class CameraConfig:
+    """One camera. ``repr()``/``str()`` never show the password in its URLs.
+
+    ``name`` defaults to ``id``. ``url`` has a default only so records can be
+    built by keyword (``CameraConfig(id="a", url=...)``); a config file must
+    always give one.
+    """
+
+    id: str = setting(Kind.CAMERA_ID, MISSING, required=True, doc=(
+        "The camera's id, used in directory names and URLs."))
+    name: str = setting(Kind.STRING, "", doc=(
+        "The camera's name, shown to people; not set: the id."))
+    url: str = setting(Kind.URL, "", required=True, doc=(
+        "The stream that is recorded, with user and password if the camera needs them."))
+    detect_url: str | None = setting(Kind.URL, None, doc=(
+        "A smaller sub-stream for motion and tamper detection; not set: the recorded stream."))
+    enabled: bool = setting(Kind.BOOLEAN, True, doc=(
+        "Record this camera."))
+    max_age_days: float | None = setting(Kind.NUMBER, None, unit="days", greater_than=0, doc=(
+        "This camera's own storage.max_age_days; not set: the [storage] setting."))
+    event_days: float | None = setting(Kind.NUMBER, None, unit="days", greater_than=0, doc=(
+        "This camera's own storage.event_days; not set: the [storage] setting."))
+    retention_max_days: float | None = setting(Kind.NUMBER, None, unit="days", greater_than=0, doc=(
+        "This camera's own storage.retention_max_days; not set: the [storage] setting."))
+    motion: MotionConfig = setting(Kind.TABLE, MotionConfig(), doc=(
+        "This camera's own [motion] settings, zones and ignored areas."))
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            object.__setattr__(self, "name", self.id)
+
+    def __repr__(self) -> str:
+        detect = None if self.detect_url is None else redact_url(self.detect_url)
+        return (
+            f"CameraConfig(id={self.id!r}, name={self.name!r}, "
+            f"url={redact_url(self.url)!r}, detect_url={detect!r}, "
+            f"enabled={self.enabled!r})"
+        )
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole, validated edgenvr configuration."""
+
+    storage: StorageConfig
+    recording: RecordingConfig = field(default_factory=RecordingConfig)
+    cameras: tuple[CameraConfig, ...] = ()
+    log_level: str = setting(Kind.LOG_LEVEL, "info", choices=("debug", "info", "warning", "error"),
+                             section="logging", name="level", doc=(
+        "How much the service logs."))
+    source: str = "<string>"   # where the config was read from
+    motion_cameras_per_process: int = setting(Kind.WHOLE_NUMBER, 8, at_least=1, at_most=64,
+                                              section="motion", name="cameras_per_process", doc=(
+        "Motion workers per process, one thread each, like recording.cameras_per_process."))
+
+    def __post_init__(self) -> None:
+        # A list would make the frozen record mutable and unhashable.
+        object.__setattr__(self, "cameras", tuple(self.cameras))
+
+    def camera(self, camera_id: str) -> CameraConfig:
+        """The camera with id ``camera_id``; KeyError if there is none."""
+        for camera in self.cameras:
+            if camera.id == camera_id:
+                return camera
+        raise KeyError(camera_id)
+
+    @property
+    def enabled_cameras(self) -> tuple[CameraConfig, ...]:
+        return tuple(camera for camera in self.cameras if camera.enabled)
+
+    def retention_days(self, camera_id: str) -> RetentionDays:
+        """The camera's retention; a camera no longer in the config gets the [storage] settings."""
+        storage = self.storage
+        try:
+            camera = self.camera(camera_id)
+        except KeyError:
+            camera = CameraConfig(id=camera_id)
+        return RetentionDays(
+            max_age_days=camera.max_age_days if camera.max_age_days is not None else storage.max_age_days,
+            event_days=camera.event_days if camera.event_days is not None else storage.event_days,
+            retention_max_days=(camera.retention_max_days if camera.retention_max_days is not None
+                                else storage.retention_max_days),
+        )
+
+
+# The TOML tables of a config file, in the order they are checked and documented, and the records whose
+# fields declare their keys. [motion] fills every camera's MotionConfig defaults and one Config field.
+SECTIONS: dict[str, tuple[type, ...]] = {
+    "storage": (StorageConfig,),
+    "recording": (RecordingConfig,),
+    "motion": (MotionConfig, Config),
+    "cameras": (CameraConfig,),
+    "cameras.motion": (MotionConfig,),
+    "cameras.motion.zones": (Zone,),
+    "logging": (Config,),
+}
+CONFIG_KEYS: tuple[ConfigKey, ...] = tuple(
+    key for section, records in SECTIONS.items() for record in records for key in keys_of(record, section))
+TOP_LEVEL_KEYS: tuple[str, ...] = tuple(dict.fromkeys(section.split(".")[0] for section in SECTIONS))
+
+
+def section_keys(section: str) -> tuple[ConfigKey, ...]:
+    """Every key of the TOML table ``section`` ("storage", "cameras.motion", ...), in order."""
+    return tuple(key for key in CONFIG_KEYS if key.section == section)

@@ -1,0 +1,1 @@
+"""Motion and tamper detection on a camera's detect stream (the motion processes) and reference views."""

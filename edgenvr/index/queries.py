@@ -1,0 +1,179 @@
+"""Read-only questions asked of the index: segments, gaps and events in a time range, camera states.
+
+Used by the CLI now and the web API later. Opens the index read-only, so it never blocks the writer
+(WAL readers and the writer do not wait for each other).
+
+Segment rows are committed in batches minutes apart (index.writer), so the newest few minutes of each
+camera are read from the segment files themselves, which carry their row (recording.segment_files): readers see a
+segment as soon as it is closed, and a camera that is recording never looks like an open gap.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import os
+import sqlite3
+from dataclasses import dataclass
+from typing import Iterator
+
+from edgenvr.core.camera_ids import is_camera_id
+from edgenvr.core.clock import SYSTEM_CLOCK, Clock
+from edgenvr.core.records import GapRecord, SegmentOrigin, SegmentRecord
+from edgenvr.core.units import HOUR_MS, MINUTE_MS, OPEN_END_MS
+from edgenvr.index import schema as index_schema
+from edgenvr.index.retention_classes import CLASS_NAMES, LONGEST_SEGMENT_MS
+from edgenvr.recording.segment_files import read_segment_attribute
+from edgenvr.storage.layout import StorageLayout, parse_segment_name
+
+# A camera whose newest segment ended longer ago than this is not recording now: it has an open gap.
+OPEN_GAP_AFTER_MS = MINUTE_MS
+# How far back files are looked at for segments not indexed yet: batches are minutes apart; anything older
+# without a row is adopted at the next start-up.
+UNINDEXED_LOOKBACK_MS = 2 * HOUR_MS
+
+
+@dataclass(frozen=True)
+class SegmentRow:
+    camera: str
+    start_ms: int
+    end_ms: int
+    path: str
+    bytes: int
+    sha256: str
+    codec: str
+    width: int
+    height: int
+    origin: str
+    indexed: bool = True  # False: closed and on disk, its row not committed yet
+
+
+def _newest_indexed_start(conn: sqlite3.Connection, camera: str) -> int | None:
+    # one MAX per class: each is a single seek at the end of the (camera, retention_class, start_ms) index
+    starts = [conn.execute("SELECT MAX(start_ms) FROM segments WHERE camera = ? AND retention_class = ?",
+                           (camera, retention_class)).fetchone()[0] for retention_class in CLASS_NAMES]
+    return max((start for start in starts if start is not None), default=None)
+
+
+def unindexed_segments(conn: sqlite3.Connection, layout: StorageLayout, camera: str, *,
+                       clock: Clock = SYSTEM_CLOCK) -> list[SegmentRecord]:
+    """The camera's closed segment files newer than its newest row, oldest first: their batch is not
+    committed yet. Read from the rows stored on the files; a file without one is left to the next
+    start-up's reconcile."""
+    if not is_camera_id(camera):
+        return []  # no such camera can have files (`--camera` is whatever the user typed)
+    now = clock.now_ms()
+    newest = _newest_indexed_start(conn, camera)
+    after = max(newest if newest is not None else -OPEN_END_MS, now - UNINDEXED_LOOKBACK_MS)
+    found: list[SegmentRecord] = []
+    for hour in range(after // HOUR_MS, now // HOUR_MS + 1):
+        directory = layout.segment_path(camera, hour * HOUR_MS).parent
+        try:
+            names = os.listdir(directory)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for name in names:
+            parsed = parse_segment_name(name)
+            if parsed is None or parsed[1] or parsed[0] <= after:
+                continue
+            record = read_segment_attribute(layout, camera, directory / name, origin=SegmentOrigin.RECORDER)
+            if record is not None:
+                found.append(record)
+    return sorted(found, key=lambda record: record.start_ms)
+
+
+def open_readonly(layout: StorageLayout) -> sqlite3.Connection:
+    if not layout.index_path.exists():
+        raise FileNotFoundError(f"no index at {layout.index_path}: nothing has been recorded with this data_dir yet")
+    return index_schema.connect(layout.index_path, readonly=True)
+
+
+def segments(conn: sqlite3.Connection, layout: StorageLayout, camera: str | None = None,
+             since_ms: int | None = None, until_ms: int | None = None, *,
+             clock: Clock = SYSTEM_CLOCK) -> Iterator[SegmentRow]:
+    """Segments overlapping [since, until), oldest first."""
+    # Segments are bounded in length (retention_classes.LONGEST_SEGMENT_MS), so a start_ms bound uses the index.
+    lower = (since_ms - LONGEST_SEGMENT_MS) if since_ms is not None else -OPEN_END_MS
+    query = ("SELECT camera, start_ms, end_ms, bytes, sha256, codec, width, height, origin FROM segments"
+             " WHERE deleting = 0 AND start_ms >= ? AND start_ms < ? AND end_ms > ?")
+    args: list[object] = [lower, until_ms if until_ms is not None else OPEN_END_MS,
+                          since_ms if since_ms is not None else -OPEN_END_MS]
+    if camera is not None:
+        query += " AND camera = ?"
+        args.append(camera)
+    indexed = (SegmentRow(row["camera"], row["start_ms"], row["end_ms"],
+                          str(layout.segment_path(row["camera"], row["start_ms"])), row["bytes"], row["sha256"].hex(),
+                          row["codec"], row["width"], row["height"], row["origin"])
+               for row in conn.execute(query + " ORDER BY start_ms, camera", args))
+    cameras = [camera] if camera is not None else [row[0] for row in conn.execute("SELECT id FROM cameras")]
+    recent = [SegmentRow(r.camera, r.start_ms, r.end_ms, str(layout.absolute(r.path)), r.bytes, r.sha256, r.codec,
+                         r.width, r.height, r.origin, indexed=False)
+              for name in cameras for r in unindexed_segments(conn, layout, name, clock=clock)
+              if (since_ms is None or r.end_ms > since_ms) and (until_ms is None or r.start_ms < until_ms)]
+    yield from heapq.merge(indexed, sorted(recent, key=lambda r: (r.start_ms, r.camera)),
+                           key=lambda r: (r.start_ms, r.camera))
+
+
+def last_video_ms(conn: sqlite3.Connection, layout: StorageLayout, camera: str, indexed_end_ms: int | None, *,
+                  clock: Clock = SYSTEM_CLOCK) -> int | None:
+    """End of the camera's newest closed segment, indexed or not."""
+    recent = unindexed_segments(conn, layout, camera, clock=clock)
+    return max(indexed_end_ms or 0, recent[-1].end_ms) if recent else indexed_end_ms
+
+
+def gaps(conn: sqlite3.Connection, layout: StorageLayout, camera: str | None = None, since_ms: int | None = None,
+         until_ms: int | None = None, *, clock: Clock = SYSTEM_CLOCK) -> list[GapRecord]:
+    """Closed gaps overlapping the range, plus an open gap for each camera not recording now."""
+    query = "SELECT camera, start_ms, end_ms, reason FROM gaps WHERE end_ms > ? AND start_ms < ?"
+    args: list[object] = [since_ms if since_ms is not None else -OPEN_END_MS,
+                          until_ms if until_ms is not None else OPEN_END_MS]
+    if camera is not None:
+        query += " AND camera = ?"
+        args.append(camera)
+    result = [GapRecord(r["camera"], r["start_ms"], r["end_ms"], r["reason"])
+              for r in conn.execute(query + " ORDER BY start_ms", args)]
+    now = clock.now_ms()
+    for row in conn.execute("SELECT id, last_end_ms, state, state_reason FROM cameras"):
+        if camera is not None and row["id"] != camera:
+            continue
+        last_end = last_video_ms(conn, layout, row["id"], row["last_end_ms"], clock=clock)
+        if last_end is None or now - last_end <= OPEN_GAP_AFTER_MS:
+            continue
+        if (until_ms is None or last_end < until_ms) and (since_ms is None or now > since_ms):
+            reason = row["state_reason"] or f"camera {row['state']}"
+            result.append(GapRecord(row["id"], last_end, None, reason))
+    return sorted(result, key=lambda g: (g.start_ms, g.camera))
+
+
+def camera_states(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+    return conn.execute("SELECT id, state, state_since_ms, state_reason, dropped_json, last_end_ms, motion_json FROM cameras"
+                        " ORDER BY id").fetchall()
+
+
+@dataclass(frozen=True)
+class EventRow:
+    camera: str
+    kind: str              # motion | tamper | offline | alert
+    subkind: str           # tamper: covered | defocused | moved; "" otherwise
+    start_ms: int
+    end_ms: int | None     # None while the event is still open
+    zones: list[str]
+    peak_score: float
+    snapshot: str | None   # absolute path of the JPEG, None if there is none
+    detail: str
+
+
+def events(conn: sqlite3.Connection, layout: StorageLayout, camera: str | None = None, kind: str | None = None,
+           since_ms: int | None = None, until_ms: int | None = None) -> list[EventRow]:
+    """Events overlapping [since, until) (an open event overlaps everything after its start), oldest first."""
+    query = ("SELECT camera, kind, subkind, start_ms, end_ms, zones, peak_score, snapshot, detail FROM events"
+             " WHERE start_ms < ? AND COALESCE(end_ms, ?) >= ?")
+    args: list[object] = [until_ms if until_ms is not None else OPEN_END_MS, OPEN_END_MS,
+                          since_ms if since_ms is not None else -OPEN_END_MS]
+    for column, value in (("camera", camera), ("kind", kind)):
+        if value is not None:
+            query += f" AND {column} = ?"
+            args.append(value)
+    return [EventRow(r["camera"], r["kind"], r["subkind"], r["start_ms"], r["end_ms"], json.loads(r["zones"]),
+                     r["peak_score"], str(layout.absolute(r["snapshot"])) if r["snapshot"] else None, r["detail"])
+            for r in conn.execute(query + " ORDER BY start_ms, camera", args)]

@@ -1,0 +1,156 @@
+"""The SQLite index file: connection settings and numbered schema migrations.
+
+Design notes (SD-card wear, power loss):
+- WAL mode, synchronous=FULL: a commit is durable when it returns. Commits are batched (index.writer),
+  so the fsync cost is per batch, not per row. 1 KB pages keep a batch small.
+- Segment rows are found by time through indexes that grow at their tail (start_ms; retention_class,
+  start_ms), so a batch of inserts dirties a few tail pages however many cameras there are.
+- A segment's path is derived from (camera, start_ms) by storage.layout, so it is not stored.
+- Never edit a migration that has shipped: add a new one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+MIGRATIONS: list[str] = [
+    # 1: recording core
+    """
+    CREATE TABLE cameras (
+        id TEXT PRIMARY KEY,
+        state TEXT NOT NULL DEFAULT 'unknown',
+        state_since_ms INTEGER,
+        state_reason TEXT NOT NULL DEFAULT '',
+        dropped_json TEXT NOT NULL DEFAULT '{}',
+        last_end_ms INTEGER            -- end of the newest indexed segment, to find gaps after a restart
+    );
+    CREATE TABLE segments (
+        id INTEGER PRIMARY KEY,
+        camera TEXT NOT NULL,
+        start_ms INTEGER NOT NULL,     -- UTC epoch ms, stream clock anchored to wall clock at connect
+        end_ms INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        sha256 BLOB NOT NULL,          -- 32 raw bytes
+        codec TEXT NOT NULL,
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL,
+        packets INTEGER NOT NULL,
+        wall_end_ms INTEGER NOT NULL,  -- wall clock at close, to see camera clock drift
+        origin TEXT NOT NULL,          -- recorder | adopted | recovered
+        retention_class INTEGER NOT NULL DEFAULT 0,  -- 0 = continuous ring; higher tiers are kept longer
+        deleting INTEGER NOT NULL DEFAULT 0          -- committed before the file is unlinked
+    );
+    CREATE INDEX segments_start ON segments(start_ms);
+    CREATE INDEX segments_retention ON segments(retention_class, start_ms);
+    CREATE TABLE gaps (
+        id INTEGER PRIMARY KEY,
+        camera TEXT NOT NULL,
+        start_ms INTEGER NOT NULL,
+        end_ms INTEGER NOT NULL,
+        reason TEXT NOT NULL
+    );
+    CREATE INDEX gaps_camera_start ON gaps(camera, start_ms);
+    """,
+    # 2: events, holds, reference views; retention tiers (retention_class 0 continuous, 1 event, 2 hold)
+    """
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        camera TEXT NOT NULL,
+        kind TEXT NOT NULL,            -- motion | tamper | offline | alert
+        subkind TEXT NOT NULL DEFAULT '',  -- tamper: covered | defocused | moved; alert: what happened
+        start_ms INTEGER NOT NULL,
+        end_ms INTEGER,                -- NULL while the event is open
+        keep_from_ms INTEGER,          -- video kept for the event: start - pre padding (NULL: keeps no video)
+        keep_to_ms INTEGER,            -- end + post padding; OPEN_END (2^62) while the event is open
+        zones TEXT NOT NULL DEFAULT '[]',  -- JSON list of zone names
+        peak_score REAL NOT NULL DEFAULT 0,
+        snapshot TEXT,                 -- JPEG path relative to the data dir
+        detail TEXT NOT NULL DEFAULT '',
+        UNIQUE (camera, kind, subkind, start_ms)
+    );
+    CREATE INDEX events_start ON events(start_ms);
+    CREATE INDEX events_keep ON events(camera, keep_to_ms);
+    CREATE TABLE holds (
+        id INTEGER PRIMARY KEY,
+        camera TEXT NOT NULL,
+        from_ms INTEGER NOT NULL,
+        to_ms INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        released_ms INTEGER,           -- NULL while the hold is in force
+        release_reason TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE reference_views (
+        id INTEGER PRIMARY KEY,
+        camera TEXT NOT NULL,
+        approved_ms INTEGER NOT NULL,
+        image TEXT NOT NULL,           -- grey PNG, path relative to the data dir
+        approved_by TEXT NOT NULL      -- "commissioning" or who re-approved the view
+    );
+    CREATE INDEX reference_views_camera ON reference_views(camera, approved_ms);
+    -- the motion worker's last reported state and counters (analysed, dropped, ...), for `edgenvr status`
+    ALTER TABLE cameras ADD COLUMN motion_json TEXT NOT NULL DEFAULT '{}';
+    CREATE INDEX segments_camera_class ON segments(camera, retention_class, start_ms);
+    """,
+]
+
+
+class IndexVersionError(Exception):
+    """The index was written by a newer edgenvr; refusing to touch it protects the recordings it describes."""
+
+
+def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10, isolation_level=None)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, timeout=10, isolation_level=None)
+        # 1 KB pages: a batch of a few rows dirties a few KB, not a few 4 KB pages (SD-card writes).
+        # Only takes effect when the file is created; an existing index keeps its page size.
+        conn.execute("PRAGMA page_size=1024")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        migrate(conn)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+@contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction (BEGIN IMMEDIATE ... COMMIT); anything raised inside rolls it back and is raised."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply pending migrations, each in its own transaction. Returns the resulting schema version."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(MIGRATIONS):
+        raise IndexVersionError(f"index schema version {version} is newer than this edgenvr knows ({len(MIGRATIONS)})")
+    for number in range(version + 1, len(MIGRATIONS) + 1):
+        with write_transaction(conn):
+            for statement in _statements(MIGRATIONS[number - 1]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+    return len(MIGRATIONS)
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (executescript would commit implicitly, breaking atomicity)."""
+    statements: list[str] = []
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    return [s for s in statements if s]

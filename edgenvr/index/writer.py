@@ -1,0 +1,261 @@
+"""The one writer of the index: batches segment rows, gaps and camera states into few small commits.
+
+Segment rows wait for `index_commit_seconds` (minutes; why: docs/architecture.md, "Commits are batched"):
+their files are durable before they are announced and carry their own row, which the start-up reconcile
+adopts if a batch is lost. Events and reference views have no second source, and a camera's state is
+what `edgenvr status` shows: those are urgent and committed within a second.
+Gaps are derived here, where the last indexed end of every camera is known even across restarts.
+So are offline events: a camera that goes offline opens one, and closes it when it records again.
+Events keep the video around them: segments and events of one batch are classified into retention tiers
+(see retention_classes) in the same transaction that writes them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+from edgenvr.core.clock import SYSTEM_CLOCK, Clock
+from edgenvr.core.records import (
+    CameraState,
+    EventKind,
+    EventRecord,
+    GapRecord,
+    MotionStatus,
+    RecorderState,
+    ReferenceRecord,
+    SegmentRecord,
+)
+from edgenvr.core.units import OPEN_END_MS
+from edgenvr.index.retention_classes import classify
+from edgenvr.index.schema import write_transaction
+
+log = logging.getLogger(__name__)
+
+# A hole between two segments shorter than this is timing jitter at a reconnect, not a gap.
+GAP_THRESHOLD_MS = 500
+MOTION_STATUS_EVERY_S = 300.0
+
+
+@dataclass
+class _Camera:
+    state: str = RecorderState.UNKNOWN
+    since_ms: int | None = None
+    reason: str = ""
+    dropped: dict[str, int] = field(default_factory=dict)
+    last_end_ms: int | None = None
+    last_problem: str = ""   # why the camera last stopped recording, used as the reason of the next gap
+    offline_since_ms: int | None = None  # start of the open offline event
+    motion: dict[str, object] = field(default_factory=dict)  # the motion worker's last status
+    motion_written: float = 0.0  # monotonic time the motion status was last queued for writing
+
+
+class IndexWriter:
+    def __init__(self, conn: sqlite3.Connection, on_disk_full: Callable[[], bool] | None = None,
+                 event_padding_ms: tuple[int, int] = (10_000, 20_000), *, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.conn = conn
+        self.clock = clock
+        self.on_disk_full = on_disk_full  # frees emergency space; returns whether it could
+        self.event_padding_ms = event_padding_ms  # video kept (before, after) an event
+        self._segments: list[SegmentRecord] = []
+        self._gaps: list[GapRecord] = []
+        self._events: dict[tuple[str, str, str, int], EventRecord] = {}  # latest announcement of each event
+        self._references: list[ReferenceRecord] = []
+        self._dirty: set[str] = set()
+        self._state_changed = False  # a camera's state (not just its counters) changed since the last commit
+        # Rows of segments the ring deleted (file unlinked) and of those whose unlink failed (to unmark):
+        # both wait for the next commit, a row marked `deleting` is invisible to readers meanwhile, and the
+        # start-up reconcile finishes either if the batch is lost.
+        self._forget: list[tuple[int]] = []
+        self._unmark: list[tuple[int]] = []
+        self._cameras: dict[str, _Camera] = {}
+        self.last_commit = clock.monotonic()
+        self.commits = 0  # write transactions committed (each costs the card tens of KB, see the module docstring)
+        # Bytes of the segment files the index knows (committed rows not marked `deleting`): the ring's size.
+        # Changed only here: +commit, -note_deleted.
+        self.indexed_bytes = conn.execute("SELECT COALESCE(SUM(bytes), 0) FROM segments WHERE deleting = 0").fetchone()[0]
+        for row in conn.execute("SELECT id, state, state_since_ms, state_reason, dropped_json, last_end_ms, motion_json"
+                                " FROM cameras"):
+            self._cameras[row["id"]] = _Camera(row["state"], row["state_since_ms"], row["state_reason"],
+                                               json.loads(row["dropped_json"]), row["last_end_ms"], row["state_reason"],
+                                               motion=json.loads(row["motion_json"]))
+        for row in conn.execute("SELECT camera, start_ms FROM events WHERE kind = 'offline' AND end_ms IS NULL"):
+            self._camera(row["camera"]).offline_since_ms = row["start_ms"]
+
+    def _camera(self, camera_id: str) -> _Camera:
+        return self._cameras.setdefault(camera_id, _Camera())
+
+    @property
+    def pending_bytes(self) -> int:
+        return sum(s.bytes for s in self._segments)
+
+    def add_segment(self, segment: SegmentRecord) -> None:
+        camera = self._camera(segment.camera)
+        if camera.last_end_ms is not None and segment.start_ms - camera.last_end_ms > GAP_THRESHOLD_MS:
+            reason = camera.last_problem or "recorder was not running"
+            self._gaps.append(GapRecord(segment.camera, camera.last_end_ms, segment.start_ms, reason))
+        camera.last_problem = ""
+        if camera.last_end_ms is None or segment.end_ms > camera.last_end_ms:
+            camera.last_end_ms = segment.end_ms
+        self._segments.append(segment)
+        self._dirty.add(segment.camera)
+
+    def set_state(self, state: CameraState) -> None:
+        camera = self._camera(state.camera)
+        if state.state in (RecorderState.RECONNECTING, RecorderState.OFFLINE) and state.reason:
+            camera.last_problem = state.reason
+        elif state.state == RecorderState.STOPPED and not camera.last_problem:
+            camera.last_problem = "recording stopped"
+        self._state_changed |= camera.state != state.state
+        before = (camera.state, camera.since_ms, camera.reason, camera.dropped)
+        camera.state, camera.since_ms, camera.reason = state.state, state.since_ms, state.reason
+        camera.dropped = dict(state.dropped)
+        if (camera.state, camera.since_ms, camera.reason, camera.dropped) != before:
+            self._dirty.add(state.camera)  # unchanged reports cost no index write
+        if state.state == RecorderState.OFFLINE and camera.offline_since_ms is None:
+            camera.offline_since_ms = state.since_ms
+            self.add_event(EventRecord(state.camera, EventKind.OFFLINE, state.since_ms, detail=state.reason))
+        elif state.state == RecorderState.RECORDING and camera.offline_since_ms is not None:
+            start, camera.offline_since_ms = camera.offline_since_ms, None
+            seconds = (state.since_ms - start) / 1000
+            self.add_event(EventRecord(state.camera, EventKind.OFFLINE, start, state.since_ms,
+                                       detail=f"back online after {seconds:.0f} s"))
+
+    def last_end_ms(self, camera: str) -> int | None:
+        """End of the camera's newest indexed (or pending) segment."""
+        return self._camera(camera).last_end_ms
+
+    def set_motion_status(self, status: MotionStatus) -> None:
+        """Kept for `edgenvr status`; written when the worker's state changes or, for its counters, every
+        MOTION_STATUS_EVERY_S: heartbeats come every 5 s and must not cost an index write each."""
+        camera = self._camera(status.camera)
+        changed = camera.motion.get("state") != status.state or camera.motion.get("reason") != status.reason
+        camera.motion = {"state": status.state, "reason": status.reason, "analysed": status.analysed,
+                         "dropped": status.dropped, "time_ms": status.time_ms}
+        now = self.clock.monotonic()
+        if changed or now - camera.motion_written >= MOTION_STATUS_EVERY_S:
+            camera.motion_written = now
+            self._dirty.add(status.camera)
+
+    @property
+    def has_urgent_changes(self) -> bool:
+        """Something pending that has no other record than the index, or that status readers wait for."""
+        return bool(self._events or self._references or self._state_changed)
+
+    def commit_due(self, batch_seconds: float) -> bool:
+        """Whether to commit now: urgent changes within a second, the rest per batch."""
+        waited = self.clock.monotonic() - self.last_commit
+        return waited >= (min(1.0, batch_seconds) if self.has_urgent_changes else batch_seconds)
+
+    def add_event(self, event: EventRecord) -> None:
+        """Queue an event announcement; a later announcement of the same event (its close) replaces it."""
+        self._events[(event.camera, event.kind, event.subkind, event.start_ms)] = event
+
+    def close_open_events(self, cameras: list[str], end_ms: int, detail: str, keep_subkinds: tuple[str, ...] = ()) -> None:
+        """Close the open motion/tamper events of cameras whose worker is gone (their real end is unknown)."""
+        wanted = set(cameras)
+        open_events = [EventRecord(r["camera"], r["kind"], r["start_ms"], None, r["subkind"], tuple(json.loads(r["zones"])),
+                                   r["peak_score"], r["snapshot"], r["detail"])
+                       for r in self.conn.execute("SELECT camera, kind, subkind, start_ms, zones, peak_score, snapshot,"
+                                                  " detail FROM events WHERE end_ms IS NULL AND kind IN ('motion', 'tamper')")]
+        # a pending announcement is newer than the row it will update
+        open_events = [e for e in open_events if (e.camera, e.kind, e.subkind, e.start_ms) not in self._events]
+        open_events += [e for e in self._events.values() if e.end_ms is None and e.keeps_video]
+        for event in open_events:
+            if event.camera in wanted and event.subkind not in keep_subkinds:
+                self.add_event(replace(event, end_ms=max(end_ms, event.start_ms),
+                                       detail=f"{event.detail}; {detail}".strip("; ")))
+
+    def add_reference(self, reference: ReferenceRecord) -> None:
+        self._references.append(reference)
+
+    def forget_segments(self, ids: list[int]) -> None:
+        """Drop these rows (marked `deleting`, their files unlinked) with the next commit."""
+        self._forget += [(row_id,) for row_id in ids]
+
+    def unmark_segments(self, ids: list[int]) -> None:
+        """These marked segments could not be unlinked: the next commit makes them deletable again."""
+        self._unmark += [(row_id,) for row_id in ids]
+
+    def note_deleted(self, size: int) -> None:
+        """Indexed segment files of `size` bytes in all are gone from the disk (unlinked by the ring, or found
+        missing): `indexed_bytes` stops counting them at once, whatever happens to their rows."""
+        self.indexed_bytes -= size
+
+    def transaction(self, work: Callable[[sqlite3.Connection], None]) -> None:
+        """Run `work` in one write transaction. If the disk is full, give up the emergency reserve and
+        try once more; a failure is raised with nothing half-written (the transaction rolls back)."""
+        for attempt in (1, 2):
+            try:
+                with write_transaction(self.conn):  # anything raised inside `work` rolls back too
+                    work(self.conn)
+                self.commits += 1
+                return
+            except sqlite3.OperationalError as exc:
+                disk_full = "full" in str(exc)
+                if not (attempt == 1 and disk_full and self.on_disk_full is not None and self.on_disk_full()):
+                    raise
+
+    def commit(self, also: Callable[[sqlite3.Connection], None] | None = None) -> int:
+        """Write everything pending in one transaction, after `also` (the ring's deletions: sharing the
+        commit saves a commit's worth of device writes). Returns the number of segments written.
+        On failure the batch stays pending (nothing is lost: the files are on disk) and the error is raised."""
+        segments, gaps, dirty = self._segments, self._gaps, self._dirty
+        events, references = list(self._events.values()), self._references
+        forget, unmark = list(self._forget), list(self._unmark)
+        self.last_commit = self.clock.monotonic()
+        if not (segments or gaps or dirty or events or references or forget or unmark or also):
+            return 0
+        before, after = self.event_padding_ms
+
+        def write(conn: sqlite3.Connection) -> None:
+            if also is not None:  # before the unmarking: a sweep must not choose again what it just failed to delete
+                also(conn)
+            conn.executemany("DELETE FROM segments WHERE id = ?", forget)
+            conn.executemany("UPDATE segments SET deleting = 0 WHERE id = ?", unmark)
+            conn.executemany(
+                "INSERT INTO segments (camera, start_ms, end_ms, bytes, sha256, codec, width, height, packets,"
+                " wall_end_ms, origin) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                [(s.camera, s.start_ms, s.end_ms, s.bytes, bytes.fromhex(s.sha256), s.codec, s.width, s.height,
+                  s.packets, s.wall_end_ms, s.origin) for s in segments])
+            conn.executemany("INSERT INTO gaps (camera, start_ms, end_ms, reason) VALUES (?,?,?,?)",
+                             [(g.camera, g.start_ms, g.end_ms, g.reason) for g in gaps])
+            conn.executemany(
+                "INSERT INTO cameras (id, state, state_since_ms, state_reason, dropped_json, last_end_ms, motion_json)"
+                " VALUES (?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET state=excluded.state,"
+                " state_since_ms=excluded.state_since_ms, state_reason=excluded.state_reason,"
+                " dropped_json=excluded.dropped_json, last_end_ms=excluded.last_end_ms,"
+                " motion_json=excluded.motion_json",
+                [(cid, c.state, c.since_ms, c.reason, json.dumps(c.dropped, sort_keys=True), c.last_end_ms,
+                  json.dumps(c.motion, sort_keys=True)) for cid in sorted(dirty) for c in [self._cameras[cid]]])
+            conn.executemany(
+                "INSERT INTO events (camera, kind, subkind, start_ms, end_ms, keep_from_ms, keep_to_ms, zones,"
+                " peak_score, snapshot, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT(camera, kind, subkind, start_ms) DO UPDATE SET end_ms=excluded.end_ms,"
+                " keep_to_ms=excluded.keep_to_ms, zones=excluded.zones, peak_score=excluded.peak_score,"
+                " snapshot=COALESCE(excluded.snapshot, snapshot), detail=excluded.detail",
+                [(e.camera, e.kind, e.subkind, e.start_ms, e.end_ms,
+                  e.start_ms - before if e.keeps_video else None,
+                  (OPEN_END_MS if e.end_ms is None else e.end_ms + after) if e.keeps_video else None,
+                  json.dumps(list(e.zones)), e.peak_score, e.snapshot, e.detail) for e in events])
+            conn.executemany("INSERT INTO reference_views (camera, approved_ms, image, approved_by) VALUES (?,?,?,?)",
+                             [(r.camera, r.approved_ms, r.image, r.approved_by) for r in references])
+            # Retention tiers of what this batch touched: new segments, and the video around each event
+            # (an event that closed may give back video that its open form was keeping).
+            ranges: dict[str, list[int]] = {}
+            for camera, start, end in ([(s.camera, s.start_ms, s.end_ms) for s in segments]
+                                       + [(e.camera, e.start_ms - before, OPEN_END_MS) for e in events if e.keeps_video]):
+                span = ranges.setdefault(camera, [start, end])
+                span[0], span[1] = min(span[0], start), max(span[1], end)
+            for camera, (start, end) in ranges.items():
+                classify(conn, camera, start, end)
+
+        self.transaction(write)
+        self._segments, self._gaps, self._dirty, self._events, self._references = [], [], set(), {}, []
+        self._state_changed = False
+        del self._forget[:len(forget)], self._unmark[:len(unmark)]  # `also` may have queued more
+        self.indexed_bytes += sum(s.bytes for s in segments)
+        return len(segments)

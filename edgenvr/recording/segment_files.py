@@ -1,0 +1,346 @@
+"""Segment files on disk: writing one crash-safely, reading one back, and finalising a partial one.
+
+A segment is a fragmented MP4 (moof per keyframe and at least every second) written under a
+`.partial` name, every byte through SHA-256 on its way to the file (so closing never reads it back).
+Closing it runs: muxer trailer -> the segment's own index row into an extended attribute -> fsync file ->
+rename to the final name -> fsync directory. Only then is it announced to the index. A process killed
+mid-segment leaves a `.partial` that still demuxes up to its last complete fragment; `finalise_partial`
+remuxes that readable prefix (stream copy, no decode) into a normal segment, or quarantines the file.
+
+The attribute (`user.edgenvr`, 57 bytes: it fits inside an ext4 inode, so it costs no extra block write)
+lets a complete file whose index row was lost (rows are committed in batches minutes apart) be adopted
+at start-up, and shown by readers before its row is committed, without reading the file again. Where the
+filesystem has no user attributes, adoption falls back to probing and hashing the file.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import shutil
+import struct
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+from edgenvr.core.records import SegmentOrigin, SegmentRecord
+from edgenvr.core.units import SECOND_MS
+from edgenvr.storage.durable_writes import fsync_dir
+from edgenvr.storage.layout import (
+    StorageLayout,
+    final_path_of_partial,
+    parse_segment_name,
+    partial_path,
+    remux_path_of_partial,
+)
+
+log = logging.getLogger(__name__)
+
+MP4_OPTIONS = {
+    # empty_moov + fragments: a killed writer leaves a file readable up to the last fragment.
+    "movflags": "frag_keyframe+empty_moov+default_base_moof",
+    # bound what a crash can lose to about one second even for long-GOP cameras
+    "frag_duration": "1000000",
+    # hand each finished fragment to the kernel at once: libav's 32 KB write buffer would otherwise hold
+    # several seconds of a low-bitrate stream, lost if the process is killed
+    "flush_packets": "1",
+}
+
+
+_DISK_TROUBLE = {errno.ENOSPC, errno.EIO, errno.EROFS, errno.EDQUOT}
+
+SEGMENT_XATTR = "user.edgenvr"
+# version, SHA-256, duration ms, packets, wall clock at close minus end (ms), width, height, codec name
+_XATTR_FORMAT = struct.Struct("<B32sIIiHH8s")
+_XATTR_VERSION = 1
+
+
+def write_segment_attribute(path: Path, record: SegmentRecord) -> None:
+    """Store the segment's row on the file itself. Best effort: without it, adoption probes the file."""
+    wall_delta = max(-(2**31), min(2**31 - 1, record.wall_end_ms - record.end_ms))
+    value = _XATTR_FORMAT.pack(_XATTR_VERSION, bytes.fromhex(record.sha256), record.duration_ms, record.packets,
+                               wall_delta, record.width, record.height, record.codec.encode()[:8])
+    try:
+        os.setxattr(path, SEGMENT_XATTR, value)
+    except OSError as exc:  # no user attributes here (e.g. exFAT): slower adoption, nothing lost
+        log.debug("%s: cannot store the segment attribute: %s", path.name, exc)
+
+
+def read_segment_attribute(layout: StorageLayout, camera: str, path: Path, origin: str) -> SegmentRecord | None:
+    """The row stored on a complete segment file, or None if it has none (or an unknown version).
+    Trusted only on complete files: the attribute is written before the fsync and rename that make one."""
+    parsed = parse_segment_name(path.name)
+    if parsed is None or parsed[1]:
+        return None
+    try:
+        value = os.getxattr(path, SEGMENT_XATTR)
+        size = path.stat().st_size
+    except OSError:
+        return None
+    if len(value) != _XATTR_FORMAT.size or value[0] != _XATTR_VERSION:
+        return None
+    _, sha256, duration_ms, packets, wall_delta, width, height, codec = _XATTR_FORMAT.unpack(value)
+    start_ms = parsed[0]
+    return SegmentRecord(camera=camera, start_ms=start_ms, end_ms=start_ms + duration_ms, path=layout.relative(path),
+                         bytes=size, sha256=sha256.hex(), codec=codec.rstrip(b"\0").decode(), width=width,
+                         height=height, packets=packets, wall_end_ms=start_ms + duration_ms + wall_delta, origin=origin)
+
+
+class PartialNotFinalised(Exception):
+    """A partial segment could not be finalised because of the disk (full, I/O error); it is left in place."""
+
+
+class SegmentWriteError(Exception):
+    """Writing or closing a segment failed (disk full, I/O error). The partial file is left for finalising."""
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _HashingFile:
+    """The file libav's muxer writes through: each byte is hashed as it goes to the disk. It has no seek or
+    tell, so the muxer treats it as a stream, which fragmented MP4 needs anyway (nothing is rewritten)."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        self.digest.update(view)
+        while view:  # an OSError (disk full, I/O error) reaches the muxer's caller: SegmentWriter.write
+            view = view[os.write(self.fd, view):]
+        return len(data)
+
+
+class SegmentWriter:
+    """Stream-copies packets of one video stream into one segment file."""
+
+    def __init__(self, layout: StorageLayout, camera: str, template: av.video.stream.VideoStream,
+                 start_ms: int, first_dts: int, time_base: Fraction) -> None:
+        self.camera = camera
+        self.start_ms = start_ms
+        self.final_path = layout.segment_path(camera, start_ms)
+        self.partial_path = partial_path(self.final_path)
+        self._layout = layout
+        self._first_dts = first_dts
+        self._time_base = time_base
+        self.packets = 0
+        self.codec = template.codec_context.name
+        self.width = template.codec_context.width
+        self.height = template.codec_context.height
+        try:
+            self.partial_path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = _HashingFile(self.partial_path)
+        except OSError as exc:
+            raise SegmentWriteError(f"cannot create {self.partial_path}: {exc}") from exc
+        try:
+            # 256 KB: a fragment (a second of video) reaches the file in a few writes
+            self._container = av.open(self._file, "w", format="mp4", options=dict(MP4_OPTIONS), buffer_size=1 << 18)
+            self._stream = self._container.add_stream_from_template(template)
+        except (OSError, av.error.FFmpegError) as exc:
+            os.close(self._file.fd)
+            raise SegmentWriteError(f"cannot create {self.partial_path}: {exc}") from exc
+
+    def write(self, packet: av.Packet) -> None:
+        # Rebase so every file starts at t=0: players and the MP4 edit list stay simple.
+        packet.dts -= self._first_dts
+        packet.pts = packet.pts - self._first_dts if packet.pts is not None else packet.dts
+        packet.stream = self._stream
+        try:
+            self._container.mux(packet)
+        except OSError as exc:  # ENOSPC, EIO: the segment cannot continue
+            raise SegmentWriteError(f"writing {self.partial_path.name}: {exc}") from exc
+        self.packets += 1
+
+    def close(self, end_ms: int, wall_end_ms: int, start_ms: int | None = None) -> SegmentRecord:
+        """Finish the file durably and return its record. Raises SegmentWriteError (partial left on disk).
+        `start_ms` corrects the start time the file was opened with (and so its name)."""
+        try:
+            self._container.close()
+            sha256 = self._file.digest.hexdigest()
+            size = os.fstat(self._file.fd).st_size
+            if start_ms is not None and start_ms != self.start_ms:
+                self.start_ms = start_ms
+                self.final_path = self._layout.segment_path(self.camera, start_ms)
+                self.final_path.parent.mkdir(parents=True, exist_ok=True)
+            while self.final_path.exists():  # never replace a recording (rename would do so silently)
+                self.start_ms += 1
+                self.final_path = self._layout.segment_path(self.camera, self.start_ms)
+                self.final_path.parent.mkdir(parents=True, exist_ok=True)
+            record = SegmentRecord(
+                camera=self.camera, start_ms=self.start_ms, end_ms=max(end_ms, self.start_ms + 1),
+                path=self._layout.relative(self.final_path), bytes=size, sha256=sha256, codec=self.codec,
+                width=self.width, height=self.height, packets=self.packets, wall_end_ms=wall_end_ms)
+            write_segment_attribute(self.partial_path, record)
+            os.fsync(self._file.fd)
+            os.rename(self.partial_path, self.final_path)
+            fsync_dir(self.final_path.parent)
+            if self.final_path.parent != self.partial_path.parent:
+                fsync_dir(self.partial_path.parent)
+        except (OSError, av.error.FFmpegError) as exc:
+            raise SegmentWriteError(f"closing {self.partial_path.name}: {exc}") from exc
+        finally:
+            self._close_file()
+        return record
+
+    def _close_file(self) -> None:
+        if self._file.fd >= 0:
+            os.close(self._file.fd)
+            self._file.fd = -1
+
+    def abort(self) -> None:
+        """Best-effort close after a failure; whatever was written stays as .partial for finalise_partial."""
+        try:
+            self._container.close()
+        except Exception as exc:  # noqa: BLE001 - the muxer may fail in many ways on a broken disk
+            log.warning("%s: closing aborted segment failed: %s", self.camera, exc)
+        finally:
+            self._close_file()
+
+
+@dataclass(frozen=True)
+class SegmentProbe:
+    packets: int
+    duration_ms: int
+    codec: str
+    width: int
+    height: int
+    starts_with_keyframe: bool
+
+
+def probe_segment(path: Path) -> SegmentProbe:
+    """Demux (no decode) a segment file. Raises av.error.FFmpegError / OSError if it is unreadable."""
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise ValueError("no video stream")
+        stream = container.streams.video[0]
+        first_key: bool | None = None
+        first_pts: int | None = None
+        last_pts: int | None = None
+        step = 0
+        count = 0
+        for packet in container.demux(stream):
+            if packet.size == 0 or packet.pts is None:
+                continue
+            if first_key is None:
+                first_key = packet.is_keyframe
+                first_pts = packet.pts
+            elif last_pts is not None and packet.pts > last_pts:
+                step = packet.pts - last_pts
+            last_pts = packet.pts if last_pts is None else max(last_pts, packet.pts)
+            count += 1
+        if count == 0 or first_pts is None or last_pts is None:
+            raise ValueError("no complete packets")
+        ticks = last_pts - first_pts + (packet.duration or step or 0)
+        duration_ms = int(ticks * stream.time_base * SECOND_MS)
+        return SegmentProbe(packets=count, duration_ms=duration_ms, codec=stream.codec_context.name,
+                            width=stream.codec_context.width, height=stream.codec_context.height,
+                            starts_with_keyframe=bool(first_key))
+
+
+def record_from_file(layout: StorageLayout, camera: str, path: Path, origin: str) -> SegmentRecord:
+    """Index record for a complete segment found on disk (its start time is in its name): the row stored on
+    the file when it was closed, or else probed and hashed now (and then stored on it)."""
+    parsed = parse_segment_name(path.name)
+    if parsed is None:
+        raise ValueError(f"{path.name} is not a segment file name")
+    stored = read_segment_attribute(layout, camera, path, origin)
+    if stored is not None:
+        return stored
+    start_ms, _ = parsed
+    probe = probe_segment(path)
+    record = SegmentRecord(camera=camera, start_ms=start_ms, end_ms=start_ms + max(probe.duration_ms, 1),
+                           path=layout.relative(path), bytes=path.stat().st_size, sha256=sha256_of(path),
+                           codec=probe.codec, width=probe.width, height=probe.height, packets=probe.packets,
+                           wall_end_ms=int(path.stat().st_mtime * SECOND_MS), origin=origin)
+    write_segment_attribute(path, record)
+    fsync_path(path)
+    return record
+
+
+def quarantine(layout: StorageLayout, path: Path, reason: str) -> Path:
+    """Move a file we cannot index out of the ring, keeping it for a human; never delete it silently."""
+    target, reason_file = layout.quarantine_paths(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(path), target)
+    fsync_dir(target.parent)
+    reason_file.write_text(reason + "\n")
+    log.warning("quarantined %s -> %s: %s", path, target, reason)
+    return target
+
+
+def finalise_partial(layout: StorageLayout, camera: str, partial: Path) -> SegmentRecord | None:
+    """Turn a `.partial` left by a crash into a complete segment (remuxing its readable prefix), or
+    quarantine it with a logged reason. Returns the record to index, or None if nothing was recoverable.
+    Raises PartialNotFinalised (file left untouched) when the disk itself fails, e.g. is full."""
+    final = final_path_of_partial(partial)
+    repaired = remux_path_of_partial(partial)
+    try:
+        with av.open(str(partial)) as source:
+            if not source.streams.video:
+                raise ValueError("no video stream")
+            in_stream = source.streams.video[0]
+            written = 0
+            last_dts: int | None = None
+            with av.open(str(repaired), "w", format="mp4", options=dict(MP4_OPTIONS)) as target:
+                out_stream = target.add_stream_from_template(in_stream)
+                try:
+                    for packet in source.demux(in_stream):
+                        if packet.size == 0 or packet.dts is None:
+                            continue
+                        if packet.is_corrupt:  # the sample the crash tore: libav reads it short and flags it
+                            break
+                        if last_dts is not None and packet.dts <= last_dts:
+                            continue
+                        if written == 0 and not packet.is_keyframe:
+                            continue
+                        last_dts = packet.dts
+                        packet.stream = out_stream
+                        target.mux(packet)
+                        written += 1
+                except av.error.FFmpegError as exc:  # the torn tail of the last fragment
+                    log.info("%s: readable prefix of %s ends: %s", camera, partial.name, exc)
+        if written == 0:
+            # Killed before the first fragment: the file is a header without video. Nothing to keep.
+            repaired.unlink(missing_ok=True)
+            partial.unlink()
+            log.info("%s: removed %s: killed before its first fragment, it held no video", camera, partial.name)
+            return None
+        fsync_path(repaired)
+        os.replace(repaired, final)
+        partial.unlink()
+        fsync_dir(final.parent)
+        return record_from_file(layout, camera, final, origin=SegmentOrigin.RECOVERED)
+    except (OSError, ValueError, av.error.FFmpegError) as exc:
+        try:
+            repaired.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and exc.errno in _DISK_TROUBLE:
+                # The disk, not the file, is the problem: keep the file where it is and try again later.
+                raise PartialNotFinalised(f"cannot finalise {partial.name} now: {exc}") from exc
+            if partial.exists():
+                if partial.stat().st_size == 0:
+                    partial.unlink()  # nothing was ever written: there is nothing to keep
+                    log.info("%s: removed empty %s", camera, partial.name)
+                else:
+                    quarantine(layout, partial, f"partial segment not recoverable: {exc}")
+        except OSError as trouble:
+            raise PartialNotFinalised(f"cannot finalise or quarantine {partial.name} now: {trouble}") from trouble
+        return None

@@ -1,0 +1,1 @@
+"""`edgenvr run`: the supervisor that starts, watches and feeds every process."""

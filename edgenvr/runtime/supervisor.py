@@ -1,0 +1,295 @@
+"""`edgenvr run`: recorder processes and motion-worker processes for the enabled cameras, and the index
+writer and retention in one loop.
+
+Start-up order: take the data-dir lock (one supervisor per data dir) -> wait until no recorder of a previous
+run is alive -> reconcile index and disk -> start recorders and motion workers. A process that dies is
+restarted with capped backoff; a motion worker that stops sending heartbeats (hung) is killed and restarted.
+Recorders and motion workers are separate processes, so detection trouble never touches recording.
+SIGTERM/SIGINT: recorders close and announce their open segments, the index is committed, then the process
+exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import signal
+import time
+from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
+from typing import Callable
+
+import zmq
+import zmq.asyncio
+
+from edgenvr.config.records import CameraConfig, Config
+from edgenvr.core.bus import decode
+from edgenvr.core.clock import SYSTEM_CLOCK, Clock
+from edgenvr.core.process_setup import lock_file
+from edgenvr.core.records import (
+    CameraState,
+    EventRecord,
+    MotionStatus,
+    RecorderState,
+    ReferenceRecord,
+    SegmentRecord,
+    TamperKind,
+)
+from edgenvr.index import schema as index_schema
+from edgenvr.index.reconcile import finalise_leftover_partials, reconcile
+from edgenvr.index.writer import IndexWriter
+from edgenvr.retention.policy import RetentionPolicy
+from edgenvr.runtime.periodic_work import IndexHousekeeping, TroubleLog
+from edgenvr.runtime.systemd_notify import sd_notify
+from edgenvr.storage.disk_reserve import DiskReserve
+from edgenvr.storage.layout import StorageLayout
+
+log = logging.getLogger(__name__)
+
+
+class SupervisorError(Exception):
+    """The supervisor cannot start (data dir locked by another run, unusable index)."""
+
+
+# A motion worker camera without a heartbeat for this long is hung: its process is killed and restarted.
+MOTION_HUNG_AFTER_SECONDS = 30.0
+TAMPER_KINDS = tuple(TamperKind)
+
+
+@dataclass
+class _WorkerSlot:
+    """One worker process (recorders or motion workers) and the cameras it serves."""
+    name: str
+    kind: str   # "recorders" | "motion"
+    cameras: tuple[CameraConfig, ...]
+    process: BaseProcess | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    started_at: float = 0.0
+    heartbeats: dict[str, float] = field(default_factory=dict)  # camera -> monotonic time of the last one
+    killed: bool = False  # hung and sent SIGKILL; waiting for it to be gone
+
+
+@dataclass
+class Supervisor:
+    config: Config
+    # Schedules (sweeps, commits, restarts, hang detection) and times written to the index. Waiting for
+    # the outside world (child processes, the bus, signals) stays on the machine's clocks.
+    clock: Clock = SYSTEM_CLOCK
+    layout: StorageLayout = field(init=False)
+    stopping: asyncio.Event = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.layout = StorageLayout(self.config.storage.data_dir)
+        cameras = self.config.enabled_cameras
+        self._slots = _slots("recorders", cameras, self.config.recording.cameras_per_process)
+        self._slots += _slots("motion", tuple(c for c in cameras if c.motion.enabled or c.motion.tamper),
+                              self.config.motion_cameras_per_process)
+        self._motion_slot_of = {c.id: slot for slot in self._slots if slot.kind == "motion" for c in slot.cameras}
+        # spawn, not fork: a forked child would share the event loop's signal wake-up socket and zmq state.
+        # The recorder's parent is then this process, so PR_SET_PDEATHSIG kills it if we are killed.
+        self._context = multiprocessing.get_context("spawn")
+        self._trouble = TroubleLog(self.clock)
+        self.segments_indexed = 0
+
+    # -- start-up ----------------------------------------------------------------------------------
+    def _prepare(self) -> None:
+        self.layout.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = lock_file(self.layout.supervisor_lock, exclusive=True, wait_seconds=0)
+        if self._lock is None:
+            raise SupervisorError(f"another edgenvr is already running on {self.layout.data_dir}")
+        # Recorders of a killed run die with it (PDEATHSIG), but may take a moment: never reconcile under them.
+        previous = lock_file(self.layout.recorders_lock, exclusive=True, wait_seconds=20)
+        if previous is None:
+            raise SupervisorError("recorders of a previous run are still alive; stop them first")
+        previous.close()
+        try:
+            self.conn = index_schema.connect(self.layout.index_path)
+        except (index_schema.IndexVersionError, OSError) as exc:
+            raise SupervisorError(f"cannot open index {self.layout.index_path}: {exc}") from exc
+        self.reserve = DiskReserve(self.layout.data_dir / ".reserve")
+        storage = self.config.storage
+        self.writer = IndexWriter(self.conn, on_disk_full=self.reserve.release,
+                                  event_padding_ms=(int(storage.event_pre_seconds * 1000),
+                                                    int(storage.event_post_seconds * 1000)), clock=self.clock)
+        started = self.clock.monotonic()
+        report = reconcile(self.writer, self.layout)
+        log.info("start-up reconcile took %.2f s: %s", self.clock.monotonic() - started, report.summary())
+        self._close_orphaned_events()
+        self.retention = RetentionPolicy(self.config, self.layout, self.writer, clock=self.clock)
+        self.housekeeping = IndexHousekeeping(self.writer, self.retention, storage, reserve=self.reserve,
+                                              clock=self.clock, trouble=self._trouble)
+
+    def _close_orphaned_events(self) -> None:
+        """Events left open by the previous run (killed, or its close announcement lost) would keep all later
+        video of their camera as event video. Motion events are closed now; tamper events are left to the
+        camera's tamper detection, which adopts them, except for cameras that no longer have it."""
+        watched = {c.id for c in self.config.enabled_cameras if c.motion.tamper}
+        for camera in [row[0] for row in self.conn.execute("SELECT DISTINCT camera FROM events WHERE end_ms IS NULL")]:
+            # the real end is unknown: the camera's last recorded video bounds it better than "now"
+            now_ms = self.clock.now_ms()
+            end_ms = min(now_ms, self.writer.last_end_ms(camera) or now_ms)
+            if camera in watched:
+                self.writer.close_open_events([camera], end_ms, "edgenvr restarted", keep_subkinds=TAMPER_KINDS)
+            else:
+                self.writer.close_open_events([camera], end_ms, "tamper detection no longer watches this camera")
+        self.writer.commit()
+
+    # -- worker processes ---------------------------------------------------------------------------
+    def _start_worker(self, slot: _WorkerSlot) -> None:
+        if slot.kind == "recorders":
+            from edgenvr.recording.recorder import run_recorder_group as target
+        else:
+            from edgenvr.detection.motion_worker import run_motion_group as target
+        process = self._context.Process(
+            target=target, name=slot.name,
+            args=(slot.cameras, self.config.recording, self.layout.data_dir, self._endpoint,
+                  self.config.log_level, slot.name))
+        process.start()
+        slot.process = process
+        slot.killed = False
+        slot.started_at = self.clock.monotonic()
+        slot.heartbeats = {camera.id: slot.started_at for camera in slot.cameras}
+        log.info("%s started (pid %s): %s", slot.name, process.pid, ", ".join(c.id for c in slot.cameras))
+
+    def _supervise_workers(self) -> None:
+        now = self.clock.monotonic()
+        for slot in self._slots:
+            process = slot.process
+            if process is not None and process.is_alive():
+                silent = [camera for camera, last in slot.heartbeats.items() if now - last > MOTION_HUNG_AFTER_SECONDS]
+                if slot.kind == "motion" and silent and not slot.killed:
+                    log.error("%s sent no heartbeat for %s in %.0f s: hung, killing it",
+                              slot.name, ", ".join(silent), MOTION_HUNG_AFTER_SECONDS)
+                    process.kill()
+                    slot.killed = True
+                continue  # a killed process is handled once it is dead (never block the loop waiting for it)
+            if process is not None:
+                code = process.exitcode
+                process.close()
+                slot.process = None
+                if now - slot.started_at > 60:
+                    slot.restarts = 0  # it ran fine for a while: restart quickly again
+                delay = min(2 ** slot.restarts, self.config.recording.max_backoff_seconds)
+                slot.restarts += 1
+                slot.next_start = now + delay
+                log.error("%s exited with code %s; restarting in %.0f s", slot.name, code, delay)
+                self._after_exit(slot, code)
+            if now >= slot.next_start:
+                self._start_worker(slot)
+
+    def _after_exit(self, slot: _WorkerSlot, code: int | None) -> None:
+        ids = [camera.id for camera in slot.cameras]
+        if slot.kind == "recorders":
+            self._guarded("recovering partial segments", finalise_leftover_partials, self.writer, self.layout, ids)
+            for camera in ids:
+                self.writer.set_state(CameraState(camera, RecorderState.RECONNECTING, self.clock.now_ms(),
+                                                  f"recorder exited with code {code}"))
+        else:
+            # Its open motion events would otherwise keep all later video as event video. Tamper events stay
+            # open: the restarted worker adopts them (and closes covered/defocused if it no longer sees them).
+            self._guarded("closing events of a dead motion worker", self.writer.close_open_events, ids,
+                          self.clock.now_ms(), "motion worker stopped", TAMPER_KINDS)
+
+    # -- bus ---------------------------------------------------------------------------------------
+
+    def _on_message(self, payload: bytes) -> None:
+        try:
+            record = decode(payload)
+        except (ValueError, TypeError, KeyError) as exc:
+            log.error("ignoring malformed bus message: %s", exc)
+            return
+        if isinstance(record, SegmentRecord):
+            self.housekeeping.note_segment(record)
+            self.segments_indexed += 1
+        elif isinstance(record, CameraState):
+            self.writer.set_state(record)
+        elif isinstance(record, EventRecord):
+            self.writer.add_event(record)
+        elif isinstance(record, ReferenceRecord):
+            self.writer.add_reference(record)
+        elif isinstance(record, MotionStatus):
+            slot = self._motion_slot_of.get(record.camera)
+            if slot is not None and record.camera in slot.heartbeats:
+                slot.heartbeats[record.camera] = self.clock.monotonic()
+            self.writer.set_motion_status(record)
+
+    async def _receive(self, socket_: zmq.asyncio.Socket) -> None:
+        while True:
+            self._on_message(await socket_.recv())
+
+    def _drain(self, socket_: zmq.asyncio.Socket) -> None:
+        while True:
+            try:
+                self._on_message(socket_.recv(flags=zmq.NOBLOCK).result())
+            except zmq.Again:
+                return
+
+    # -- main loop ---------------------------------------------------------------------------------
+    async def run(self) -> None:
+        # Signals first: a SIGTERM during the start-up reconcile is honoured right after it, not fatal in it.
+        self.stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        self._prepare()
+        context = zmq.asyncio.Context()
+        pull = context.socket(zmq.PULL)
+        port = pull.bind_to_random_port("tcp://127.0.0.1")
+        self._endpoint = f"tcp://127.0.0.1:{port}"
+        receiver = asyncio.create_task(self._receive(pull))
+        sd_notify("READY=1")
+        log.info("recording %d cameras into %s", len(self.config.enabled_cameras), self.layout.data_dir)
+        try:
+            while not self.stopping.is_set():
+                self._supervise_workers()
+                self.housekeeping.step()  # sweeps, disk reserve, batched commit (runtime.periodic_work)
+                sd_notify("WATCHDOG=1")
+                try:
+                    # real time: bus messages and signals arrive meanwhile
+                    await asyncio.wait_for(self.stopping.wait(), timeout=1.0)
+                except asyncio.TimeoutError:
+                    pass
+                if receiver.done():
+                    receiver.result()  # re-raise what killed the receiver
+        finally:
+            sd_notify("STOPPING=1")
+            await self._stop_workers()
+            receiver.cancel()
+            self._drain(pull)
+            self._guarded("final index commit", self.writer.commit)
+            pull.close(linger=0)
+            context.term()
+            self.conn.close()
+            log.info("stopped; %d segments indexed this run", self.segments_indexed)
+
+    def _guarded(self, what: str, action: Callable[..., object], *args: object) -> None:
+        """Index and disk trouble is logged (once a minute per kind) and retried at the next tick."""
+        self._trouble.run(what, action, *args)
+
+    async def _stop_workers(self) -> None:
+        running = [s.process for s in self._slots if s.process is not None and s.process.is_alive()]
+        for process in running:
+            process.terminate()
+        # A recorder blocked on a frozen camera notices SIGTERM after its read timeout. Real time: this
+        # waits for child processes, which no simulated clock can speed up.
+        deadline = time.monotonic() + self.config.recording.read_timeout_seconds + 5
+        while any(p.is_alive() for p in running) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        for process in running:
+            if process.is_alive():
+                log.error("%s did not stop in time; killing it (a partial segment is recovered at start-up)",
+                          process.name)
+                process.kill()
+                process.join(2)
+        await asyncio.sleep(0.3)  # let the last announcements arrive
+
+
+def _slots(kind: str, cameras: tuple[CameraConfig, ...], per_process: int) -> list[_WorkerSlot]:
+    groups = [cameras[i:i + per_process] for i in range(0, len(cameras), per_process)]
+    return [_WorkerSlot(f"{kind}-{n + 1}", kind, group) for n, group in enumerate(groups)]
+
+
+def run_supervisor(config: Config) -> None:
+    asyncio.run(Supervisor(config).run())

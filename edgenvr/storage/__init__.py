@@ -1,0 +1,1 @@
+"""The data directory: where every file lives, durable writes, the disk reserve."""

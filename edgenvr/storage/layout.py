@@ -1,0 +1,125 @@
+"""Where files live under the data directory. Paths are built only from validated camera ids and integers.
+
+Layout: <data>/segments/<camera>/<YYYY-MM-DD>/<HH>/<start-epoch-ms>.mp4 (UTC date and hour);
+an open segment is written as <start-epoch-ms>.mp4.partial beside it.
+Event snapshots: <data>/snapshots/<camera>/<YYYY-MM-DD>/<start-epoch-ms>-<kind>[-<subkind>].jpg;
+reference views: <data>/references/<camera>/<approved-epoch-ms>.png.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgenvr.core.camera_ids import is_camera_id
+from edgenvr.core.units import SECOND_MS
+
+SEGMENT_SUFFIX = ".mp4"
+PARTIAL_EXTRA = ".partial"   # an open segment: <start-epoch-ms>.mp4.partial
+_SEGMENT_NAME = re.compile(r"^(\d{10,14})\.mp4(\.partial)?$")
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StorageLayout:
+    data_dir: Path
+
+    @property
+    def segments_dir(self) -> Path:
+        return self.data_dir / "segments"
+
+    @property
+    def index_path(self) -> Path:
+        return self.data_dir / "index.sqlite3"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.data_dir / "quarantine"
+
+    @property
+    def supervisor_lock(self) -> Path:
+        return self.data_dir / ".supervisor.lock"
+
+    @property
+    def recorders_lock(self) -> Path:
+        return self.data_dir / ".recorders.lock"
+
+    def camera_dir(self, camera_id: str) -> Path:
+        if not is_camera_id(camera_id):
+            raise ValueError(f"invalid camera id {camera_id!r}")
+        return self.segments_dir / camera_id
+
+    def segment_path(self, camera_id: str, start_ms: int) -> Path:
+        when = dt.datetime.fromtimestamp(start_ms / 1000, dt.timezone.utc)
+        return self.camera_dir(camera_id) / when.strftime("%Y-%m-%d") / when.strftime("%H") / f"{int(start_ms)}{SEGMENT_SUFFIX}"
+
+    def snapshot_path(self, camera_id: str, start_ms: int, kind: str, subkind: str = "") -> Path:
+        self.camera_dir(camera_id)  # validates the id
+        day = dt.datetime.fromtimestamp(start_ms / 1000, dt.timezone.utc).strftime("%Y-%m-%d")
+        name = "-".join(part for part in (str(int(start_ms)), kind, subkind) if part)
+        return self.data_dir / "snapshots" / camera_id / day / f"{name}.jpg"
+
+    def reference_path(self, camera_id: str, approved_ms: int) -> Path:
+        self.camera_dir(camera_id)
+        return self.data_dir / "references" / camera_id / f"{int(approved_ms)}.png"
+
+    def cameras_on_disk(self) -> list[str]:
+        """Camera ids that have a segment directory (whatever the config says now)."""
+        if not self.segments_dir.is_dir():
+            return []
+        return sorted(e.name for e in os.scandir(self.segments_dir) if e.is_dir() and is_camera_id(e.name))
+
+    def hour_dirs(self, camera_id: str) -> list[tuple[int, Path]]:
+        """(hour start ms, directory) of every hour directory of a camera, oldest first. A directory this
+        layout did not make is logged and left alone."""
+        result: list[tuple[int, Path]] = []
+        camera_dir = self.camera_dir(camera_id)
+        for day in os.scandir(camera_dir) if camera_dir.is_dir() else ():
+            for hour in os.scandir(day.path) if day.is_dir() else ():
+                try:
+                    when = dt.datetime.strptime(f"{day.name} {hour.name}", "%Y-%m-%d %H").replace(tzinfo=dt.timezone.utc)
+                except ValueError:
+                    log.warning("unexpected directory %s left alone", hour.path)
+                    continue
+                if hour.is_dir():
+                    result.append((int(when.timestamp()) * SECOND_MS, Path(hour.path)))
+        return sorted(result)
+
+    def relative(self, path: Path) -> str:
+        """Index rows store paths relative to the data dir, so a moved data dir keeps working."""
+        return path.relative_to(self.data_dir).as_posix()
+
+    def absolute(self, relative_path: str) -> Path:
+        return self.data_dir / relative_path
+
+    def quarantine_paths(self, path: Path) -> tuple[Path, Path]:
+        """Where a file of the segment tree (<camera>/<day>/<hour>/<name>) goes in quarantine, named
+        <camera>-<name> so names stay unique across cameras, and the text file beside it that says why."""
+        target = self.quarantine_dir / f"{path.parent.parent.parent.name}-{path.name}"
+        return target, target.with_name(target.name + ".reason.txt")
+
+
+def partial_path(final_path: Path) -> Path:
+    return final_path.with_name(final_path.name + PARTIAL_EXTRA)
+
+
+def final_path_of_partial(partial: Path) -> Path:
+    return partial.with_name(partial.name[: -len(PARTIAL_EXTRA)])
+
+
+def remux_path_of_partial(partial: Path) -> Path:
+    """Where a torn partial's readable prefix is remuxed before it replaces the final name."""
+    return partial.with_name(partial.name + ".remux")
+
+
+def parse_segment_name(name: str) -> tuple[int, bool] | None:
+    """(start_ms, is_partial) for a segment file name, None for anything else."""
+    match = _SEGMENT_NAME.match(name)
+    if not match:
+        return None
+    return int(match.group(1)), match.group(2) is not None
