@@ -84,8 +84,12 @@ from record import (
 )
 
 from edgenvr.detection.motion_worker import SUMMARY_SECONDS
-from edgenvr.simulator import SimulatedCamera, simulator_unavailable_reason
-from edgenvr.simulator import counter_ignore_polygon, make_scene_clip
+from edgenvr.simulator import (
+    SimulatedCamera,
+    counter_ignore_polygon,
+    make_scene_clip,
+    simulator_unavailable_reason,
+)
 
 SCENE = "walk"
 SUB_WIDTH, SUB_HEIGHT, SUB_FPS = 640, 360, 5

@@ -19,7 +19,13 @@ import av
 import numpy as np
 import pytest
 
-from edgenvr.simulator import SimulatedCamera, SimulatorError, decode_frame_counter, make_clip, simulator_unavailable_reason
+from edgenvr.simulator import (
+    SimulatedCamera,
+    SimulatorError,
+    decode_frame_counter,
+    make_clip,
+    simulator_unavailable_reason,
+)
 
 FPS = 25
 WIDTH, HEIGHT = 320, 240

@@ -4,14 +4,22 @@ camera passwords never leak into messages or reprs."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
-from edgenvr.config.checking import ConfigError, load_config, parse_config
+from edgenvr.config.checking import (
+    ConfigError,
+    check_data_dir,
+    load_config,
+    parse_config,
+)
 from edgenvr.config.keys import ConfigKey, Kind
 from edgenvr.config.records import (
     CONFIG_KEYS,
@@ -642,3 +650,78 @@ def test_every_number_is_checked_against_its_described_bounds(key: ConfigKey) ->
         assert rejected(key.at_least - step) and not _problems(_with_setting(key, str(key.at_least)))
     if key.at_most is not None:
         assert rejected(key.at_most + step) and not _problems(_with_setting(key, str(key.at_most)))
+
+
+# --- bounds that keep every value computable, and what only the machine can tell -------------------------
+
+
+@pytest.mark.parametrize(("text", "key_path", "fragment"), [
+    ("[storage]\nmax_age_days = 1e12\n", "storage.max_age_days", "at most 36500, got 1000000000000"),
+    (CAMERA + "event_days = 1e300\n", "cameras[0].event_days", "at most 36500"),
+    ('[storage]\nmin_free = "10001TB"\n', "storage.min_free", 'at most 10000TB, got "10001TB"'),
+    (f"[storage]\nmin_free = {2**63}\n", "storage.min_free", "at most 10000TB"),
+    ('[storage]\nquota = "99999999999999999999GB"\n', "storage.quota", "at most 10000TB"),
+    ("[storage]\nindex_commit_seconds = 86400\n", "storage.index_commit_seconds", "at most 3600"),
+])
+def test_values_too_large_to_compute_with_are_refused_naming_the_key(text: str, key_path: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse_config(text)
+    assert_one_problem(refused.value.problems, key_path, fragment)
+
+
+def _storage(tmp_path: Path, data_dir: Path, min_free: str = '"0"') -> Config:
+    return load_config(write(tmp_path, f'[storage]\ndata_dir = "{data_dir}"\nmin_free = {min_free}\n'))
+
+
+def _machine_problems(config: Config) -> list[str]:
+    with pytest.raises(ConfigError) as refused:
+        check_data_dir(config)
+    return refused.value.problems
+
+
+def test_a_data_dir_that_can_be_created_passes_and_nothing_is_created(tmp_path: Path) -> None:
+    check_data_dir(_storage(tmp_path, tmp_path / "new" / "data"))
+    check_data_dir(_storage(tmp_path, tmp_path))
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_data_dir_that_is_or_lies_below_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "data").write_text("not a directory")
+    assert_one_problem(_machine_problems(_storage(tmp_path, tmp_path / "data")), "storage.data_dir",
+                       "is not a directory")
+    assert_one_problem(_machine_problems(_storage(tmp_path, tmp_path / "data" / "segments")), "storage.data_dir",
+                       "cannot be created", "is not a directory")
+
+
+@pytest.fixture
+def unwritable_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory this user cannot write: read-only permissions, or for root (whom they do not stop) a
+    read-only filesystem."""
+    path = tmp_path / "read-only"
+    path.mkdir()
+    if os.geteuid() != 0:
+        path.chmod(0o555)
+        yield path
+        path.chmod(0o755)
+        return
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(path)],
+                             capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"root is kept from writing only by a read-only mount, which failed: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_a_data_dir_this_user_cannot_write_is_refused(tmp_path: Path, unwritable_dir: Path) -> None:
+    assert_one_problem(_machine_problems(_storage(tmp_path, unwritable_dir)), "storage.data_dir", "is not writable")
+    assert_one_problem(_machine_problems(_storage(tmp_path, unwritable_dir / "data")), "storage.data_dir",
+                       "cannot be created", "is not writable")
+
+
+def test_min_free_must_leave_room_on_the_data_filesystem(tmp_path: Path) -> None:
+    disk = shutil.disk_usage(tmp_path).total
+    assert_one_problem(_machine_problems(_storage(tmp_path, tmp_path / "data", str(disk))), "storage.min_free",
+                       "not less than the whole data filesystem")
+    check_data_dir(_storage(tmp_path, tmp_path / "data", str(disk - 1)))

@@ -24,8 +24,17 @@ from edgenvr.detection.motion_detector import (
     MotionResult,
 )
 from edgenvr.detection.tamper_detector import TamperDetector
-from edgenvr.simulator import decode_frame_counter
-from edgenvr.simulator import LEFT_THIRD, MotionTruth, RIGHT_THIRD, SCENES, SceneTruth, analysis_frames, counter_ignore_polygon, make_scene_clip
+from edgenvr.simulator import (
+    LEFT_THIRD,
+    RIGHT_THIRD,
+    SCENES,
+    MotionTruth,
+    SceneTruth,
+    analysis_frames,
+    counter_ignore_polygon,
+    decode_frame_counter,
+    make_scene_clip,
+)
 
 WIDTH, HEIGHT = 320, 180  # analysis size
 ANALYSIS_FPS = 5.0

@@ -19,8 +19,14 @@ import numpy as np
 import pytest
 
 from edgenvr.config.records import Polygon
-from edgenvr.simulator import SimulatedCamera, decode_frame_counter
-from edgenvr.simulator import LEFT_THIRD, SceneTruth, counter_ignore_polygon, make_scene_clip
+from edgenvr.simulator import (
+    LEFT_THIRD,
+    SceneTruth,
+    SimulatedCamera,
+    counter_ignore_polygon,
+    decode_frame_counter,
+    make_scene_clip,
+)
 from edgenvr.storage.layout import StorageLayout
 from tests.conftest import CLIP_CACHE, config_text, edgenvr, start_supervisor
 

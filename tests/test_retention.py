@@ -188,8 +188,8 @@ def test_video_held_from_the_cli_survives_the_ring_while_recording(small_disks: 
                     first = conn.execute("SELECT start_ms, end_ms FROM segments WHERE deleting = 0"  # as readers see it
                                          " ORDER BY start_ms LIMIT 2").fetchall()
         assert len(first) == 2, "nothing recorded"
-        held = edgenvr("hold", "add", "--config", str(config), "--camera", "gate", "--from", str(first[0][0]),
-                       "--to", str(first[1][1]), "--reason", "incident 1")
+        held = edgenvr("hold", "add", "--config", str(config), "--camera", "gate", "--from", f"{first[0][0]}ms",
+                       "--to", f"{first[1][1]}ms", "--reason", "incident 1")
         assert held.returncode == 0, held.stderr
         time.sleep(20)  # the 7 MB ring turns over several times
         assert supervisor.stop() == 0

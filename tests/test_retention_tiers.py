@@ -107,7 +107,7 @@ class Box:
               snapshot: bool = False, subkind: str = "") -> str | None:
         relative = None
         if snapshot:
-            path = self.data_dir / "snapshots" / camera / f"{start_ms}.jpg"
+            path = self.layout.snapshot_path(camera, start_ms, kind, subkind)  # where motion workers write them
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(b"\xff\xd8 jpeg \xff\xd9")
             relative = self.layout.relative(path)
@@ -336,7 +336,7 @@ def test_expired_event_gives_its_video_back_to_the_ring_not_a_hole_in_it(tmpfs, 
     assert [e["camera"] for e in box.events()] == ["yard"], "the gate event is past its 7 event days"
     assert set(run) <= box.segments(0), "its video is continuous video again, kept like the rest"
     assert {s for s in box.segments() if s[0] == "yard"} == {stuck[3]}, "an open event keeps event_days, no more"
-    assert not list((box.data_dir / "snapshots" / "gate").iterdir())
+    assert not list((box.data_dir / "snapshots" / "gate").rglob("*.jpg"))
     box.assert_consistent()
 
 
@@ -363,8 +363,8 @@ def test_hold_add_list_release_through_the_cli(tmpfs, tmp_path: Path, capsys) ->
     cfg = str(config_path)
     before = box.segments(1)
 
-    code, out, err = _cli(capsys, "hold", "add", "--config", cfg, "--camera", "gate", "--from", str(segments[2][1]),
-                          "--to", str(segments[7][1] + 5000), "--reason", "break-in, case 2291")
+    code, out, err = _cli(capsys, "hold", "add", "--config", cfg, "--camera", "gate", "--from", f"{segments[2][1]}ms",
+                          "--to", f"{segments[7][1] + 5000}ms", "--reason", "break-in, case 2291")
     assert code == 0, err
     hold_id = int(out.strip())
     assert "6 segments" in err
@@ -403,15 +403,15 @@ def test_hold_bad_input_is_refused_with_a_clear_message(tmpfs, tmp_path: Path, c
     cfg = str(config_path)
     add = ("hold", "add", "--config", cfg)
     cases = [
-        ((*add, "--camera", "garage", "--from", "1700000000", "--to", "1700000600", "--reason", "x"),
+        ((*add, "--camera", "garage", "--from", "@1700000000", "--to", "@1700000600", "--reason", "x"),
          2, "unknown camera 'garage'"),
-        ((*add, "--camera", "gate", "--from", "1700000600", "--to", "1700000000", "--reason", "x"),
+        ((*add, "--camera", "gate", "--from", "@1700000600", "--to", "@1700000000", "--reason", "x"),
          2, "must start before it ends"),
-        ((*add, "--camera", "gate", "--from", "1700000000", "--to", "1700000000", "--reason", "x"),
+        ((*add, "--camera", "gate", "--from", "@1700000000", "--to", "@1700000000", "--reason", "x"),
          2, "must start before it ends"),
-        ((*add, "--camera", "gate", "--from", "1700000000", "--to", "1700000600", "--reason", "  "),
+        ((*add, "--camera", "gate", "--from", "@1700000000", "--to", "@1700000600", "--reason", "  "),
          2, "reason must not be empty"),
-        ((*add, "--camera", "gate", "--from", "yesterday", "--to", "1700000600", "--reason", "x"),
+        ((*add, "--camera", "gate", "--from", "yesterday", "--to", "@1700000600", "--reason", "x"),
          2, "ISO 8601"),
         (("hold", "release", "--config", cfg, "99"), 2, "no hold 99"),
     ]
@@ -421,7 +421,7 @@ def test_hold_bad_input_is_refused_with_a_clear_message(tmpfs, tmp_path: Path, c
         assert out == ""
     assert box.conn.execute("SELECT COUNT(*) FROM holds").fetchone()[0] == 0
 
-    code, out, _ = _cli(capsys, *add, "--camera", "gate", "--from", "1700000000", "--to", "1700000600",
+    code, out, _ = _cli(capsys, *add, "--camera", "gate", "--from", "@1700000000", "--to", "@1700000600",
                         "--reason", "x")
     hold_id = out.strip()
     assert _cli(capsys, "hold", "release", "--config", cfg, hold_id)[0] == 0
@@ -430,8 +430,8 @@ def test_hold_bad_input_is_refused_with_a_clear_message(tmpfs, tmp_path: Path, c
 
     nothing = tmp_path / "nothing.toml"
     write_config(nothing, tmp_path / "never-recorded")
-    code, _, err = _cli(capsys, "hold", "add", "--config", str(nothing), "--camera", "gate", "--from", "1700000000",
-                        "--to", "1700000600", "--reason", "x")
+    code, _, err = _cli(capsys, "hold", "add", "--config", str(nothing), "--camera", "gate", "--from", "@1700000000",
+                        "--to", "@1700000600", "--reason", "x")
     assert code == 1 and "nothing has been recorded" in err
     assert not (tmp_path / "never-recorded").exists()
 
@@ -462,13 +462,13 @@ def test_hold_added_while_the_supervisor_commits_waits_for_it_and_holds(tmpfs, t
     threading.Timer(1.0, release.set).start()
     started = time.monotonic()
     code, out, err = _cli(capsys, "hold", "add", "--config", str(config_path), "--camera", "gate",
-                          "--from", str(segments[1][1]), "--to", str(segments[3][1]), "--reason", "waits its turn")
+                          "--from", f"{segments[1][1]}ms", "--to", f"{segments[3][1]}ms", "--reason", "waits its turn")
     thread.join()
     assert code == 0, err
     assert time.monotonic() - started >= 0.9
     assert box.segments(2) == set(segments[1:3])
     code, out, err = _cli(capsys, "hold", "add", "--config", str(config_path), "--camera", "retired",
-                          "--from", str(t0), "--to", str(t0 + 1), "--reason", "still on disk")
+                          "--from", f"{t0}ms", "--to", f"{t0 + 1}ms", "--reason", "still on disk")
     assert code == 0, err
     assert ("retired", t0) in box.segments(2)
 
@@ -569,7 +569,7 @@ def test_sweep_killed_at_random_points_keeps_what_it_must(tmpfs, tmp_path: Path)
             events = {r["start_ms"] - 1000: r for r in conn.execute("SELECT start_ms, snapshot FROM events")}
             for start in must_keep_events:
                 assert start - 1000 in events and (data_dir / snapshots[start - 1000]).exists(), where
-            on_disk = {layout.relative(p) for p in (data_dir / "snapshots").glob("*/*.jpg")}
+            on_disk = {layout.relative(p) for p in (data_dir / "snapshots").glob("*/*/*.jpg")}
             known = {r["snapshot"] for r in events.values()}
             assert on_disk <= known, f"{where}: snapshots without an event: {sorted(on_disk - known)[:3]}"
             # the next sweep (the supervisor's, after its start-up reconcile) finishes the job

@@ -16,7 +16,13 @@ from conftest import CLIP_CACHE
 
 from edgenvr.config.records import MotionConfig
 from edgenvr.detection.tamper_detector import TamperChange, TamperDetector
-from edgenvr.simulator import SCENES, SceneTruth, analysis_frames, counter_ignore_polygon, make_scene_clip
+from edgenvr.simulator import (
+    SCENES,
+    SceneTruth,
+    analysis_frames,
+    counter_ignore_polygon,
+    make_scene_clip,
+)
 
 WIDTH, HEIGHT = 320, 180
 REFERENCE_AT_MS = 2000

@@ -1,20 +1,28 @@
-"""The `edgenvr` command line: run, demo, check-config, segments, gaps, status, check-index, hold, retention."""
+"""The `edgenvr` command line: run, demo, check-config, segments, gaps, status, check-index, hold, retention.
+
+No input makes it print a traceback: a bad argument (a time, a reversed range, an id, undecodable text) is
+refused with a message and exit 2 before anything is opened, a bad config with its problems and exit 2 (1 for
+check-config), an index it cannot use (missing, damaged, written by a newer edgenvr) with a message and exit 1.
+"""
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
+import math
 import sqlite3
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from edgenvr.config.checking import ConfigError, load_config
+from edgenvr.config.checking import ConfigError, check_data_dir, load_config
 from edgenvr.config.records import Config
 from edgenvr.core.process_setup import setup_logging
 from edgenvr.core.records import EventKind, RecorderState
-from edgenvr.core.time_format import format_ms, parse_time_ms
+from edgenvr.core.time_format import TIME_FORMS, format_ms, parse_time_ms
+from edgenvr.index.schema import IndexVersionError
 from edgenvr.storage.layout import StorageLayout
 
 log = logging.getLogger("edgenvr")
@@ -27,9 +35,60 @@ def _time_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _load(path: str) -> Config:
+def _text_arg(text: str) -> str:
+    """Text that can be stored and shown: bytes the terminal's encoding cannot decode (which argv keeps as
+    lone surrogates, and SQLite and stdout would refuse with a traceback) are refused here."""
     try:
-        return load_config(path)
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise argparse.ArgumentTypeError(f"{shown!r} is not valid text in this terminal's encoding") from None
+    return text
+
+
+def _hold_id_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value < 2**63:   # SQLite's integers; a larger one would not even reach the query
+        raise argparse.ArgumentTypeError(f"{text!r} is not a hold id: use a number `edgenvr hold list --all` shows")
+    return value
+
+
+def _seconds_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds more than 0")
+    return value
+
+
+def _refuse_reversed_ranges(args: argparse.Namespace) -> None:
+    """A range that ends before it starts is a typo (swapped times, a wrong day): refused, exit 2, before
+    anything is opened."""
+    since, until = getattr(args, "since", None), getattr(args, "until", None)
+    if since is not None and until is not None and since > until:
+        print(f"edgenvr: --since {format_ms(since)} is after --until {format_ms(until)}: nothing could match",
+              file=sys.stderr)
+        raise SystemExit(2)
+    start, end = getattr(args, "from_ms", None), getattr(args, "to_ms", None)
+    if start is not None and end is not None and start >= end:
+        print(f"edgenvr: hold not added: the hold must start before it ends: --from {format_ms(start)} is not"
+              f" before --to {format_ms(end)}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _load(path: str, *, for_recording: bool = False) -> Config:
+    """The config at ``path``, or its problems on stderr and exit 2. ``for_recording`` also checks the data
+    directory on this machine (writable, larger than min_free), as `run` is about to record into it."""
+    try:
+        config = load_config(path)
+        if for_recording:
+            check_data_dir(config)
+        return config
     except ConfigError as exc:
         print(f"edgenvr: invalid config {path}:", file=sys.stderr)
         for problem in exc.problems:
@@ -38,9 +97,15 @@ def _load(path: str) -> Config:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from edgenvr.runtime.supervisor import SupervisorError, run_supervisor
+    import os
 
-    config = _load(args.config)
+    from edgenvr.runtime.supervisor import SupervisorError, run_supervisor
+    from edgenvr.storage.permissions import DATA_UMASK
+
+    # Whatever umask started us (a shell's 022), recorded video is never world-readable; the recorder and
+    # motion processes inherit it (storage.permissions).
+    os.umask(DATA_UMASK)
+    config = _load(args.config, for_recording=True)
     setup_logging(args.log_level or config.log_level, "supervisor")
     try:
         run_supervisor(config)
@@ -58,8 +123,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    """Every problem of the file; then what `run` would meet on this machine: the data directory (writable,
+    larger than min_free) and an index only a newer edgenvr can use."""
     try:
         config = load_config(args.file)
+        check_data_dir(config)
+        _check_index_version(config)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem)
@@ -68,6 +137,19 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"{args.file}: OK ({len(config.enabled_cameras)} of {len(config.cameras)} cameras enabled, "
           f"data in {config.storage.data_dir})")
     return 0
+
+
+def _check_index_version(config: Config) -> None:
+    """ConfigError if the data dir's index was written by a newer edgenvr (`run` would refuse it). A damaged
+    index is not a config problem: the supervisor deals with it at start-up."""
+    from edgenvr.index.queries import open_readonly
+
+    try:
+        open_readonly(StorageLayout(config.storage.data_dir)).close()
+    except IndexVersionError as exc:
+        raise ConfigError([f"storage.data_dir: {exc}"]) from None
+    except (FileNotFoundError, sqlite3.Error):
+        pass   # nothing recorded yet, or an index the start-up reconcile repairs
 
 
 def _open_index(config: Config, writable: bool = False):  # type: ignore[no-untyped-def]
@@ -236,22 +318,23 @@ def _add_hold_and_retention_commands(sub: "argparse._SubParsersAction[argparse.A
     hold_sub = hold.add_subparsers(dest="hold_command", required=True)
     add = hold_sub.add_parser("add", help="put a camera's video from..to on hold; prints the hold id")
     add.add_argument("--config", required=True)
-    add.add_argument("--camera", required=True)
-    add.add_argument("--from", dest="from_ms", type=_time_arg, required=True,
-                     help="epoch ms/s or ISO 8601 (UTC if no zone)")
-    add.add_argument("--to", dest="to_ms", type=_time_arg, required=True, help="may be in the future")
-    add.add_argument("--reason", required=True, help="why the video is kept (incident, request)")
+    add.add_argument("--camera", type=_text_arg, required=True)
+    add.add_argument("--from", dest="from_ms", type=_time_arg, required=True, metavar="TIME",
+                     help=f"start: {TIME_FORMS}")
+    add.add_argument("--to", dest="to_ms", type=_time_arg, required=True, metavar="TIME",
+                     help="end, written like --from; may be in the future")
+    add.add_argument("--reason", type=_text_arg, required=True, help="why the video is kept (incident, request)")
     add.set_defaults(func=cmd_hold_add)
     listing = hold_sub.add_parser("list", help="holds in force (--all: released ones too)")
     listing.add_argument("--config", required=True)
-    listing.add_argument("--camera")
+    listing.add_argument("--camera", type=_text_arg)
     listing.add_argument("--all", action="store_true", help="include released holds")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     listing.set_defaults(func=cmd_hold_list)
     release = hold_sub.add_parser("release", help="end a hold; its video goes back to normal retention")
     release.add_argument("--config", required=True)
-    release.add_argument("id", type=int)
-    release.add_argument("--reason", help="why the hold ends (kept with the hold)")
+    release.add_argument("id", type=_hold_id_arg)
+    release.add_argument("--reason", type=_text_arg, help="why the hold ends (kept with the hold)")
     release.set_defaults(func=cmd_hold_release)
 
     retention = sub.add_parser("retention", help="days of video kept per camera, the next sweep, when the disk fills")
@@ -305,10 +388,10 @@ def cmd_reference_approve(args: argparse.Namespace) -> int:
 def _add_event_and_reference_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     events = sub.add_parser("events", help="motion, tamper, offline and alert events")
     events.add_argument("--config", required=True)
-    events.add_argument("--camera")
+    events.add_argument("--camera", type=_text_arg)
     events.add_argument("--kind", choices=[kind.value for kind in EventKind])
-    events.add_argument("--since", type=_time_arg, help="epoch ms/s or ISO 8601 (UTC if no zone)")
-    events.add_argument("--until", type=_time_arg)
+    events.add_argument("--since", type=_time_arg, metavar="TIME", help=f"from: {TIME_FORMS}")
+    events.add_argument("--until", type=_time_arg, metavar="TIME", help="to, written like --since")
     events.add_argument("--json", action="store_true", help="one JSON object per line")
     events.set_defaults(func=cmd_events)
 
@@ -316,8 +399,8 @@ def _add_event_and_reference_commands(sub: "argparse._SubParsersAction[argparse.
     reference_sub = reference.add_subparsers(dest="reference_command", required=True)
     approve = reference_sub.add_parser("approve", help="approve the camera's current view as its reference")
     approve.add_argument("--config", required=True)
-    approve.add_argument("--camera", required=True)
-    approve.add_argument("--by", help="who approves (default: the login name)")
+    approve.add_argument("--camera", type=_text_arg, required=True)
+    approve.add_argument("--by", type=_text_arg, help="who approves (default: the login name)")
     approve.set_defaults(func=cmd_reference_approve)
 
 
@@ -332,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="record a built-in test camera (no config needed)")
     demo.add_argument("--data-dir", help="where to record (default: a new temporary directory)")
-    demo.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until Ctrl-C)")
+    demo.add_argument("--seconds", type=_seconds_arg, default=None, help="stop after this long (default: until Ctrl-C)")
     demo.set_defaults(func=cmd_demo)
 
     check = sub.add_parser("check-config", help="validate a config file and print every problem")
@@ -343,9 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
                              ("gaps", cmd_gaps, "list where recording was missing")):
         p = sub.add_parser(name, help=text)
         p.add_argument("--config", required=True)
-        p.add_argument("--camera")
-        p.add_argument("--since", type=_time_arg, help="epoch ms/s or ISO 8601 (UTC if no zone)")
-        p.add_argument("--until", type=_time_arg)
+        p.add_argument("--camera", type=_text_arg)
+        p.add_argument("--since", type=_time_arg, metavar="TIME", help=f"from: {TIME_FORMS}")
+        p.add_argument("--until", type=_time_arg, metavar="TIME", help="to, written like --since")
         p.add_argument("--json", action="store_true", help="one JSON object per line")
         p.set_defaults(func=func)
 
@@ -364,9 +447,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        # A path may hold bytes the locale cannot decode (kept as surrogates): printed escaped, not a traceback.
+        sys.stdout.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
+    _refuse_reversed_ranges(args)
     try:
         return int(args.func(args) or 0)
-    except sqlite3.Error as exc:  # unreadable index (permissions, a lock held too long, a damaged file)
+    except sqlite3.Error as exc:
+        # An index it cannot use: permissions, a lock held too long, a damaged file, or one a newer edgenvr
+        # wrote (index.schema.IndexVersionError, whose message says so).
         print(f"edgenvr: the index cannot be used: {exc}", file=sys.stderr)
         return 1

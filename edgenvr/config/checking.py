@@ -3,7 +3,8 @@
 This module owns every rule about what a valid configuration is. The generic ones (unknown keys, types,
 bounds, defaults) come from the key descriptions on the records (records.py); the special ones are here:
 sizes and quotas, the data directory, camera ids (``edgenvr.core.camera_ids``), camera URLs, zones and
-polygons. Validation collects every problem in one pass, each message starting with the key path it is
+polygons; and, in `check_data_dir`, what only the machine can tell (data_dir writable, min_free below the
+filesystem's size). Validation collects every problem in one pass, each message starting with the key path it is
 about, so ``edgenvr check-config`` can show a user everything to fix at once. Parsing is done by the
 standard library's ``tomllib``.
 
@@ -15,7 +16,10 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import pwd
 import re
+import shutil
+import stat
 import tomllib
 from datetime import date, datetime, time
 from pathlib import Path
@@ -36,7 +40,7 @@ from edgenvr.config.records import (
     Zone,
     section_keys,
 )
-from edgenvr.config.values import parse_size, plain_number, quote
+from edgenvr.config.values import format_size, parse_size, plain_number, quote
 from edgenvr.core.camera_ids import CAMERA_ID_RULE, is_camera_id
 from edgenvr.core.url_redaction import redact_text, redact_url
 
@@ -97,6 +101,54 @@ def load_config(path: str | Path) -> Config:
             [f"{config_path}: not UTF-8 text (invalid byte at offset {error.start})"]
         ) from None
     return _parse(text, str(config_path), config_path.absolute().parent)
+
+
+def check_data_dir(config: Config) -> None:
+    """Check what only this machine can tell about ``[storage]``; ConfigError lists the problems.
+
+    ``storage.data_dir`` must be a directory this user can write, or one it can create (its nearest existing
+    ancestor is a writable directory); ``storage.min_free`` must be less than the whole data filesystem, or
+    nothing could ever be recorded. `edgenvr check-config` and `edgenvr run` call it. parse_config and
+    load_config do not: configs are built for directories that do not exist yet (tests, `edgenvr demo`), and
+    a file may be checked on another machine than the one it is for. Nothing is created or changed.
+    """
+    storage = config.storage
+    shown = quote(str(storage.data_dir))
+    existing = storage.data_dir
+    while True:
+        try:
+            status = os.stat(existing)   # follows symlinks: a data disk mounted through a link is fine
+            break
+        except (FileNotFoundError, NotADirectoryError):
+            if existing.parent == existing:   # "/" (or ".") always exists; kept so the loop always ends
+                raise ConfigError([f"storage.data_dir: no part of {shown} exists"]) from None
+            existing = existing.parent
+        except OSError as error:   # e.g. a parent this user may not enter
+            problem = f"storage.data_dir: cannot look at {quote(str(existing))}: {error.strerror or error}"
+            raise ConfigError([problem]) from None
+    created = "" if existing == storage.data_dir else f"{shown} does not exist and cannot be created: "
+    where = quote(str(existing))
+    if not stat.S_ISDIR(status.st_mode):
+        raise ConfigError([f"storage.data_dir: {created}{where} is not a directory"])
+    if not os.access(existing, os.W_OK | os.X_OK):   # also False on a read-only filesystem, even for root
+        raise ConfigError([f"storage.data_dir: {created}{where} is not writable by {_this_user()}, who would "
+                           "record into it"])
+    try:
+        filesystem_bytes = shutil.disk_usage(existing).total
+    except OSError as error:
+        problem = f"storage.data_dir: cannot read the size of the filesystem of {where}: {error.strerror or error}"
+        raise ConfigError([problem]) from None
+    if storage.min_free_bytes >= filesystem_bytes:
+        size = f"{filesystem_bytes / 1000**3:.1f} GB"
+        raise ConfigError([f"storage.min_free: {format_size(storage.min_free_bytes)} is not less than the whole data "
+                           f"filesystem ({size} at {where}): nothing could ever be recorded"])
+
+
+def _this_user() -> str:
+    try:
+        return f"user {pwd.getpwuid(os.geteuid()).pw_name}"
+    except KeyError:   # a uid without a passwd entry (containers)
+        return f"uid {os.geteuid()}"
 
 
 def _parse(text: str, source: str, base_dir: Path) -> Config:
@@ -180,9 +232,9 @@ class _Checker:
             case Kind.BOOLEAN:
                 return self.boolean(table, prefix, name, default)
             case Kind.SIZE:
-                return self.size(table, prefix, name, default)
+                return self.size(table, prefix, name, default, key.at_most)
             case Kind.QUOTA:
-                return self.quota(table, prefix, name, default)
+                return self.quota(table, prefix, name, default, key.at_most)
             case Kind.PATH:
                 return self.data_dir(table, prefix, name, default)
             case Kind.LOG_LEVEL:
@@ -261,7 +313,7 @@ class _Checker:
             return default
         return value
 
-    def size(self, table: dict[str, Any], prefix: str, key: str, default: int) -> int:
+    def size(self, table: dict[str, Any], prefix: str, key: str, default: int, at_most: float | None) -> int:
         if key not in table:
             return default
         where = _key_path(prefix, key)
@@ -270,12 +322,16 @@ class _Checker:
             self.add(where, f'expected a size like "2GB" or a whole number of bytes, got {_describe(value)}')
             return 0
         try:
-            return parse_size(value)
+            size = parse_size(value)
         except ValueError as error:
             self.add(where, str(error))
             return 0
+        if at_most is not None and size > at_most:
+            self.add(where, f"must be at most {format_size(int(at_most))}, got {_shown_size(value)}")
+            return 0
+        return size
 
-    def quota(self, table: dict[str, Any], prefix: str, key: str, default: Quota) -> Quota:
+    def quota(self, table: dict[str, Any], prefix: str, key: str, default: Quota, at_most: float | None) -> Quota:
         if key not in table:
             return default
         where = _key_path(prefix, key)
@@ -284,10 +340,14 @@ class _Checker:
             self.add(where, f'expected a percentage like "85%" or a size like "400GB", got {_describe(value)}')
             return default
         try:
-            return parse_quota(value)
+            quota = parse_quota(value)
         except ValueError as error:
             self.add(where, str(error))
             return default
+        if at_most is not None and quota.bytes is not None and quota.bytes > at_most:
+            self.add(where, f"must be at most {format_size(int(at_most))} or a percentage, got {_shown_size(value)}")
+            return default
+        return quota
 
     def data_dir(self, table: dict[str, Any], prefix: str, key: str, default: Path) -> Path:
         where = _key_path(prefix, key)
@@ -511,6 +571,10 @@ def _url_problem(url: str) -> str | None:
 def _key_path(prefix: str, key: str) -> str:
     shown = key if _BARE_KEY.fullmatch(key) else quote(key)
     return f"{prefix}.{shown}" if prefix else shown
+
+
+def _shown_size(value: str | int) -> str:
+    return quote(value) if isinstance(value, str) else str(value)
 
 
 def _type_name(value: Any) -> str:

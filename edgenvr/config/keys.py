@@ -5,7 +5,8 @@ key's type, default, bounds and doc sit together at the field. `keys_of()` reads
 back; from them come the records' defaults, the checker's type, bounds and unknown-key checks
 (checking.py), `config_to_toml` and the documented example in docs/config.md (writing.py). The web API's
 JSON schema is meant to come from them too: `Kind` maps to a JSON type, `greater_than`/`at_least`/`at_most`
-to exclusiveMinimum/minimum/maximum, `choices` to enum, `doc` to description.
+to exclusiveMinimum/minimum/maximum, `choices` to enum, `doc` to description. Every number and size has an
+upper bound (a test checks it), so no accepted value can overflow what it is multiplied into.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from enum import StrEnum
 from functools import cache
 from typing import Any
 
-from edgenvr.config.values import plain_number
+from edgenvr.config.values import format_size, plain_number
 from edgenvr.core.camera_ids import CAMERA_ID_RULE
 
 _METADATA_KEY = "edgenvr.config.key"
@@ -67,13 +68,13 @@ class ConfigKey:
         """What a value may be, in words: "seconds, more than 0, at most 600"."""
         words = [self.unit or str(self.kind)]
         if self.greater_than is not None:
-            words.append(f"more than {plain_number(self.greater_than)}")
+            words.append(f"more than {self.bound(self.greater_than)}")
         if self.at_least is not None and self.at_most is not None:
-            words.append(f"{plain_number(self.at_least)} to {plain_number(self.at_most)}")
+            words.append(f"{self.bound(self.at_least)} to {self.bound(self.at_most)}")
         elif self.at_least is not None:
-            words.append(f"{plain_number(self.at_least)} or more")
+            words.append(f"{self.bound(self.at_least)} or more")
         elif self.at_most is not None:
-            words.append(f"at most {plain_number(self.at_most)}")
+            words.append(f"at most {self.bound(self.at_most)}")
         if self.choices:
             words.append("one of " + ", ".join(self.choices))
         if self.kind is Kind.CAMERA_ID:
@@ -81,6 +82,10 @@ class ConfigKey:
         if self.required:
             words.append("required")
         return ", ".join(words)
+
+    def bound(self, value: float) -> str:
+        """A bound as the key's values are written: "10000TB" for a size, "36500" for a number."""
+        return format_size(int(value)) if self.kind in (Kind.SIZE, Kind.QUOTA) else plain_number(value)
 
 
 def setting(

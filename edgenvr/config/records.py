@@ -16,6 +16,13 @@ from edgenvr.config.keys import ConfigKey, Kind, keys_of, setting
 from edgenvr.config.values import format_size, plain_number
 from edgenvr.core.url_redaction import redact_url
 
+# Upper bounds of the numbers every retention computation multiplies (days to ms, bytes), so none can overflow
+# a 64-bit SQLite integer or a datetime (`max_age_days = 1e12` once crashed the first sweep):
+# 100 years is longer than any legal retention period;
+MAX_DAYS = 36_500
+# 10 PB is more than any disk an edge recorder has.
+MAX_BYTES = 10 * 1000**5
+
 
 @dataclass(frozen=True)
 class Quota:
@@ -61,25 +68,31 @@ class StorageConfig:
     # No default in code: a record built without a data_dir must not write to the system's directory.
     data_dir: Path = setting(Kind.PATH, Path("/var/lib/edgenvr"), record_default=False, doc=(
         "Where segments, the index and snapshots are written; a relative path is from the config file's directory."))
-    quota: Quota = setting(Kind.QUOTA, Quota(percent=90.0), doc=(
+    quota: Quota = setting(Kind.QUOTA, Quota(percent=90.0), at_most=MAX_BYTES, doc=(
         "How much of the data filesystem recordings may use."))
-    min_free_bytes: int = setting(Kind.SIZE, 1000**3, name="min_free", doc=(
-        "Free space always left on the data filesystem: a floor that wins over every retention setting."))
-    max_age_days: float | None = setting(Kind.NUMBER, None, unit="days", greater_than=0, doc=(
-        "Continuous video older than this is deleted; not set: it stays until the quota needs the space."))
-    event_days: float = setting(Kind.NUMBER, 30.0, unit="days", greater_than=0, doc=(
+    min_free_bytes: int = setting(Kind.SIZE, 1000**3, name="min_free", at_most=MAX_BYTES, doc=(
+        "Free space always left on the data filesystem: a floor that wins over every retention setting; "
+        "`edgenvr check-config` and `edgenvr run` refuse one as large as the filesystem."))
+    max_age_days: float | None = setting(Kind.NUMBER, None, unit="days", greater_than=0, at_most=MAX_DAYS, doc=(
+        "Continuous video older than this is deleted; not set: it stays until the quota needs the space. "
+        "Every number of days is at most 36500 (100 years, longer than any legal retention period)."))
+    event_days: float = setting(Kind.NUMBER, 30.0, unit="days", greater_than=0, at_most=MAX_DAYS, doc=(
         "Video around motion and tamper events is kept this long."))
-    retention_max_days: float | None = setting(Kind.NUMBER, None, unit="days", greater_than=0, doc=(
+    retention_max_days: float | None = setting(Kind.NUMBER, None, unit="days", greater_than=0, at_most=MAX_DAYS,
+                                               doc=(
         "Legal maximum: nothing but holds survives past it; not set: no maximum."))
     event_pre_seconds: float = setting(Kind.NUMBER, 10.0, unit="seconds", at_least=0, at_most=600, doc=(
         "Video kept before an event starts, as event video."))
     event_post_seconds: float = setting(Kind.NUMBER, 20.0, unit="seconds", at_least=0, at_most=600, doc=(
         "Video kept after an event ends, as event video."))
-    sweep_seconds: float = setting(Kind.NUMBER, 10.0, unit="seconds", greater_than=0, doc=(
-        "How often retention checks that the quota and min_free will hold until the next full sweep."))
-    # Why minutes: docs/architecture.md, "Commits are batched".
-    index_commit_seconds: float = setting(Kind.NUMBER, 600.0, unit="seconds", at_least=0, doc=(
-        "How long closed segments' index rows wait to be committed in one batch (SD-card wear); 0: at once."))
+    sweep_seconds: float = setting(Kind.NUMBER, 10.0, unit="seconds", greater_than=0, at_most=3600, doc=(
+        "How often retention checks that the quota and min_free will hold until the next full sweep; at most "
+        "an hour, as a disk can fill in less."))
+    # Why minutes: docs/architecture.md, "Commits are batched". At most an hour: readers show the rows not
+    # committed yet from the files of the last 2 hours (index.queries.UNINDEXED_LOOKBACK_MS).
+    index_commit_seconds: float = setting(Kind.NUMBER, 600.0, unit="seconds", at_least=0, at_most=3600, doc=(
+        "How long closed segments' index rows wait to be committed in one batch (SD-card wear); 0: at once; "
+        "at most an hour, so readers still see the video of the batch."))
 
     def __post_init__(self) -> None:
         # Accept a str so callers building records by hand need not wrap it.
@@ -92,12 +105,14 @@ class RecordingConfig:
 
     segment_seconds: float = setting(Kind.NUMBER, 10, unit="seconds", greater_than=0, at_most=600, doc=(
         "Length of one segment file."))
-    connect_timeout_seconds: float = setting(Kind.NUMBER, 10, unit="seconds", greater_than=0, doc=(
-        "How long opening a camera's stream may take."))
-    read_timeout_seconds: float = setting(Kind.NUMBER, 5, unit="seconds", greater_than=0, doc=(
-        "How long a stream may send nothing before it is reopened."))
-    max_backoff_seconds: float = setting(Kind.NUMBER, 2, unit="seconds", greater_than=0, doc=(
-        "Longest wait between reconnections: short, so a camera back from a power cut records within seconds."))
+    connect_timeout_seconds: float = setting(Kind.NUMBER, 10, unit="seconds", greater_than=0, at_most=300, doc=(
+        "How long opening a camera's stream may take; at most 5 minutes, as nothing is recorded meanwhile."))
+    read_timeout_seconds: float = setting(Kind.NUMBER, 5, unit="seconds", greater_than=0, at_most=300, doc=(
+        "How long a stream may send nothing before it is reopened; at most 5 minutes, as a frozen stream "
+        "records nothing meanwhile."))
+    max_backoff_seconds: float = setting(Kind.NUMBER, 2, unit="seconds", greater_than=0, at_most=600, doc=(
+        "Longest wait between reconnections: short, so a camera back from a power cut records within seconds; "
+        "at most 10 minutes."))
     cameras_per_process: int = setting(Kind.WHOLE_NUMBER, 16, at_least=1, at_most=64, doc=(
         "Cameras recorded by one process, one thread each; 1 isolates each camera, at ~50 MB RSS per process."))
 
@@ -167,11 +182,12 @@ class CameraConfig:
         "A smaller sub-stream for motion and tamper detection; not set: the recorded stream."))
     enabled: bool = setting(Kind.BOOLEAN, True, doc=(
         "Record this camera."))
-    max_age_days: float | None = setting(Kind.NUMBER, None, unit="days", greater_than=0, doc=(
+    max_age_days: float | None = setting(Kind.NUMBER, None, unit="days", greater_than=0, at_most=MAX_DAYS, doc=(
         "This camera's own storage.max_age_days; not set: the [storage] setting."))
-    event_days: float | None = setting(Kind.NUMBER, None, unit="days", greater_than=0, doc=(
+    event_days: float | None = setting(Kind.NUMBER, None, unit="days", greater_than=0, at_most=MAX_DAYS, doc=(
         "This camera's own storage.event_days; not set: the [storage] setting."))
-    retention_max_days: float | None = setting(Kind.NUMBER, None, unit="days", greater_than=0, doc=(
+    retention_max_days: float | None = setting(Kind.NUMBER, None, unit="days", greater_than=0, at_most=MAX_DAYS,
+                                               doc=(
         "This camera's own storage.retention_max_days; not set: the [storage] setting."))
     motion: MotionConfig = setting(Kind.TABLE, MotionConfig(), doc=(
         "This camera's own [motion] settings, zones and ignored areas."))

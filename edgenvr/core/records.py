@@ -26,6 +26,7 @@ class AlertKind(StrEnum):
     """The subkind of an alert event."""
     DELETED_EARLY = "deleted_early"   # event video deleted before its time for lack of space
     DISK_FULL = "disk_full"           # only held video is left and the free-space floor is still violated
+    CLOCK_JUMP = "clock_jump"         # the wall clock was stepped (NTP, a wrong RTC): how far is in the detail
 
 
 class RecorderState(StrEnum):
@@ -68,6 +69,11 @@ class SegmentRecord:
     packets: int
     wall_end_ms: int     # wall clock when the file was closed, to see camera clock drift
     origin: SegmentOrigin = SegmentOrigin.RECORDER
+    # Clock trust (docs/architecture.md): what vouched for start_ms when the segment started. A record without
+    # a boot id (older files, a file probed without its attribute) is taken at its wall-clock times, as before.
+    clock_synchronised: bool = True   # the wall clock was synchronised (core.clock.Clock.synchronised)
+    boot_id: str = ""    # the boot it was recorded in (Clock.boot_id: 16 hex digits); "" unknown
+    boot_ms: int = 0     # the boot-time clock at start_ms (Clock.boot_ms); meaningful only with a boot id
 
     @property
     def duration_ms(self) -> int:
@@ -141,19 +147,13 @@ class MotionStatus:
 
 
 Record = SegmentRecord | CameraState | EventRecord | ReferenceRecord | MotionStatus
-_KINDS: dict[str, type] = {"segment": SegmentRecord, "state": CameraState, "event": EventRecord,
-                           "reference": ReferenceRecord, "motion_status": MotionStatus}
+# The bus's record types by the name a message carries. A message becomes a record only through
+# core.record_validation.record_from_message, which checks every field first.
+RECORD_TYPES: dict[str, type] = {"segment": SegmentRecord, "state": CameraState, "event": EventRecord,
+                                 "reference": ReferenceRecord, "motion_status": MotionStatus}
 
 
 def to_message(record: Record) -> dict[str, Any]:
     # "record", not "kind": events have a field of that name
-    name = next(name for name, cls in _KINDS.items() if isinstance(record, cls))
+    name = next(name for name, cls in RECORD_TYPES.items() if isinstance(record, cls))
     return {"record": name, **asdict(record)}
-
-
-def from_message(message: dict[str, Any]) -> Record:
-    body = {k: v for k, v in message.items() if k != "record"}
-    cls = _KINDS.get(message.get("record", ""))
-    if cls is None:
-        raise ValueError(f"unknown record type {message.get('record')!r}")
-    return cls(**body)

@@ -22,6 +22,7 @@ from edgenvr.core.rtsp_input import open_rtsp
 from edgenvr.core.url_redaction import redact_text
 from edgenvr.detection.analysis_picture import analysis_image, encode_png
 from edgenvr.index import schema as index_schema
+from edgenvr.storage.deletion import DataFile, delete_data_file
 from edgenvr.storage.durable_writes import write_durably
 from edgenvr.storage.layout import StorageLayout
 
@@ -64,7 +65,7 @@ def approve_current_view(layout: StorageLayout, camera: CameraConfig, approved_b
             conn.execute("INSERT INTO reference_views (camera, approved_ms, image, approved_by) VALUES (?,?,?,?)",
                          (camera.id, approved_ms, layout.relative(path), who))
     except sqlite3.Error:
-        path.unlink(missing_ok=True)  # no row knows the image
+        delete_data_file(layout, path, DataFile.REFERENCE)  # no row knows the image
         raise
     finally:
         conn.close()

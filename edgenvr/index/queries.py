@@ -22,6 +22,11 @@ from edgenvr.core.clock import SYSTEM_CLOCK, Clock
 from edgenvr.core.records import GapRecord, SegmentOrigin, SegmentRecord
 from edgenvr.core.units import HOUR_MS, MINUTE_MS, OPEN_END_MS
 from edgenvr.index import schema as index_schema
+from edgenvr.index.recording_timeline import (
+    CLOCK_STATE_NAMES,
+    CLOCK_SYNCHRONISED,
+    CLOCK_UNSYNCHRONISED,
+)
 from edgenvr.index.retention_classes import CLASS_NAMES, LONGEST_SEGMENT_MS
 from edgenvr.recording.segment_files import read_segment_attribute
 from edgenvr.storage.layout import StorageLayout, parse_segment_name
@@ -46,6 +51,10 @@ class SegmentRow:
     height: int
     origin: str
     indexed: bool = True  # False: closed and on disk, its row not committed yet
+    # What vouches for start/end (index.recording_timeline.CLOCK_STATE_NAMES): "synchronised", "unsynchronised"
+    # (recorded before the wall clock was set: its times are what that clock said), "re-anchored" (moved to
+    # its true time from the boot-time clock since)
+    clock: str = CLOCK_STATE_NAMES[CLOCK_SYNCHRONISED]
 
 
 def _newest_indexed_start(conn: sqlite3.Connection, camera: str) -> int | None:
@@ -83,6 +92,8 @@ def unindexed_segments(conn: sqlite3.Connection, layout: StorageLayout, camera: 
 
 
 def open_readonly(layout: StorageLayout) -> sqlite3.Connection:
+    """The index, read-only. FileNotFoundError if nothing was ever recorded; IndexVersionError (an
+    sqlite3.DatabaseError) if a newer edgenvr wrote it, as for the writer (checked in index.schema.connect)."""
     if not layout.index_path.exists():
         raise FileNotFoundError(f"no index at {layout.index_path}: nothing has been recorded with this data_dir yet")
     return index_schema.connect(layout.index_path, readonly=True)
@@ -94,7 +105,7 @@ def segments(conn: sqlite3.Connection, layout: StorageLayout, camera: str | None
     """Segments overlapping [since, until), oldest first."""
     # Segments are bounded in length (retention_classes.LONGEST_SEGMENT_MS), so a start_ms bound uses the index.
     lower = (since_ms - LONGEST_SEGMENT_MS) if since_ms is not None else -OPEN_END_MS
-    query = ("SELECT camera, start_ms, end_ms, bytes, sha256, codec, width, height, origin FROM segments"
+    query = ("SELECT camera, start_ms, end_ms, bytes, sha256, codec, width, height, origin, clock_state FROM segments"
              " WHERE deleting = 0 AND start_ms >= ? AND start_ms < ? AND end_ms > ?")
     args: list[object] = [lower, until_ms if until_ms is not None else OPEN_END_MS,
                           since_ms if since_ms is not None else -OPEN_END_MS]
@@ -103,11 +114,13 @@ def segments(conn: sqlite3.Connection, layout: StorageLayout, camera: str | None
         args.append(camera)
     indexed = (SegmentRow(row["camera"], row["start_ms"], row["end_ms"],
                           str(layout.segment_path(row["camera"], row["start_ms"])), row["bytes"], row["sha256"].hex(),
-                          row["codec"], row["width"], row["height"], row["origin"])
+                          row["codec"], row["width"], row["height"], row["origin"],
+                          clock=CLOCK_STATE_NAMES.get(row["clock_state"], CLOCK_STATE_NAMES[CLOCK_SYNCHRONISED]))
                for row in conn.execute(query + " ORDER BY start_ms, camera", args))
     cameras = [camera] if camera is not None else [row[0] for row in conn.execute("SELECT id FROM cameras")]
     recent = [SegmentRow(r.camera, r.start_ms, r.end_ms, str(layout.absolute(r.path)), r.bytes, r.sha256, r.codec,
-                         r.width, r.height, r.origin, indexed=False)
+                         r.width, r.height, r.origin, indexed=False,
+                         clock=CLOCK_STATE_NAMES[CLOCK_SYNCHRONISED if r.clock_synchronised else CLOCK_UNSYNCHRONISED])
               for name in cameras for r in unindexed_segments(conn, layout, name, clock=clock)
               if (since_ms is None or r.end_ms > since_ms) and (until_ms is None or r.start_ms < until_ms)]
     yield from heapq.merge(indexed, sorted(recent, key=lambda r: (r.start_ms, r.camera)),

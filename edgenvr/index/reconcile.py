@@ -9,6 +9,12 @@ Nothing is deleted silently: every repair is logged, unreadable files go to quar
 
 Work is done one hour-bucket at a time (rows by start_ms, directory listings), so memory stays bounded
 and the cost is one pass over the index and one listing of the segment tree.
+
+Repairs are committed in batches (BATCH_ROWS rows or BATCH_SECONDS, whichever comes first), in time order:
+rebuilding a lost index of a million segments holds one batch in memory, not the million rows, and a
+reconcile killed half-way keeps every batch it committed; the next one finds those files indexed and
+adopts only the rest. A batch is a few thousand rows, so its commit costs little next to its rows.
+`progress` is told after each batch and every few seconds (the supervisor passes it on to systemd).
 """
 
 from __future__ import annotations
@@ -16,12 +22,13 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from collections import defaultdict
-from dataclasses import dataclass, field
+from collections import defaultdict, deque
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
-from edgenvr.core.records import SegmentOrigin
+from edgenvr.core.records import SegmentOrigin, SegmentRecord
+from edgenvr.core.time_format import format_ms
 from edgenvr.core.units import HOUR_MS
 from edgenvr.index.writer import IndexWriter
 from edgenvr.recording.segment_files import (
@@ -30,6 +37,7 @@ from edgenvr.recording.segment_files import (
     quarantine,
     record_from_file,
 )
+from edgenvr.storage.deletion import DataFile, delete_data_file
 from edgenvr.storage.layout import StorageLayout, parse_segment_name
 
 log = logging.getLogger(__name__)
@@ -46,16 +54,26 @@ class ConsistencyReport:
     # Rows of deleted segments waiting to be dropped with the next commit (retention.policy): invisible to
     # readers, finished by reconcile after a crash, so not a disagreement between index and disk.
     rows_marked_deleting: int = 0
+    # The lists above name at most `names_kept` entries each (None: all), so that rebuilding a lost index of a
+    # million files does not hold a million paths; the counts below are always exact.
+    names_kept: int | None = None
+    missing_files: int = 0
+    wrong_size_files: int = 0
+    unindexed_files: int = 0
+    partials: int = 0
 
     @property
     def consistent(self) -> bool:
-        return not (self.rows_without_file or self.rows_with_wrong_size or self.files_without_row
-                    or self.partial_files)
+        return not (self.missing_files or self.wrong_size_files or self.unindexed_files or self.partials)
 
     def summary(self) -> str:
-        return (f"{self.rows} rows, {self.files} files; missing files {len(self.rows_without_file)}, "
-                f"wrong size {len(self.rows_with_wrong_size)}, unindexed files {len(self.files_without_row)}, "
-                f"partial files {len(self.partial_files)}, rows marked deleting {self.rows_marked_deleting}")
+        return (f"{self.rows} rows, {self.files} files; missing files {self.missing_files}, "
+                f"wrong size {self.wrong_size_files}, unindexed files {self.unindexed_files}, "
+                f"partial files {self.partials}, rows marked deleting {self.rows_marked_deleting}")
+
+    def _name(self, names: list[str], name: str) -> None:
+        if self.names_kept is None or len(names) < self.names_kept:
+            names.append(name)
 
 
 @dataclass
@@ -67,6 +85,104 @@ class _Bucket:
     partials: list[Path] = field(default_factory=list)
 
 
+# A batch: about 500 bytes of memory per waiting row (~2.5 MB), and a commit per few thousand rows.
+BATCH_ROWS = 5000
+BATCH_SECONDS = 5.0   # also the longest time between two progress reports, but for one camera-hour's work
+NAMES_KEPT = 1000     # paths a reconcile's report names per kind of disagreement (the counts are exact)
+
+
+@dataclass(frozen=True)
+class ReconcileProgress:
+    """How far a reconcile has gone; what is committed survives a kill."""
+    hours: int             # hours of the segment tree (hours with rows only are not known ahead)
+    hours_walked: int = 0
+    files: int = 0         # complete segment files seen
+    added: int = 0         # rows committed for files that had none (adopted, or recovered partials)
+    dropped: int = 0       # rows committed as dropped (file missing or damaged, deletion finished)
+    commits: int = 0       # batches committed
+    done: bool = False
+
+    def describe(self) -> str:
+        return (f"hour {self.hours_walked} of {self.hours}, {self.files} segment files seen, {self.added} rows added,"
+                f" {self.dropped} dropped, {self.commits} batches committed{' (done)' if self.done else ''}")
+
+
+class _RepairBatch:
+    """A reconcile's repairs waiting for their commit: rows added (pending in the writer, with the gaps it
+    derives), rows to drop (with the gap that says why). Committed once `batch_rows` wait or `batch_seconds`
+    passed, checked after each camera-hour, so memory holds at most a batch, a camera-hour of rows and the
+    listing of one hour of every camera."""
+
+    def __init__(self, writer: IndexWriter, progress: Callable[[ReconcileProgress], None] | None, batch_rows: int,
+                 batch_seconds: float, state: ReconcileProgress) -> None:
+        self.writer = writer
+        self.tell = progress
+        self.batch_rows = batch_rows
+        self.batch_seconds = batch_seconds
+        self.state = state
+        self.drops: list[tuple[int, str]] = []   # (row id, gap reason; "" for no gap)
+        self.dropped_bytes = 0
+        self.added: dict[str, tuple[int, int, int]] = {}   # camera -> (rows, first start_ms, last start_ms)
+        self.last_told = writer.clock.monotonic()
+
+    @property
+    def waiting(self) -> int:
+        return len(self.drops) + sum(rows for rows, _first, _last in self.added.values())
+
+    def add(self, record: SegmentRecord) -> None:
+        self.writer.add_segment(record)
+        rows, first, _last = self.added.get(record.camera, (0, record.start_ms, record.start_ms))
+        self.added[record.camera] = (rows + 1, first, record.start_ms)
+
+    def drop(self, row_id: int, size: int, gap_reason: str) -> None:
+        self.drops.append((row_id, gap_reason))
+        self.dropped_bytes += size
+
+    def checkpoint(self, files: int, hours_walked: int) -> None:
+        """After a camera-hour: commit if a batch is due, tell the progress if it is time."""
+        self.state = replace(self.state, files=files, hours_walked=hours_walked)
+        late = self.writer.clock.monotonic() - self.last_told >= self.batch_seconds
+        if self.waiting >= self.batch_rows or (late and self.waiting):
+            self._commit()
+        elif late:
+            self._tell()
+
+    def finish(self, files: int, hours_walked: int) -> None:
+        self.state = replace(self.state, files=files, hours_walked=hours_walked)
+        if self.waiting:
+            self._commit()
+        self.state = replace(self.state, done=True)
+        self._tell()
+
+    def _commit(self) -> None:
+        """Raises what the writer's commit raises; the batch then stays pending in the writer, and the
+        caller gives up (the next start-up redoes this batch, not the ones before it)."""
+        drops, added = self.drops, self.added
+
+        def repair_rows(conn: sqlite3.Connection) -> None:
+            conn.executemany("INSERT INTO gaps (camera, start_ms, end_ms, reason)"
+                             " SELECT camera, start_ms, end_ms, ? FROM segments WHERE id = ?",
+                             [(reason, row_id) for row_id, reason in drops if reason])
+            conn.executemany("DELETE FROM segments WHERE id = ?", [(row_id,) for row_id, _reason in drops])
+
+        self.writer.commit(also=repair_rows if drops else None)
+        self.writer.note_deleted(self.dropped_bytes)
+        rows_added = sum(rows for rows, _first, _last in added.values())
+        if added:
+            log.info("reconcile: adopted %d segment files that had no row: %s", rows_added, "; ".join(
+                f"{rows} of {camera} from {format_ms(first)} to {format_ms(last)}"
+                for camera, (rows, first, last) in sorted(added.items())))
+        self.state = replace(self.state, added=self.state.added + rows_added, dropped=self.state.dropped + len(drops),
+                             commits=self.state.commits + 1)
+        self.drops, self.dropped_bytes, self.added = [], 0, {}
+        self._tell()
+
+    def _tell(self) -> None:
+        self.last_told = self.writer.clock.monotonic()
+        if self.tell is not None:
+            self.tell(self.state)
+
+
 def _hour_dirs(layout: StorageLayout) -> dict[int, list[tuple[str, Path]]]:
     """hour bucket -> [(camera, hour directory)] for every directory in the segment tree."""
     result: dict[int, list[tuple[str, Path]]] = defaultdict(list)
@@ -76,24 +192,33 @@ def _hour_dirs(layout: StorageLayout) -> dict[int, list[tuple[str, Path]]]:
     return result
 
 
-def _buckets(conn: sqlite3.Connection, layout: StorageLayout) -> Iterator[list[_Bucket]]:
-    dirs = _hour_dirs(layout)
-    rows_by_hour: dict[int, list[sqlite3.Row]] = defaultdict(list)
-    row_iter = conn.execute("SELECT id, camera, start_ms, bytes FROM segments WHERE deleting = 0 ORDER BY start_ms")
-    pending_row = next(row_iter, None)
-    hours = sorted(dirs)
-    # Merge-join hours that have directories with hours that have rows, in time order.
-    while hours or pending_row is not None:
-        row_hour = pending_row["start_ms"] // HOUR_MS if pending_row is not None else None
-        hour = min(h for h in (hours[0] if hours else None, row_hour) if h is not None)
+_FIRST_ROW_FROM = "SELECT start_ms FROM segments WHERE deleting = 0 AND start_ms >= ? ORDER BY start_ms LIMIT 1"
+_ROWS_OF_HOUR = ("SELECT id, camera, start_ms, bytes FROM segments WHERE deleting = 0 AND start_ms >= ? AND start_ms < ?"
+                 " ORDER BY start_ms")
+
+
+def _buckets(conn: sqlite3.Connection, dirs: dict[int, list[tuple[str, Path]]]) -> Iterator[tuple[int, list[_Bucket]]]:
+    """(hour, a bucket per camera) for every hour that has rows or directories, oldest first.
+
+    A merge-join of the hours with directories and the hours with rows, in time order. Each hour's rows are
+    read by a query run to its end when its turn comes (index seeks on start_ms): no statement stays open
+    while the caller commits its batch, and rows it adopted into a past hour are never read again."""
+    hours = deque(sorted(dirs))
+    from_ms = -(2 ** 63)   # the smallest start_ms SQLite can hold
+    while True:
+        first = conn.execute(_FIRST_ROW_FROM, (from_ms,)).fetchone()
+        row_hour = first[0] // HOUR_MS if first is not None else None
+        candidates = [h for h in (hours[0] if hours else None, row_hour) if h is not None]
+        if not candidates:
+            return
+        hour = min(candidates)
         if hours and hours[0] == hour:
-            hours.pop(0)
-        while pending_row is not None and pending_row["start_ms"] // HOUR_MS == hour:
-            rows_by_hour[hour].append(pending_row)
-            pending_row = next(row_iter, None)
+            hours.popleft()
+        from_ms = (hour + 1) * HOUR_MS
         per_camera: dict[str, _Bucket] = {}
-        for row in rows_by_hour.pop(hour, []):
-            per_camera.setdefault(row["camera"], _Bucket(row["camera"])).rows[row["start_ms"]] = (row["id"], row["bytes"])
+        if row_hour == hour:
+            for row_id, camera, start_ms, size in conn.execute(_ROWS_OF_HOUR, (hour * HOUR_MS, from_ms)).fetchall():
+                per_camera.setdefault(camera, _Bucket(camera)).rows[start_ms] = (row_id, size)
         for camera, directory in dirs.get(hour, []):
             bucket = per_camera.setdefault(camera, _Bucket(camera))
             for entry in os.scandir(directory):
@@ -103,7 +228,7 @@ def _buckets(conn: sqlite3.Connection, layout: StorageLayout) -> Iterator[list[_
                 start_ms, is_partial = parsed
                 (bucket.partials.append(Path(entry.path)) if is_partial
                  else bucket.files.__setitem__(start_ms, Path(entry.path)))
-        yield list(per_camera.values())
+        yield hour, list(per_camera.values())
 
 
 def _compare(bucket: _Bucket, report: ConsistencyReport) -> tuple[list[tuple[int, int, int, Path | None]], list[Path]]:
@@ -111,18 +236,24 @@ def _compare(bucket: _Bucket, report: ConsistencyReport) -> tuple[list[tuple[int
     damaged file or None when the file is missing) and the files without a row, oldest first."""
     report.rows += len(bucket.rows)
     report.files += len(bucket.files)
-    report.partial_files += [str(p) for p in sorted(bucket.partials)]
+    report.partials += len(bucket.partials)
+    for partial in sorted(bucket.partials):
+        report._name(report.partial_files, str(partial))
     bad_rows: list[tuple[int, int, int, Path | None]] = []
     for start_ms, (row_id, size) in bucket.rows.items():
         path = bucket.files.get(start_ms)
         if path is None:
-            report.rows_without_file.append(f"{bucket.camera}/{start_ms}")
+            report.missing_files += 1
+            report._name(report.rows_without_file, f"{bucket.camera}/{start_ms}")
             bad_rows.append((start_ms, row_id, size, None))
         elif path.stat().st_size != size:
-            report.rows_with_wrong_size.append(str(path))
+            report.wrong_size_files += 1
+            report._name(report.rows_with_wrong_size, str(path))
             bad_rows.append((start_ms, row_id, size, path))
     unindexed = [p for s, p in sorted(bucket.files.items()) if s not in bucket.rows]
-    report.files_without_row += [str(p) for p in unindexed]
+    report.unindexed_files += len(unindexed)
+    for path in unindexed:
+        report._name(report.files_without_row, str(path))
     return bad_rows, unindexed
 
 
@@ -130,38 +261,54 @@ def check_consistency(conn: sqlite3.Connection, layout: StorageLayout) -> Consis
     """Compare index and disk without changing either (`edgenvr check-index`, tests)."""
     report = ConsistencyReport()
     report.rows_marked_deleting = conn.execute("SELECT COUNT(*) FROM segments WHERE deleting = 1").fetchone()[0]
-    for buckets in _buckets(conn, layout):
+    for _hour, buckets in _buckets(conn, _hour_dirs(layout)):
         for bucket in buckets:
             _compare(bucket, report)
     return report
 
 
-def reconcile(writer: IndexWriter, layout: StorageLayout) -> ConsistencyReport:
-    """Repair index and disk so that `check_consistency` finds nothing. Returns what was found."""
+def reconcile(writer: IndexWriter, layout: StorageLayout, *, progress: Callable[[ReconcileProgress], None] | None = None,
+              batch_rows: int = BATCH_ROWS, batch_seconds: float = BATCH_SECONDS) -> ConsistencyReport:
+    """Repair index and disk so that `check_consistency` finds nothing. Returns what was found (naming at
+    most NAMES_KEPT paths of each kind; the counts are exact).
+
+    Repairs are committed in batches (see _RepairBatch), and `progress` is called after each and at least
+    every `batch_seconds` while the walk goes on. Raises what a commit raises (e.g. the disk is full);
+    what was committed before stays, and the next start-up goes on from there."""
     conn = writer.conn
-    found = ConsistencyReport()
-    # Interrupted deletions: the file goes now, the row with the one commit at the end.
+    found = ConsistencyReport(names_kept=NAMES_KEPT)
+    # Interrupted deletions: the file goes now, the row with the first batch.
     finished = conn.execute("SELECT id, camera, start_ms FROM segments WHERE deleting = 1").fetchall()
     for _row_id, camera, start_ms in finished:
-        layout.segment_path(camera, start_ms).unlink(missing_ok=True)
+        try:
+            delete_data_file(layout, layout.segment_path(camera, start_ms), DataFile.SEGMENT)
+        except ValueError as exc:  # refused, or no layout path has this camera or time: no file is touched
+            log.error("reconcile: file of deleted segment %r at %r left alone: %s", camera, start_ms, exc)
     found.rows_marked_deleting = len(finished)
     if finished:
         log.info("reconcile: finishing %d interrupted deletions", len(finished))
 
-    dropped_rows: list[tuple[int, str, int, int, str]] = []
-    for buckets in _buckets(conn, layout):
+    dirs = _hour_dirs(layout)
+    batch = _RepairBatch(writer, progress, batch_rows, batch_seconds, ReconcileProgress(hours=len(dirs)))
+    for row_id, _camera, _start_ms in finished:
+        batch.drop(row_id, 0, "")   # its file is gone: no gap, and indexed_bytes never counted a marked row
+    hours_walked = 0
+    for hour, buckets in _buckets(conn, dirs):
+        hours_walked += hour in dirs
         for bucket in buckets:
             bad_rows, unindexed = _compare(bucket, found)
             for start_ms, row_id, size, damaged in bad_rows:
                 if damaged is None:
-                    dropped_rows.append((row_id, bucket.camera, start_ms, size, "segment file missing"))
+                    reason = "segment file missing"
                 else:
                     quarantine(layout, damaged, f"size {damaged.stat().st_size} differs from indexed {size}")
-                    dropped_rows.append((row_id, bucket.camera, start_ms, size, "segment file damaged"))
+                    reason = "segment file damaged"
+                log.error("reconcile: %s for %s at %d; row removed and recorded as a gap", reason, bucket.camera, start_ms)
+                batch.drop(row_id, size, reason)
             for path in unindexed:
                 try:
-                    writer.add_segment(record_from_file(layout, bucket.camera, path, origin=SegmentOrigin.ADOPTED))
-                    log.info("reconcile: adopted %s", path)
+                    batch.add(record_from_file(layout, bucket.camera, path, origin=SegmentOrigin.ADOPTED))
+                    log.debug("reconcile: adopted %s", path)
                 except Exception as exc:  # noqa: BLE001 - any unreadable file goes to quarantine
                     quarantine(layout, path, f"unindexed file not readable: {exc}")
             for partial in sorted(bucket.partials):
@@ -171,21 +318,10 @@ def reconcile(writer: IndexWriter, layout: StorageLayout) -> ConsistencyReport:
                     log.error("reconcile: %s; left for the next start-up", exc)
                     continue
                 if record is not None:
-                    writer.add_segment(record)
+                    batch.add(record)
                     log.info("reconcile: recovered %s (%d ms)", record.path, record.duration_ms)
-    for _row_id, camera, start_ms, _size, reason in dropped_rows:
-        log.error("reconcile: %s for %s at %d; row removed and recorded as a gap", reason, camera, start_ms)
-
-    def repair_rows(conn: sqlite3.Connection) -> None:
-        """Every row change of the reconcile, in the same transaction as the adopted rows."""
-        conn.executemany("DELETE FROM segments WHERE id = ?", [(row[0],) for row in finished])
-        conn.executemany("INSERT INTO gaps (camera, start_ms, end_ms, reason)"
-                         " SELECT camera, start_ms, end_ms, ? FROM segments WHERE id = ?",
-                         [(reason, row_id) for row_id, _c, _s, _b, reason in dropped_rows])
-        conn.executemany("DELETE FROM segments WHERE id = ?", [(row[0],) for row in dropped_rows])
-
-    writer.commit(also=repair_rows)
-    writer.note_deleted(sum(size for _r, _c, _s, size, _reason in dropped_rows))
+            batch.checkpoint(found.files, hours_walked)
+    batch.finish(found.files, hours_walked)
     if not found.consistent:
         log.warning("reconcile: %s", found.summary())
     else:

@@ -55,7 +55,7 @@ def _wanted(event_condition: str) -> str:
              AND s.start_ms >= MAX(e.keep_from_ms - {LONGEST_SEGMENT_MS}, :lower)
              AND s.start_ms < MIN(e.keep_to_ms, :to_ms) AND s.end_ms > e.keep_from_ms
             WHERE e.camera = :camera AND e.keep_to_ms > :lower AND e.keep_from_ms < :upper AND ({event_condition}))
-        SELECT s.id, s.camera, s.start_ms, s.end_ms, s.bytes, s.retention_class, CASE
+        SELECT s.id, s.camera, s.start_ms, s.end_ms, s.bytes, s.retention_class, s.timeline_ms, CASE
             WHEN s.id IN (SELECT id FROM held) THEN {HOLD}
             WHEN s.id IN (SELECT id FROM kept) THEN {EVENT}
             ELSE {CONTINUOUS} END AS class
@@ -86,5 +86,5 @@ def classes_after(conn: sqlite3.Connection, camera: str, from_ms: int, to_ms: in
                   params: Mapping[str, Any]) -> list[sqlite3.Row]:
     """What `classify` would give the camera's segments overlapping [from_ms, to_ms) if only the events
     matching `events_left` (SQL over `events e`, with named `params`) were left. Writes nothing.
-    Rows: id, camera, start_ms, end_ms, bytes, retention_class (now), class (then)."""
+    Rows: id, camera, start_ms, end_ms, bytes, retention_class (now), timeline_ms, class (then)."""
     return conn.execute(_wanted(events_left), {**params, **_range(camera, from_ms, to_ms)}).fetchall()

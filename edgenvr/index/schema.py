@@ -95,16 +95,54 @@ MIGRATIONS: list[str] = [
     ALTER TABLE cameras ADD COLUMN motion_json TEXT NOT NULL DEFAULT '{}';
     CREATE INDEX segments_camera_class ON segments(camera, retention_class, start_ms);
     """,
+    # 3: clock trust (docs/architecture.md, "Clock trust"; index.recording_timeline, index.reanchoring).
+    # Rows from before it keep NULL timelines and are aged and ordered by start_ms as before (no table rewrite).
+    """
+    CREATE TABLE boots (
+        id INTEGER PRIMARY KEY,
+        boot_id TEXT NOT NULL UNIQUE,  -- core.clock.Clock.boot_id (16 hex digits)
+        base_ms INTEGER NOT NULL,      -- a segment's timeline_ms = base_ms + the boot-time clock at its start
+        first_ms INTEGER NOT NULL,     -- the timeline where the boot was first seen: later boots start after it
+        offset_ms INTEGER              -- wall minus boot-time clock, first seen synchronised; NULL: never was
+    );
+    -- the recording timeline (boot-time clocks of successive boots end to end): the ring's order, and a lower
+    -- bound of real elapsed time for the age rules; NULL: indexed before migration 3 (start_ms stands in)
+    ALTER TABLE segments ADD COLUMN timeline_ms INTEGER;
+    ALTER TABLE segments ADD COLUMN boot INTEGER;       -- boots.id; NULL: not known
+    -- 0 recorded on an unsynchronised clock (start/end as that clock said), 1 synchronised (or not known:
+    -- taken at its wall times, as before), 2 re-anchored to its true time, 3 could not be (the name was taken)
+    ALTER TABLE segments ADD COLUMN clock_state INTEGER NOT NULL DEFAULT 1;
+    CREATE INDEX segments_ring ON segments(retention_class, timeline_ms, start_ms);
+    CREATE INDEX segments_camera_age ON segments(camera, retention_class, timeline_ms, start_ms);
+    DROP INDEX segments_retention;     -- the ring's order is segments_ring's now
+    CREATE INDEX segments_unsynchronised ON segments(boot, timeline_ms) WHERE clock_state = 0;
+    -- an event's keep_to_ms (its end_ms if it keeps no video) on the timeline; NULL while open or from before
+    ALTER TABLE events ADD COLUMN timeline_keep_to_ms INTEGER;
+    CREATE INDEX events_expiry ON events(camera, timeline_keep_to_ms, keep_to_ms);
+    """,
 ]
 
 
-class IndexVersionError(Exception):
-    """The index was written by a newer edgenvr; refusing to touch it protects the recordings it describes."""
+class IndexVersionError(sqlite3.DatabaseError):
+    """The index was written by a newer edgenvr; refusing to touch it protects the recordings it describes.
+
+    A DatabaseError, so whoever already handles an unusable index (sqlite3.Error) handles this one too."""
 
 
 def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
+    """The index at ``path``: read-only, or for writing (created and migrated). Either way IndexVersionError
+    if a newer edgenvr wrote it: this version could misread it (readers) or damage it (writers). Readers also
+    refuse an older one: they query today's columns, and only the writer (`edgenvr run`) migrates."""
     if readonly:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10, isolation_level=None)
+        try:
+            version = check_version(conn, path)
+            if 0 < version < len(MIGRATIONS):  # readers query today's columns; only the writer migrates
+                raise IndexVersionError(f"{path} is from an older edgenvr (index schema version {version}; this "
+                                        f"edgenvr needs {len(MIGRATIONS)}): start `edgenvr run` once to upgrade it")
+        except BaseException:
+            conn.close()
+            raise
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path, timeout=10, isolation_level=None)
@@ -113,7 +151,7 @@ def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
         conn.execute("PRAGMA page_size=1024")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
-        migrate(conn)
+        migrate(conn, path)
     conn.row_factory = sqlite3.Row
     return conn
 
@@ -131,11 +169,18 @@ def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
-def migrate(conn: sqlite3.Connection) -> int:
-    """Apply pending migrations, each in its own transaction. Returns the resulting schema version."""
+def check_version(conn: sqlite3.Connection, path: Path | str = "the index") -> int:
+    """The index's schema version; IndexVersionError if it is newer than this edgenvr knows."""
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > len(MIGRATIONS):
-        raise IndexVersionError(f"index schema version {version} is newer than this edgenvr knows ({len(MIGRATIONS)})")
+        raise IndexVersionError(f"{path} was written by a newer edgenvr (index schema version {version}; this "
+                                f"edgenvr knows up to {len(MIGRATIONS)}): use that edgenvr or a newer one")
+    return version
+
+
+def migrate(conn: sqlite3.Connection, path: Path | str = "the index") -> int:
+    """Apply pending migrations, each in its own transaction. Returns the resulting schema version."""
+    version = check_version(conn, path)
     for number in range(version + 1, len(MIGRATIONS) + 1):
         with write_transaction(conn):
             for statement in _statements(MIGRATIONS[number - 1]):

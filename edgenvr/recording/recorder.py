@@ -192,7 +192,7 @@ class CameraRecorder:
                                 log.info("camera %s: stream parameters changed, new segment", self.camera.id)
                                 template = self._template_from_keyframe(packet, codec) or template
                         writer = SegmentWriter(self.layout, self.camera.id, template, anchor.wall_ms(stream_ms),
-                                               packet.dts, time_base)
+                                               packet.dts, time_base, clock=self.clock)
                         forced_cut_pts = cutter.forced_cut_pts
                         if not recorded:
                             self.set_state(RecorderState.RECORDING)

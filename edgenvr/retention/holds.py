@@ -21,6 +21,7 @@ from edgenvr.config.records import Config
 from edgenvr.core.camera_ids import is_camera_id
 from edgenvr.core.clock import SYSTEM_CLOCK, Clock
 from edgenvr.core.time_format import format_ms
+from edgenvr.core.units import LATEST_TIME_MS
 from edgenvr.index import schema as index_schema
 from edgenvr.index.retention_classes import HOLD, LONGEST_SEGMENT_MS, classify
 from edgenvr.storage.layout import StorageLayout
@@ -68,6 +69,9 @@ def check_reason(reason: str, what: str = "reason") -> str:
         raise HoldError(f"{what} must not be empty: say why the video is kept (an incident number, a request)")
     if any(ord(character) < 0x20 or character == "\x7f" for character in text):
         raise HoldError(f"{what} must be one line of text without control characters")
+    if any(0xD800 <= ord(character) <= 0xDFFF for character in text):
+        # bytes the terminal's encoding could not decode (argv keeps them as surrogates); SQLite would refuse them
+        raise HoldError(f"{what} is not valid text in this terminal's encoding")
     if len(text) > MAX_REASON_CHARS:
         raise HoldError(f"{what} is {len(text)} characters; at most {MAX_REASON_CHARS}")
     return text
@@ -84,13 +88,25 @@ def _check_camera(conn: sqlite3.Connection, config: Config, camera: str) -> None
     raise HoldError(f"unknown camera {camera!r}: not in {config.source} and never recorded (cameras: {known})")
 
 
-def add_hold(conn: sqlite3.Connection, config: Config, camera: str, from_ms: int, to_ms: int, reason: str,
-             at_ms: int | None = None, *, clock: Clock = SYSTEM_CLOCK) -> Hold:
-    """Put [from_ms, to_ms) of `camera` on hold; its video moves to the held class in the same commit."""
-    _check_camera(conn, config, camera)
+def _check_range(from_ms: int, to_ms: int) -> None:
+    # Refused before anything is written: a hold beyond year 9999 was once saved and then made every
+    # `hold add/list/release` fail for good (no date can show it).
+    for name, value in (("from", from_ms), ("to", to_ms)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise HoldError(f"the hold's {name} time must be whole epoch milliseconds, got {value!r}")
+        if not 0 <= value <= LATEST_TIME_MS:
+            raise HoldError(f"the hold's {name} time {format_ms(value)} is not a time edgenvr keeps: "
+                            f"use a time from 1970 to {format_ms(LATEST_TIME_MS)}")
     if from_ms >= to_ms:
         raise HoldError(f"the hold must start before it ends: from {format_ms(from_ms)} is not before"
                         f" to {format_ms(to_ms)}")
+
+
+def add_hold(conn: sqlite3.Connection, config: Config, camera: str, from_ms: int, to_ms: int, reason: str,
+             at_ms: int | None = None, *, clock: Clock = SYSTEM_CLOCK) -> Hold:
+    """Put [from_ms, to_ms) of `camera` on hold; its video moves to the held class in the same commit."""
+    _check_range(from_ms, to_ms)
+    _check_camera(conn, config, camera)
     text = check_reason(reason)
     created = clock.now_ms() if at_ms is None else at_ms
     with index_schema.write_transaction(conn):

@@ -17,16 +17,21 @@ A full sweep (see below for when), in this order:
    - event video (class 1) older than both event_days and max_age_days. After step 1 this is only the
      video of long or still-open events (a camera covered for weeks): it bounds what such an event keeps;
    - retention_max_days is a legal maximum: every class 0 and 1 segment older than it.
-   Held video (class 2) is never deleted by age. "Older" is by a segment's start.
+   Held video (class 2) is never deleted by age. "Older" is by a segment's start on the recording timeline
+   (index.recording_timeline: the boot-time clocks of the box's boots end to end), never by the wall clock:
+   a clock stepped forward (NTP after a boot at 1970, a false NTP answer, a wrong RTC) or back can make no
+   video due early. The timeline counts only the time the box was up, so video outlives its days by the
+   time the box was off. Rows indexed before the timeline existed go by their wall-clock start, as before.
 3. Disk pressure (quota, or free space under min_free, each with headroom for what recorders write
-   before the next sweep): oldest first by (retention_class, start_ms): every continuous segment of
-   every camera before any event video, and never held video. The free-space floor wins over event
+   before the next sweep): oldest first in recording order, (retention_class, timeline position): every
+   continuous segment of every camera before any event video, and never held video. The free-space floor wins over event
    retention: event video deleted before its event_days is reported by one alert event per camera and
    sweep. If only held video is left and free space is still under min_free, an ALERT is logged and
    indexed, once until free space recovers.
 
-Every query runs on an index, (camera, retention_class, start_ms), (retention_class, start_ms) and
-events (camera, keep_to_ms), so a sweep costs what it deletes, not what is stored.
+Every query runs on an index, (camera, retention_class, timeline_ms, start_ms), (retention_class,
+timeline_ms, start_ms) and events (camera, timeline_keep_to_ms, keep_to_ms), so a sweep costs what it
+deletes, not what is stored.
 
 Deleting costs index writes, and on a full disk the ring deletes all the time (docs/architecture.md, "The
 ring's deletions ride the batch's commit"). So the supervisor (runtime.periodic_work) sweeps fully once per
@@ -36,7 +41,8 @@ few minutes carries both the new rows and the deletions, and expired video lives
 longer. Every `sweep_seconds` in between, an urgent-only sweep checks that the quota and the floor will last until
 the next one, and deletes at once (with commits of its own) if they will not.
 
-Deleting segments: choose them and mark them `deleting` in one write transaction, then unlink and fsync
+Deleting segments: choose them and mark them `deleting` in one write transaction, then unlink (every file,
+snapshots and reference views too, through storage.deletion: only files the layout names) and fsync
 the directories; the rows are dropped with the next commit. Choosing inside the transaction matters: a
 hold added by the CLI at the same moment either commits first (its segments are class 2 and not chosen)
 or waits for the mark. A crash after the mark is finished by the start-up reconcile (`index.reconcile`).
@@ -68,6 +74,7 @@ from edgenvr.index.retention_classes import (
     classify,
 )
 from edgenvr.index.writer import IndexWriter
+from edgenvr.storage.deletion import DataFile, DeletionRefused, delete_data_file
 from edgenvr.storage.durable_writes import fsync_dir
 from edgenvr.storage.layout import StorageLayout
 
@@ -81,20 +88,34 @@ FLOOR = "free space below min_free"
 
 # The victim queries of the sweep's three steps. Run through the step functions below (expired_events,
 # age_victims, pressure_victims), shared with retention.report, which counts what they select instead of deleting.
-SEGMENT_COLUMNS = "id, camera, start_ms, end_ms, bytes, retention_class"
-# Uses segments_camera_class (camera, retention_class, start_ms): costs the rows it returns.
-AGE_VICTIMS = "FROM segments WHERE camera = ? AND retention_class = ? AND start_ms < ? AND deleting = 0 ORDER BY start_ms"
-# Uses segments_retention (retention_class, start_ms) for both the filter and the order.
-PRESSURE_VICTIMS = (f"FROM segments WHERE retention_class < {DELETABLE_BELOW} AND deleting = 0"
-                    " ORDER BY retention_class, start_ms")
-# Uses events_keep (camera, keep_to_ms) for both halves: reads the expired events only (held ones among them
-# are read and left alone at every sweep; a hold keeps few).
+SEGMENT_COLUMNS = "id, camera, start_ms, end_ms, bytes, retention_class, timeline_ms"
+# Age is measured on the recording timeline (index.recording_timeline: never more than the real age, whatever
+# the wall clock did). Rows indexed before it existed (timeline_ms NULL) go by start_ms, as they always did,
+# and come first (older). Both use segments_camera_age (camera, retention_class, timeline_ms, start_ms), named
+# so that the planner never walks segments_camera_class instead (after a wall clock jump, every row of a camera
+# would pass its start_ms test). Each costs the rows it returns.
+AGE_VICTIMS = ("FROM segments INDEXED BY segments_camera_age WHERE camera = ? AND retention_class = ?"
+               " AND timeline_ms < ? AND deleting = 0 ORDER BY timeline_ms")
+AGE_VICTIMS_BEFORE_TIMELINE = ("FROM segments INDEXED BY segments_camera_age WHERE camera = ? AND retention_class = ?"
+                               " AND timeline_ms IS NULL AND start_ms < ? AND deleting = 0 ORDER BY start_ms")
+# The ring's order is recording order: the timeline (rows from before it first, by start_ms). A wall clock that
+# went back never makes new video look older than old video. Uses segments_ring for the filter and the order.
+PRESSURE_VICTIMS = (f"FROM segments INDEXED BY segments_ring WHERE retention_class < {DELETABLE_BELOW} AND deleting = 0"
+                    " ORDER BY retention_class, timeline_ms, start_ms")
+# An event's age is its kept video's end (its own end if it keeps none) on the timeline (timeline_keep_to_ms);
+# events from before the timeline go by keep_to_ms / end_ms as before. Uses events_expiry (camera,
+# timeline_keep_to_ms, keep_to_ms) in each part: reads the expired events only (held ones among them are read
+# and left alone at every sweep; a hold keeps few).
 EVENT_COLUMNS = "id, camera, kind, subkind, start_ms, end_ms, keep_from_ms, keep_to_ms, snapshot"
-EXPIRED_EVENT_WITH_VIDEO = f"e.keep_to_ms < :cutoff AND NOT {EVENT_HELD_SQL}"   # over `events e`
+EXPIRED_EVENT_WITH_VIDEO = (f"(e.timeline_keep_to_ms < :cutoff OR e.timeline_keep_to_ms IS NULL"
+                            f" AND e.keep_to_ms < :wall_cutoff) AND NOT {EVENT_HELD_SQL}")   # over `events e`
 EXPIRED_EVENTS = (
-    f"SELECT {EVENT_COLUMNS} FROM events e WHERE camera = :camera AND {EXPIRED_EVENT_WITH_VIDEO}"
-    f" UNION ALL SELECT {EVENT_COLUMNS} FROM events e WHERE camera = :camera AND keep_to_ms IS NULL"
-    f" AND end_ms < :cutoff AND NOT {EVENT_HELD_SQL}")
+    f"SELECT {EVENT_COLUMNS} FROM events e WHERE camera = :camera AND timeline_keep_to_ms < :cutoff"
+    f" AND NOT {EVENT_HELD_SQL}"
+    f" UNION ALL SELECT {EVENT_COLUMNS} FROM events e WHERE camera = :camera AND timeline_keep_to_ms IS NULL"
+    f" AND keep_to_ms < :wall_cutoff AND NOT {EVENT_HELD_SQL}"
+    f" UNION ALL SELECT {EVENT_COLUMNS} FROM events e WHERE camera = :camera AND timeline_keep_to_ms IS NULL"
+    f" AND keep_to_ms IS NULL AND end_ms < :wall_cutoff AND NOT {EVENT_HELD_SQL}")
 
 
 @dataclass(frozen=True)
@@ -108,54 +129,72 @@ class SweepResult:
 
 @dataclass(frozen=True)
 class AgeRule:
-    """Segments of one camera and class starting before `cutoff_ms` have outlived their retention."""
+    """Segments of one camera and class have outlived their retention if they are before `cutoff_ms` on the
+    recording timeline (their age as the boot-time clock vouches for it); a row from before the timeline,
+    if it starts before `wall_cutoff_ms`."""
 
     camera: str
     retention_class: int
-    cutoff_ms: int
+    cutoff_ms: int        # on the timeline
+    wall_cutoff_ms: int   # for rows without a timeline
     why: str   # the setting that makes them due: max_age_days | event_days | retention_max_days
 
-    def applies(self, camera: str, retention_class: int, start_ms: int) -> bool:
-        return camera == self.camera and retention_class == self.retention_class and start_ms < self.cutoff_ms
+    def applies(self, camera: str, retention_class: int, timeline_ms: int | None, start_ms: int) -> bool:
+        if camera != self.camera or retention_class != self.retention_class:
+            return False
+        return timeline_ms < self.cutoff_ms if timeline_ms is not None else start_ms < self.wall_cutoff_ms
 
 
 @dataclass(frozen=True)
 class CameraRules:
-    """A camera's retention resolved to cut-off times at one moment."""
+    """A camera's retention resolved to cut-off times at one moment (on the timeline, and on the wall clock
+    for rows and events from before the timeline)."""
 
     camera: str
     segments: tuple[AgeRule, ...]
-    events_cutoff_ms: int      # events whose kept video ended before this are due
+    events_cutoff_ms: int      # events whose kept video ended before this (timeline) are due
+    events_wall_cutoff_ms: int
     events_why: str
-    event_days_from_ms: int    # event video starting at or after this is within its event_days
+    event_days_from_ms: int    # event video at or after this (timeline) is within its event_days
+    event_days_from_wall_ms: int
+
+    def within_event_days(self, row: Any) -> bool:
+        """Whether a segment row (SEGMENT_COLUMNS) is younger than its camera's event_days."""
+        if row["timeline_ms"] is not None:
+            return bool(row["timeline_ms"] >= self.event_days_from_ms)
+        return bool(row["start_ms"] >= self.event_days_from_wall_ms)
 
 
-def camera_rules(config: Config, camera: str, at_ms: int) -> CameraRules:
+def camera_rules(config: Config, camera: str, at_ms: int, timeline_ms: int | None = None) -> CameraRules:
+    """The rules at wall time `at_ms`, which is `timeline_ms` on the recording timeline (default: the same)."""
+    at = (timeline_ms if timeline_ms is not None else at_ms, at_ms)
     days = config.retention_days(camera)
     legal = (days.retention_max_days, "retention_max_days")
     rules = []
-    continuous = _strictest(at_ms, (days.max_age_days, "max_age_days"), legal)
+    continuous = _strictest(at, (days.max_age_days, "max_age_days"), legal)
     if continuous is not None:
         rules.append(AgeRule(camera, CONTINUOUS, *continuous))
     if days.max_age_days is not None and days.max_age_days > days.event_days:
         event_video: tuple[float | None, str] = (days.max_age_days, "max_age_days")
     else:
         event_video = (days.event_days, "event_days")
-    video = _strictest(at_ms, event_video, legal)
+    video = _strictest(at, event_video, legal)
     assert video is not None  # event_days is always set
     rules.append(AgeRule(camera, EVENT, *video))
-    events = _strictest(at_ms, (days.event_days, "event_days"), legal)
+    events = _strictest(at, (days.event_days, "event_days"), legal)
     assert events is not None
-    return CameraRules(camera, tuple(rules), events[0], events[1], at_ms - int(days.event_days * DAY_MS))
+    event_days_ms = int(days.event_days * DAY_MS)
+    return CameraRules(camera, tuple(rules), *events, at[0] - event_days_ms, at[1] - event_days_ms)
 
 
-def _strictest(at_ms: int, *limits: tuple[float | None, str]) -> tuple[int, str] | None:
-    """(cut-off, setting) of the shortest of the limits that are set; None if none is."""
+def _strictest(at: tuple[int, int], *limits: tuple[float | None, str]) -> tuple[int, int, str] | None:
+    """(cut-off on the timeline, on the wall clock, setting) of the shortest of the limits that are set (`at`:
+    now on each); None if none is."""
     set_limits = [(days, name) for days, name in limits if days is not None]
     if not set_limits:
         return None
     days, name = min(set_limits, key=lambda limit: limit[0])
-    return at_ms - int(days * DAY_MS), name
+    return at[0] - int(days * DAY_MS), at[1] - int(days * DAY_MS), name
 
 
 def expired_events(conn: sqlite3.Connection, rules: CameraRules, limit: int | None = None) -> list[sqlite3.Row]:
@@ -165,20 +204,34 @@ def expired_events(conn: sqlite3.Connection, rules: CameraRules, limit: int | No
 
 def expired_events_params(rules: CameraRules) -> dict[str, Any]:
     """The named parameters of EXPIRED_EVENTS and EXPIRED_EVENT_WITH_VIDEO for one camera."""
-    return {"camera": rules.camera, "cutoff": rules.events_cutoff_ms}
+    return {"camera": rules.camera, "cutoff": rules.events_cutoff_ms, "wall_cutoff": rules.events_wall_cutoff_ms}
 
 
 def age_victims(conn: sqlite3.Connection, age: AgeRule, limit: int | None = None) -> list[sqlite3.Row]:
-    """Step 2: the segments (SEGMENT_COLUMNS) one age rule makes due, oldest first, at most `limit`."""
-    return conn.execute(f"SELECT {SEGMENT_COLUMNS} {AGE_VICTIMS}{_limit(limit)}",
-                        (age.camera, age.retention_class, age.cutoff_ms)).fetchall()
+    """Step 2: the segments (SEGMENT_COLUMNS) one age rule makes due, oldest first (rows from before the
+    timeline first), at most `limit`."""
+    rows = conn.execute(f"SELECT {SEGMENT_COLUMNS} {AGE_VICTIMS_BEFORE_TIMELINE}{_limit(limit)}",
+                        (age.camera, age.retention_class, age.wall_cutoff_ms)).fetchall()
+    if limit is not None and len(rows) >= limit:
+        return rows
+    return rows + conn.execute(f"SELECT {SEGMENT_COLUMNS} {AGE_VICTIMS}{_limit(None if limit is None else limit - len(rows))}",
+                               (age.camera, age.retention_class, age.cutoff_ms)).fetchall()
 
 
 def age_victims_total(conn: sqlite3.Connection, age: AgeRule) -> tuple[int, int]:
     """Step 2 counted: how many segments `age_victims` selects without a limit, and their bytes."""
-    count, size = conn.execute(f"SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM (SELECT bytes {AGE_VICTIMS})",
-                               (age.camera, age.retention_class, age.cutoff_ms)).fetchone()
+    count = size = 0
+    for query, cutoff in ((AGE_VICTIMS_BEFORE_TIMELINE, age.wall_cutoff_ms), (AGE_VICTIMS, age.cutoff_ms)):
+        part = conn.execute(f"SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM (SELECT bytes {query})",
+                            (age.camera, age.retention_class, cutoff)).fetchone()
+        count, size = count + part[0], size + part[1]
     return count, size
+
+
+def ring_key(row: Any) -> tuple[int, bool, int, int]:
+    """A segment row's place in PRESSURE_VICTIMS's order (rows without a timeline first, as SQLite sorts NULL)."""
+    timeline = row["timeline_ms"]
+    return row["retention_class"], timeline is not None, timeline if timeline is not None else 0, row["start_ms"]
 
 
 def pressure_victims(conn: sqlite3.Connection, limit: int | None = None) -> sqlite3.Cursor:
@@ -351,7 +404,8 @@ class RetentionPolicy:
             self._starved = False
             if urgent_only:
                 return SweepResult(0, 0, "")
-        rules = [camera_rules(self.config, camera, at_ms) for camera in sweep_cameras(conn, self.config)]
+        timeline_ms = self.writer.timeline.now_ms()   # ages are counted there (see AgeRule)
+        rules = [camera_rules(self.config, camera, at_ms, timeline_ms) for camera in sweep_cameras(conn, self.config)]
         self._expire_references(at_ms, [rule.camera for rule in rules])
         need, why = self.bytes_to_free(extra_room=True)
         if need == 0 and not self._due(rules):
@@ -370,9 +424,9 @@ class RetentionPolicy:
                 reasons.append(reason)
                 camera = row["camera"]
                 if camera not in by_camera:
-                    by_camera[camera] = camera_rules(self.config, camera, at_ms)
+                    by_camera[camera] = camera_rules(self.config, camera, at_ms, timeline_ms)
                 if reason in (QUOTA, FLOOR) and row["retention_class"] == EVENT \
-                        and row["start_ms"] >= by_camera[camera].event_days_from_ms:
+                        and by_camera[camera].within_event_days(row):
                     early.setdefault(camera, _Early()).add(row, reason)
             short, why = self.bytes_to_free()
             if short > 0 and not choice.found_for_space:
@@ -437,17 +491,21 @@ class RetentionPolicy:
         """Unlink marked (committed) segments and make that durable; their rows go with the next commit.
         Returns the segments deleted and their bytes.
 
-        A file that cannot be unlinked (read-only remount, I/O error) is logged and its row unmarked with
-        the next commit, so a later sweep tries again."""
+        A file that cannot be unlinked (read-only remount, I/O error), or that storage.deletion refuses (a
+        symlink below the data dir, a row whose camera or time no layout path has), is logged and its row
+        unmarked with the next commit, so a later sweep tries again; nothing else is touched."""
         directories = set()
         gone: list[sqlite3.Row] = []
         failed: list[int] = []
         for victim in victims:
-            path = self.layout.segment_path(victim["camera"], victim["start_ms"])
             try:
-                path.unlink()
-            except FileNotFoundError:
-                log.warning("retention: %s was already gone", path)
+                path = self.layout.segment_path(victim["camera"], victim["start_ms"])
+                if not delete_data_file(self.layout, path, DataFile.SEGMENT):
+                    log.warning("retention: %s was already gone", path)
+            except ValueError as exc:  # DeletionRefused, or the layout has no path for the row
+                log.error("retention: segment %r at %r not deleted: %s", victim["camera"], victim["start_ms"], exc)
+                failed.append(victim["id"])
+                continue
             except OSError as exc:
                 log.error("retention: cannot delete %s (%s); will try again", path, exc)
                 failed.append(victim["id"])
@@ -486,7 +544,9 @@ class RetentionPolicy:
         # unlinked inside the transaction that deletes the rows, as snapshots are (_expire_events)
         for row in conn.execute(query, params).fetchall():
             try:
-                self.layout.absolute(row["image"]).unlink(missing_ok=True)
+                delete_data_file(self.layout, self.layout.absolute(str(row["image"])), DataFile.REFERENCE)
+            except DeletionRefused as exc:  # not a file of ours: left alone, and the expired row goes
+                log.error("retention: reference view image %r left alone: %s", row["image"], exc)
             except OSError as exc:  # the row stays, so the image is not forgotten; retried next sweep
                 log.error("retention: cannot delete reference view %s: %s", row["image"], exc)
                 continue
@@ -504,14 +564,16 @@ class RetentionPolicy:
         directories = set()
         gone = []
         for row in rows:
-            path = self._snapshot_path(row["snapshot"])
-            if path is not None:
+            if row["snapshot"]:
+                path = self.layout.absolute(str(row["snapshot"]))
                 try:
-                    path.unlink(missing_ok=True)
+                    delete_data_file(self.layout, path, DataFile.SNAPSHOT)
+                    directories.add(path.parent)
+                except DeletionRefused as exc:  # not a snapshot of ours: left alone, and the expired event goes
+                    log.error("retention: event snapshot %r left alone: %s", row["snapshot"], exc)
                 except OSError as exc:  # the row stays, so the snapshot is not forgotten; retried next sweep
                     log.error("retention: cannot delete snapshot %s: %s", path, exc)
                     continue
-                directories.add(path.parent)
             gone.append(row)
         for directory in directories:
             if directory.is_dir():
@@ -521,17 +583,6 @@ class RetentionPolicy:
             if row["keep_from_ms"] is not None:  # the video it kept goes back to its other tiers
                 classify(conn, row["camera"], row["keep_from_ms"], row["keep_to_ms"])
         return len(gone)
-
-    def _snapshot_path(self, relative: str | None) -> Path | None:
-        """The snapshot file of an event row, or None; never a path outside the data dir."""
-        if not relative:
-            return None
-        data_dir = self.layout.data_dir
-        path = Path(os.path.normpath(data_dir / relative))
-        if not path.is_relative_to(data_dir) or path == data_dir or path.is_relative_to(self.layout.segments_dir):
-            log.error("retention: event snapshot %r is not a snapshot under the data dir; left alone", relative)
-            return None
-        return path
 
     # -- alerts -----------------------------------------------------------------------------------
 

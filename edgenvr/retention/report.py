@@ -22,6 +22,7 @@ from edgenvr.config.records import Config
 from edgenvr.core.clock import SYSTEM_CLOCK, Clock
 from edgenvr.core.time_format import format_ms
 from edgenvr.core.units import DAY_MS, HOUR_MS, MINUTE_MS
+from edgenvr.index.recording_timeline import timeline_now
 from edgenvr.index.retention_classes import (
     CLASS_NAMES,
     CONTINUOUS,
@@ -44,6 +45,7 @@ from edgenvr.retention.policy import (
     expired_events_params,
     headroom_bytes,
     pressure_victims,
+    ring_key,
     sweep_cameras,
 )
 from edgenvr.storage.layout import StorageLayout
@@ -122,7 +124,9 @@ def build_report(conn: sqlite3.Connection, config: Config, layout: StorageLayout
     """The report at `at_ms` (default: now on `clock`); `disk_space` measures the data dir's filesystem."""
     at = clock.now_ms() if at_ms is None else at_ms
     cameras = sweep_cameras(conn, config)
-    rules = {camera: camera_rules(config, camera, at) for camera in cameras}
+    # ages are counted on the recording timeline, as the sweep counts them (retention.policy.AgeRule)
+    timeline_at = timeline_now(conn, clock) + (at - clock.now_ms())
+    rules = {camera: camera_rules(config, camera, at, timeline_at) for camera in cameras}
     spans = _class_spans(conn)
     rates, window_ms = _write_rates(conn, at)
     total_rate = sum(rates.values())
@@ -192,7 +196,7 @@ def _due_by_age(conn: sqlite3.Connection, rules: dict[str, CameraRules], reclass
             by_age[(rule.camera, rule.why, CLASS_NAMES[rule.retention_class])] = list(age_victims_total(conn, rule))
     for row in reclassed.values():
         for retention_class, sign in ((row["was"], -1), (row["retention_class"], 1)):
-            rule = _age_rule(rules, row["camera"], retention_class, row["start_ms"])
+            rule = _age_rule(rules, row["camera"], retention_class, row["timeline_ms"], row["start_ms"])
             if rule is not None:
                 entry = by_age.setdefault((rule.camera, rule.why, CLASS_NAMES[retention_class]), [0, 0])
                 entry[0] += sign
@@ -252,11 +256,13 @@ def _disk_outlook(usage: DiskUsage, headroom: int, need: int, why: str, total_ra
                        window_ms, room, full_at, days_at_rate)
 
 
-def _age_rule(rules: dict[str, CameraRules], camera: str, retention_class: int, start_ms: int) -> AgeRule | None:
+def _age_rule(rules: dict[str, CameraRules], camera: str, retention_class: int, timeline_ms: int | None,
+              start_ms: int) -> AgeRule | None:
     camera_rules_ = rules.get(camera)
     if camera_rules_ is None:
         return None
-    return next((rule for rule in camera_rules_.segments if rule.applies(camera, retention_class, start_ms)), None)
+    return next((rule for rule in camera_rules_.segments
+                 if rule.applies(camera, retention_class, timeline_ms, start_ms)), None)
 
 
 def _ring_order(conn: sqlite3.Connection, rules: dict[str, CameraRules],
@@ -265,9 +271,9 @@ def _ring_order(conn: sqlite3.Connection, rules: dict[str, CameraRules],
     what the age rules of step 2 have deleted by then."""
     indexed = (row for row in pressure_victims(conn) if row["id"] not in reclassed)
     moved = sorted((row for row in reclassed.values() if row["retention_class"] < DELETABLE_BELOW),
-                   key=lambda row: (row["retention_class"], row["start_ms"]))
-    for row in heapq.merge(indexed, moved, key=lambda row: (row["retention_class"], row["start_ms"])):
-        if _age_rule(rules, row["camera"], row["retention_class"], row["start_ms"]) is None:
+                   key=ring_key)
+    for row in heapq.merge(indexed, moved, key=ring_key):
+        if _age_rule(rules, row["camera"], row["retention_class"], row["timeline_ms"], row["start_ms"]) is None:
             yield row
 
 

@@ -5,7 +5,10 @@
 - a retention sweep every `sweep_seconds`: a full one once per `index_commit_seconds`, so that its deletions
   share the batch's commit; urgent-only in between (retention.policy explains why);
 - the disk reserve re-created after each sweep if it was given up;
-- the batched commit whenever `IndexWriter.commit_due` says so (urgent changes within a second).
+- the batched commit whenever `IndexWriter.commit_due` says so (urgent changes within a second);
+- the clock watch (runtime.clock_watch) every step: a wall clock step becomes a `clock_jump` alert event, the
+  boot's offset is noted once the clock is synchronised, and, on the sweep schedule, what was recorded before
+  that is re-anchored to its true time (index.reanchoring).
 
 Index and disk trouble (disk full, I/O errors) never stops the loop: each piece of work is retried at
 the next step, and its trouble logged once a minute per kind (`TroubleLog`): recorders go on writing files
@@ -24,6 +27,7 @@ from edgenvr.core.clock import SYSTEM_CLOCK, Clock
 from edgenvr.core.records import SegmentRecord
 from edgenvr.index.writer import IndexWriter
 from edgenvr.retention.policy import RetentionPolicy
+from edgenvr.runtime.clock_watch import ClockWatch
 from edgenvr.storage.disk_reserve import DiskReserve
 
 log = logging.getLogger(__name__)
@@ -88,6 +92,7 @@ class IndexHousekeeping:
         if self.trouble is None:
             self.trouble = TroubleLog(self.clock)
         self._last_sweep = self._last_full_sweep = -float("inf")
+        self.clock_watch = ClockWatch(self.writer, self.retention.layout, self.retention.config, self.clock)
 
     def note_segment(self, segment: SegmentRecord) -> None:
         """A recorder announced a closed segment: it joins the batch and the write rate retention plans with."""
@@ -96,6 +101,7 @@ class IndexHousekeeping:
 
     def step(self) -> None:
         assert self.trouble is not None
+        self.clock_watch.step()
         now = self.clock.monotonic()
         if now - self._last_sweep >= self.storage.sweep_seconds:
             self._last_sweep = now
@@ -105,6 +111,7 @@ class IndexHousekeeping:
             self.trouble.run("retention sweep", self._sweep, full)
             if self.reserve is not None:
                 self.trouble.run("disk reserve", self.reserve.ensure)
+            self.trouble.run("re-anchoring segments", self.clock_watch.reanchor)
         if self.writer.commit_due(self.storage.index_commit_seconds):
             self.trouble.run("index commit", self.writer.commit)
 

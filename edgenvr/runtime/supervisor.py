@@ -2,7 +2,8 @@
 writer and retention in one loop.
 
 Start-up order: take the data-dir lock (one supervisor per data dir) -> wait until no recorder of a previous
-run is alive -> reconcile index and disk -> start recorders and motion workers. A process that dies is
+run is alive -> open the index (a missing or corrupt one is rebuilt from the segment files: index.recovery)
+-> reconcile index and disk (progress to systemd) -> start recorders and motion workers. A process that dies is
 restarted with capped backoff; a motion worker that stops sending heartbeats (hung) is killed and restarted.
 Recorders and motion workers are separate processes, so detection trouble never touches recording.
 SIGTERM/SIGINT: recorders close and announce their open segments, the index is committed, then the process
@@ -15,33 +16,39 @@ import asyncio
 import logging
 import multiprocessing
 import signal
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Callable
 
-import zmq
-import zmq.asyncio
-
 from edgenvr.config.records import CameraConfig, Config
-from edgenvr.core.bus import decode
+from edgenvr.core.bus import BusError, BusReceiver
 from edgenvr.core.clock import SYSTEM_CLOCK, Clock
 from edgenvr.core.process_setup import lock_file
+from edgenvr.core.record_validation import MessageRules
 from edgenvr.core.records import (
     CameraState,
     EventRecord,
     MotionStatus,
+    Record,
     RecorderState,
     ReferenceRecord,
     SegmentRecord,
     TamperKind,
 )
 from edgenvr.index import schema as index_schema
-from edgenvr.index.reconcile import finalise_leftover_partials, reconcile
+from edgenvr.index.reconcile import (
+    ReconcileProgress,
+    finalise_leftover_partials,
+    reconcile,
+)
+from edgenvr.index.recovery import open_or_rebuild
+from edgenvr.index.retention_classes import LONGEST_SEGMENT_MS
 from edgenvr.index.writer import IndexWriter
 from edgenvr.retention.policy import RetentionPolicy
 from edgenvr.runtime.periodic_work import IndexHousekeeping, TroubleLog
-from edgenvr.runtime.systemd_notify import sd_notify
+from edgenvr.runtime.systemd_notify import notify_progress, sd_notify
 from edgenvr.storage.disk_reserve import DiskReserve
 from edgenvr.storage.layout import StorageLayout
 
@@ -104,18 +111,36 @@ class Supervisor:
         if previous is None:
             raise SupervisorError("recorders of a previous run are still alive; stop them first")
         previous.close()
+        # systemd kills a start-up silent for this long past TimeoutStartSec; reconcile reports every few
+        # seconds, or after one camera-hour of files to probe and hash (no stored rows): a minute on a Pi.
+        report_within_s = 120.0
+        notify_progress("checking the index", report_within_s)
         try:
-            self.conn = index_schema.connect(self.layout.index_path)
-        except (index_schema.IndexVersionError, OSError) as exc:
+            opened = open_or_rebuild(self.layout, clock=self.clock)   # a corrupt one is moved aside, logged
+        except (index_schema.IndexVersionError, sqlite3.Error, OSError) as exc:
+            # newer schema, locked, I/O error: nothing moved; systemd retries, the log says why
             raise SupervisorError(f"cannot open index {self.layout.index_path}: {exc}") from exc
+        self.conn = opened.conn
         self.reserve = DiskReserve(self.layout.data_dir / ".reserve")
         storage = self.config.storage
         self.writer = IndexWriter(self.conn, on_disk_full=self.reserve.release,
                                   event_padding_ms=(int(storage.event_pre_seconds * 1000),
                                                     int(storage.event_post_seconds * 1000)), clock=self.clock)
         started = self.clock.monotonic()
-        report = reconcile(self.writer, self.layout)
-        log.info("start-up reconcile took %.2f s: %s", self.clock.monotonic() - started, report.summary())
+        doing = "rebuilding" if opened.rebuild else "reconciling"
+        last: list[ReconcileProgress] = []
+
+        def tell_systemd(progress: ReconcileProgress) -> None:
+            last[:] = [progress]
+            notify_progress(f"{doing} the index: {progress.describe()}", report_within_s)
+
+        report = reconcile(self.writer, self.layout, progress=tell_systemd)
+        seconds = self.clock.monotonic() - started
+        log.info("start-up reconcile took %.2f s: %s", seconds, report.summary())
+        if opened.rebuild:
+            log.warning("index rebuilt (it was %s): %d segments indexed from their files in %.1f s",
+                        opened.rebuild, last[-1].added if last else 0, seconds)
+        sd_notify("STATUS=index ready; starting recorders")
         self._close_orphaned_events()
         self.retention = RetentionPolicy(self.config, self.layout, self.writer, clock=self.clock)
         self.housekeeping = IndexHousekeeping(self.writer, self.retention, storage, reserve=self.reserve,
@@ -194,12 +219,14 @@ class Supervisor:
 
     # -- bus ---------------------------------------------------------------------------------------
 
-    def _on_message(self, payload: bytes) -> None:
-        try:
-            record = decode(payload)
-        except (ValueError, TypeError, KeyError) as exc:
-            log.error("ignoring malformed bus message: %s", exc)
-            return
+    def _message_rules(self) -> MessageRules:
+        """What a bus message is checked against (core.record_validation): the config's cameras (every
+        worker serves enabled ones only) and the storage layout's paths."""
+        return MessageRules(frozenset(c.id for c in self.config.enabled_cameras), self.layout, LONGEST_SEGMENT_MS,
+                            boot=lambda: (self.clock.boot_id(), self.clock.boot_ms()))
+
+    def _on_record(self, record: Record) -> None:
+        """A checked record from the bus (BusReceiver drops and logs the rest)."""
         if isinstance(record, SegmentRecord):
             self.housekeeping.note_segment(record)
             self.segments_indexed += 1
@@ -215,16 +242,15 @@ class Supervisor:
                 slot.heartbeats[record.camera] = self.clock.monotonic()
             self.writer.set_motion_status(record)
 
-    async def _receive(self, socket_: zmq.asyncio.Socket) -> None:
+    async def _receive(self, bus: BusReceiver) -> None:
         while True:
-            self._on_message(await socket_.recv())
-
-    def _drain(self, socket_: zmq.asyncio.Socket) -> None:
-        while True:
+            record = await bus.receive()
+            if record is None:
+                continue  # dropped and logged by the bus
             try:
-                self._on_message(socket_.recv(flags=zmq.NOBLOCK).result())
-            except zmq.Again:
-                return
+                self._on_record(record)
+            except Exception:  # noqa: BLE001 - a checked record that still fails is a bug: it costs the record, not recording
+                log.exception("bus record of %s dropped: using it failed", record.camera)
 
     # -- main loop ---------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -234,11 +260,13 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         self._prepare()
-        context = zmq.asyncio.Context()
-        pull = context.socket(zmq.PULL)
-        port = pull.bind_to_random_port("tcp://127.0.0.1")
-        self._endpoint = f"tcp://127.0.0.1:{port}"
-        receiver = asyncio.create_task(self._receive(pull))
+        try:
+            bus = BusReceiver(self._message_rules(), clock=self.clock)
+        except BusError as exc:
+            raise SupervisorError(str(exc)) from exc
+        self._endpoint = bus.endpoint
+        log.info("bus listening on %s", bus.endpoint)
+        receiver = asyncio.create_task(self._receive(bus))
         sd_notify("READY=1")
         log.info("recording %d cameras into %s", len(self.config.enabled_cameras), self.layout.data_dir)
         try:
@@ -257,10 +285,10 @@ class Supervisor:
             sd_notify("STOPPING=1")
             await self._stop_workers()
             receiver.cancel()
-            self._drain(pull)
+            for record in bus.receive_waiting():
+                self._on_record(record)
             self._guarded("final index commit", self.writer.commit)
-            pull.close(linger=0)
-            context.term()
+            bus.close()
             self.conn.close()
             log.info("stopped; %d segments indexed this run", self.segments_indexed)
 

@@ -1,5 +1,6 @@
 """systemd's notify protocol (sd_notify(3)): READY, WATCHDOG and STOPPING for a Type=notify unit with a
-watchdog. A datagram to $NOTIFY_SOCKET; outside systemd (no socket) nothing happens."""
+watchdog, and STATUS with EXTEND_TIMEOUT_USEC while a long start-up (rebuilding the index) makes progress.
+A datagram to $NOTIFY_SOCKET; outside systemd (no socket) nothing happens."""
 
 from __future__ import annotations
 
@@ -22,3 +23,12 @@ def sd_notify(message: str) -> None:
             sock.sendto(message.encode(), address)
         except OSError as exc:
             log.debug("sd_notify failed: %s", exc)
+
+
+def notify_progress(status: str, next_within_seconds: float) -> None:
+    """Show `status` in `systemctl status` and give the current phase (start-up) `next_within_seconds` more
+    to send the next message: a start-up that keeps making progress is never killed by TimeoutStartSec,
+    one that stops is killed that long after its last report. systemd never shortens the configured
+    timeout this way (EXTEND_TIMEOUT_USEC only extends it)."""
+    text = " ".join(status.split())   # one line: a newline would start another assignment
+    sd_notify(f"STATUS={text}\nEXTEND_TIMEOUT_USEC={int(next_within_seconds * 1_000_000)}")

@@ -10,6 +10,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from edgenvr.storage.permissions import FILE_MODE, make_data_dirs
+
+
+def _private_opener(path: str, flags: int) -> int:
+    return os.open(path, flags, FILE_MODE)
+
 
 def fsync_dir(path: Path) -> None:
     """Make a rename or unlink in this directory durable (ext4/f2fs need the directory fsynced too)."""
@@ -22,11 +28,12 @@ def fsync_dir(path: Path) -> None:
 
 def write_durably(path: Path, data: bytes) -> None:
     """Write a small file so that after a power cut it is either absent or whole: temp name, fsync, rename,
-    fsync the directory. Raises OSError (disk full, I/O error) with no file left under `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    fsync the directory. Raises OSError (disk full, I/O error) with no file left under `path`. The file is
+    FILE_MODE and new directories DIR_MODE whatever the umask (storage.permissions)."""
+    make_data_dirs(path.parent)
     temporary = path.with_name(path.name + ".tmp")
     try:
-        with open(temporary, "wb") as handle:
+        with open(temporary, "wb", opener=_private_opener) as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())

@@ -16,11 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgenvr.core.camera_ids import is_camera_id
-from edgenvr.core.units import SECOND_MS
+from edgenvr.core.units import LATEST_TIME_MS, SECOND_MS
 
 SEGMENT_SUFFIX = ".mp4"
 PARTIAL_EXTRA = ".partial"   # an open segment: <start-epoch-ms>.mp4.partial
-_SEGMENT_NAME = re.compile(r"^(\d{10,14})\.mp4(\.partial)?$")
+# Any epoch: a box without a real-time clock records at 1970 until NTP answers (`95000.mp4`, even `0.mp4`).
+# Only the name segment_path itself builds (no leading zero: `095000.mp4` would be a file no row's path
+# reaches, so the ring could never delete it), and no later than the year 9999 (15 digits), as it can.
+_SEGMENT_NAME = re.compile(r"^(0|[1-9]\d{0,14})\.mp4(\.partial)?$")
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,10 @@ class StorageLayout:
     @property
     def index_path(self) -> Path:
         return self.data_dir / "index.sqlite3"
+
+    def index_set_aside_path(self, at_ms: int) -> Path:
+        """Where an unusable index is moved, never deleted (index.recovery): index.sqlite3.corrupt-<epoch ms>."""
+        return self.data_dir / f"{self.index_path.name}.corrupt-{int(at_ms)}"
 
     @property
     def quarantine_dir(self) -> Path:
@@ -55,12 +62,12 @@ class StorageLayout:
         return self.segments_dir / camera_id
 
     def segment_path(self, camera_id: str, start_ms: int) -> Path:
-        when = dt.datetime.fromtimestamp(start_ms / 1000, dt.timezone.utc)
+        when = _utc(start_ms)
         return self.camera_dir(camera_id) / when.strftime("%Y-%m-%d") / when.strftime("%H") / f"{int(start_ms)}{SEGMENT_SUFFIX}"
 
     def snapshot_path(self, camera_id: str, start_ms: int, kind: str, subkind: str = "") -> Path:
         self.camera_dir(camera_id)  # validates the id
-        day = dt.datetime.fromtimestamp(start_ms / 1000, dt.timezone.utc).strftime("%Y-%m-%d")
+        day = _utc(start_ms).strftime("%Y-%m-%d")
         name = "-".join(part for part in (str(int(start_ms)), kind, subkind) if part)
         return self.data_dir / "snapshots" / camera_id / day / f"{name}.jpg"
 
@@ -104,6 +111,14 @@ class StorageLayout:
         return target, target.with_name(target.name + ".reason.txt")
 
 
+def _utc(time_ms: int) -> dt.datetime:
+    """The UTC date and time of an epoch-ms time; a time no date directory can name raises ValueError."""
+    try:
+        return dt.datetime.fromtimestamp(time_ms / 1000, dt.timezone.utc)
+    except (OverflowError, OSError, ValueError) as exc:
+        raise ValueError(f"time {time_ms!r} ms has no date") from exc
+
+
 def partial_path(final_path: Path) -> Path:
     return final_path.with_name(final_path.name + PARTIAL_EXTRA)
 
@@ -117,9 +132,14 @@ def remux_path_of_partial(partial: Path) -> Path:
     return partial.with_name(partial.name + ".remux")
 
 
+def sqlite_companions(database: Path) -> tuple[Path, Path]:
+    """The -wal and -shm files SQLite keeps beside a database in WAL mode (they move with it)."""
+    return database.with_name(database.name + "-wal"), database.with_name(database.name + "-shm")
+
+
 def parse_segment_name(name: str) -> tuple[int, bool] | None:
     """(start_ms, is_partial) for a segment file name, None for anything else."""
     match = _SEGMENT_NAME.match(name)
-    if not match:
+    if not match or int(match.group(1)) > LATEST_TIME_MS:
         return None
     return int(match.group(1)), match.group(2) is not None
