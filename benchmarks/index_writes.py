@@ -80,9 +80,11 @@ def run(mount: Path, device: str, scratch: Path, cameras: int, ring: str, commit
     segments = scratch / root.name
     shutil.rmtree(root, ignore_errors=True)
     shutil.rmtree(segments, ignore_errors=True)
-    (root / "data").mkdir(parents=True)
+    (root / "data" / "segments").mkdir(parents=True)
     segments.mkdir(parents=True)
-    (root / "data" / "segments").symlink_to(segments)  # stand-in files off the measured filesystem
+    # stand-in files off the measured filesystem: a bind mount, since edgenvr deletes nothing through a
+    # symlink inside its data dir (storage.deletion)
+    subprocess.run(["mount", "--bind", str(segments), str(root / "data" / "segments")], check=True)
     config = config_for(root, cameras, ring, commit_seconds)
 
     warm_up_s = int(1.5 * 3600)   # the ring is full after an hour
@@ -112,6 +114,7 @@ def run(mount: Path, device: str, scratch: Path, cameras: int, ring: str, commit
     written = (block_device_sectors_written(device) - start_sectors) * 512
     commits = writer.commits
     load.conn.close()
+    subprocess.run(["umount", str(root / "data" / "segments")], check=True)
     shutil.rmtree(segments, ignore_errors=True)
     return Result(cameras, ring, commit_seconds, written / 1000 / cameras / hours,
                   (commits - commits_before) / hours, (counts.deleted - deleted_before) / hours)

@@ -400,3 +400,23 @@ def test_the_system_clock_reads_the_kernel_and_falls_back_to_timesyncd(tmp_path:
     flag.touch()
     assert clock.synchronised(), "timesyncd's flag vouches"
     assert clock.boot_id() == "0f9d00a4a38b4321"
+
+
+# -- what a review found: an open event at re-anchoring ------------------------------------------------
+
+def test_an_event_open_while_its_hour_is_reanchored_is_closed_by_its_worker_not_duplicated(tmp_path: Path) -> None:
+    config = write_config(tmp_path, ["gate"], {})
+    clock = SimulatedClock(epoch_ms=0, synchronised=False, boot_id="00000000000000b2")
+    load = SimulatedRecordingLoad(config, clock, segment_bytes=MB)
+    load.run(30 * MINUTE_MS / SECOND_MS)
+    opened = EventRecord("gate", "tamper", clock.now_ms() - MINUTE_MS, None, "moved")
+    load.writer.add_event(opened)                      # a "moved" camera: open until re-approved
+    load.run(MINUTE_MS / SECOND_MS)
+    clock.step_wall_ms(TRUE_NOW_MS - clock.now_ms())
+    clock.set_synchronised(True)
+    load.run(20 * MINUTE_MS / SECOND_MS)               # the half hour is re-anchored
+    load.writer.add_event(EventRecord("gate", "tamper", opened.start_ms, clock.now_ms(), "moved"))  # re-approved
+    load.writer.commit()
+    tamper = load.conn.execute("SELECT start_ms, end_ms FROM events WHERE kind = 'tamper'").fetchall()
+    assert len(tamper) == 1 and tamper[0]["end_ms"] is not None, [tuple(r) for r in tamper]
+    load.close()

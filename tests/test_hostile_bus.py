@@ -309,7 +309,13 @@ def test_forged_and_malformed_messages_are_dropped_and_recording_goes_on(
         old = now - 10 * DAY   # past retention_max_days and event_days: would be deleted at the next sweep
         segment = to_message(SegmentRecord("gate", now, now + 1000, layout.relative(layout.segment_path("gate", now)),
                                            10, "00" * 32, "h264", 320, 240, 25, now + 1000))
+        with open_readonly(layout) as conn:   # a real recording, announced again with a size it does not have
+            first = conn.execute("SELECT start_ms, end_ms FROM segments ORDER BY start_ms LIMIT 1").fetchone()
+        first_file = layout.segment_path("gate", first["start_ms"])
+        oversized = to_message(SegmentRecord("gate", first["start_ms"], first["end_ms"], layout.relative(first_file),
+                                             1 << 62, "00" * 32, "h264", 320, 240, 25, first["end_ms"]))
         forged = [
+            json.dumps(oversized).encode(),   # believed, retention would count 4 EB and delete every recording
             json.dumps({**segment, "start_ms": str(now)}).encode(),
             json.dumps({**segment, "camera": "../../x"}).encode(),
             # reference views whose images are not reference views: two superseded by a third, all expired
@@ -328,7 +334,9 @@ def test_forged_and_malformed_messages_are_dropped_and_recording_goes_on(
             count = _wait_for_more_segments(layout, count, supervisor)
         assert supervisor.process.poll() is None
         assert all(p.exists() for p in protected), "nothing outside the recordings is deleted"
+        assert first_file.exists(), "the oldest recording is still there (quota 10GB, retention_max_days 1)"
         log = supervisor.log()
+        assert f"the message says {1 << 62}" in log
         for reason in ("segment: start_ms must be an int, not str",
                        "segment: camera '../../x' is not a camera of the config",
                        "reference: image '/", "reference: image 'index.sqlite3' is not the storage layout's",

@@ -34,6 +34,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Callable, Collection, Protocol
 
+from edgenvr.core.clock import OWN_BOOT_PREFIX
 from edgenvr.core.records import (
     RECORD_TYPES,
     CameraState,
@@ -247,10 +248,12 @@ def _check_record(record: Record, rules: MessageRules) -> None:
             raise _Bad("sha256 must be 64 lowercase hex digits")
         if rules.boot is not None and record.boot_id:
             boot_id, boot_ms = rules.boot()
-            if record.boot_id != boot_id:
-                raise _Bad(f"boot_id {_short(record.boot_id)} is not this boot's")
-            if not 0 <= record.boot_ms <= boot_ms + rules.boot_slack_ms:
-                raise _Bad(f"boot_ms {record.boot_ms} is ahead of this boot's clock ({boot_ms})")
+            # A receiver that could not read the kernel's boot id cannot vouch for anyone's (core.clock).
+            if not boot_id.startswith(OWN_BOOT_PREFIX):
+                if record.boot_id != boot_id:
+                    raise _Bad(f"boot_id {_short(record.boot_id)} is not this boot's")
+                if not 0 <= record.boot_ms <= boot_ms + rules.boot_slack_ms:
+                    raise _Bad(f"boot_ms {record.boot_ms} is ahead of this boot's clock ({boot_ms})")
         if not 0 < len(record.codec) <= LONGEST_NAME:
             raise _Bad(f"codec must be a name of 1 to {LONGEST_NAME} characters")
         _same_path("path", record.path, lambda: rules.paths.segment_path(record.camera, record.start_ms), rules)

@@ -109,7 +109,13 @@ def reanchor_segments(writer: IndexWriter, layout: StorageLayout, limit: int = B
                                   ClockRecord(False, boot.boot_id, row["timeline_ms"] - boot.base_ms))
                                  for row in rows], result)
         if moves:
-            writer.transaction(lambda conn_: _move_rows(conn_, moves))
+            try:
+                writer.transaction(lambda conn_: _move_rows(conn_, moves))
+            except BaseException:
+                # The rows still name the old files: put them back, so that a sweep meanwhile finds (and
+                # counts) them where the index says; what cannot go back is found again by the retry.
+                _undo_renames(layout, moves)
+                raise
             for move in moves:
                 if move.state == CLOCK_REANCHORED:
                     writer.moved_segment(move.camera, move.old_end_ms, move.old_end_ms + move.shift_ms)
@@ -199,10 +205,25 @@ def _shift_of(moves: list[_Move], time_ms: int | None, *, end: bool) -> int:
     return 0
 
 
+def _undo_renames(layout: StorageLayout, moves: list[_Move]) -> None:
+    for move in moves:
+        if move.state != CLOCK_REANCHORED or not move.shift_ms:
+            continue
+        old = layout.segment_path(move.camera, move.old_start_ms)
+        try:
+            rename_no_replace(layout.segment_path(move.camera, move.old_start_ms + move.shift_ms), old)
+            fsync_dir(old.parent)
+        except OSError as exc:
+            log.error("%s: %s stays at its re-anchored name after a failed commit (%s); the retry finds it",
+                      move.camera, old.name, exc)
+
+
 def _shift_events(conn: sqlite3.Connection, camera: str, moves: list[_Move], old_from: int, old_to: int) -> None:
     """Events recorded in the moved stretch move with the video they point into (their start and end each
     with the segment it lies in). An event whose true start is taken by another event of its kind stays."""
-    rows = conn.execute("SELECT id, start_ms, end_ms FROM events WHERE camera = ? AND"
+    # An open event is left alone: its worker closes it by its (camera, kind, subkind, start) as it knows it,
+    # and a moved row would never be closed (the close would make a second row).
+    rows = conn.execute("SELECT id, start_ms, end_ms FROM events WHERE camera = ? AND end_ms IS NOT NULL AND"
                         " ((start_ms >= ? AND start_ms <= ?) OR (end_ms >= ? AND end_ms <= ?))",
                         (camera, old_from, old_to, old_from, old_to)).fetchall()
     for row in rows:

@@ -91,7 +91,8 @@ def open_or_rebuild(layout: StorageLayout, *, clock: Clock = SYSTEM_CLOCK) -> Op
 def _inspect(path: Path) -> tuple[int, str]:
     """(schema version, damage found by quick_check or ""). Reads only: a damaged file is moved as it was.
     A newer schema is not checked (it is refused when opened)."""
-    conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=10, isolation_level=None)
+    # Read-only: closing a read-write connection would checkpoint the WAL into a file that may be damaged.
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10, isolation_level=None)
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > len(index_schema.MIGRATIONS):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import signal
 import sqlite3
 import time
@@ -228,6 +229,17 @@ class Supervisor:
     def _on_record(self, record: Record) -> None:
         """A checked record from the bus (BusReceiver drops and logs the rest)."""
         if isinstance(record, SegmentRecord):
+            # The size is what retention counts the disk by: believed only if the file says the same (a
+            # forged 2**63 would make every sweep delete all video). One stat per segment, off the recording path.
+            try:
+                size = os.stat(self.layout.segment_path(record.camera, record.start_ms)).st_size
+            except OSError as exc:
+                log.error("bus segment of %s at %d dropped: %s", record.camera, record.start_ms, exc)
+                return
+            if size != record.bytes:
+                log.error("bus segment of %s at %d dropped: its file has %d bytes, the message says %d",
+                          record.camera, record.start_ms, size, record.bytes)
+                return
             self.housekeeping.note_segment(record)
             self.segments_indexed += 1
         elif isinstance(record, CameraState):
@@ -245,12 +257,14 @@ class Supervisor:
     async def _receive(self, bus: BusReceiver) -> None:
         while True:
             record = await bus.receive()
-            if record is None:
-                continue  # dropped and logged by the bus
-            try:
-                self._on_record(record)
-            except Exception:  # noqa: BLE001 - a checked record that still fails is a bug: it costs the record, not recording
-                log.exception("bus record of %s dropped: using it failed", record.camera)
+            if record is not None:   # None: dropped and logged by the bus
+                self._use_record(record)
+
+    def _use_record(self, record: Record) -> None:
+        try:
+            self._on_record(record)
+        except Exception:  # noqa: BLE001 - a checked record that still fails is a bug: it costs the record, not recording
+            log.exception("bus record of %s dropped: using it failed", record.camera)
 
     # -- main loop ---------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -286,7 +300,7 @@ class Supervisor:
             await self._stop_workers()
             receiver.cancel()
             for record in bus.receive_waiting():
-                self._on_record(record)
+                self._use_record(record)
             self._guarded("final index commit", self.writer.commit)
             bus.close()
             self.conn.close()

@@ -73,9 +73,9 @@ def _checked(layout: StorageLayout, path: Path, kind: DataFile) -> Path:
         raise DeletionRefused(f"not deleting {path}: not an absolute path")
     data_dir = os.path.abspath(layout.data_dir)
     given = os.path.normpath(path)  # `..` resolved by name
-    relative = os.path.relpath(given, data_dir)
-    if relative == os.curdir or relative.startswith(os.pardir + os.sep) or relative == os.pardir:
+    if not given.startswith(data_dir + os.sep):
         raise DeletionRefused(f"not deleting {path}: not in the data dir {data_dir}")
+    relative = given[len(data_dir) + 1:]
     # With symlinks resolved it must be the same place: a symlink below the data dir (a directory or the
     # file itself) could point anywhere. The data dir itself may be reached through one. Directories are
     # resolved once (a sweep deletes thousands of files from a few hour directories; realpath costs an

@@ -62,8 +62,11 @@ class StorageLayout:
         return self.segments_dir / camera_id
 
     def segment_path(self, camera_id: str, start_ms: int) -> Path:
+        if not is_camera_id(camera_id):
+            raise ValueError(f"invalid camera id {camera_id!r}")
         when = _utc(start_ms)
-        return self.camera_dir(camera_id) / when.strftime("%Y-%m-%d") / when.strftime("%H") / f"{int(start_ms)}{SEGMENT_SUFFIX}"
+        # one joinpath: the sweep builds thousands of these, and each pathlib `/` parses again
+        return self.segments_dir.joinpath(camera_id, f"{when:%Y-%m-%d}", f"{when:%H}", f"{int(start_ms)}{SEGMENT_SUFFIX}")
 
     def snapshot_path(self, camera_id: str, start_ms: int, kind: str, subkind: str = "") -> Path:
         self.camera_dir(camera_id)  # validates the id
