@@ -13,7 +13,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -354,7 +353,6 @@ def test_files_written_before_clock_records_are_still_read(tmp_path: Path) -> No
            (10_000, 250, "h264", "", True)
 
 
-@pytest.mark.skipif(not (shutil.which("mkfs.ext4") and shutil.which("debugfs")), reason="needs e2fsprogs")
 def test_the_segment_attribute_stays_inside_an_ext4_inode(tmp_path: Path) -> None:
     """64 bytes in a default ext4 (256-byte inodes): no extra block per segment. One byte more would need one."""
     image = tmp_path / "fs.img"

@@ -565,7 +565,7 @@ def _url_problem(url: str) -> str | None:
     return None
 
 
-# --- message helpers ---------------------------------------------------------
+# --- how keys and values are named in messages ------------------------------
 
 
 def _key_path(prefix: str, key: str) -> str:

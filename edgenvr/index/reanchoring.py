@@ -81,7 +81,6 @@ class _Move:
 @dataclass
 class ReanchorResult:
     moved: int = 0          # renamed to their true start
-    confirmed: int = 0      # already right (shift under MIN_SHIFT_MS)
     left: int = 0           # true name taken: left as recorded
     shifts: set[int] = field(default_factory=set)
 
@@ -137,7 +136,6 @@ def _rename(layout: StorageLayout, rows: list[tuple[int, str, int, int, int, Clo
     for row_id, camera, start_ms, end_ms, shift_ms, clock in rows:
         if abs(shift_ms) < MIN_SHIFT_MS:
             moves.append(_Move(row_id, camera, start_ms, end_ms, 0, CLOCK_REANCHORED))
-            result.confirmed += 1
             continue
         old = layout.segment_path(camera, start_ms)
         new = layout.segment_path(camera, start_ms + shift_ms)

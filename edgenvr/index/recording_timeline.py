@@ -125,9 +125,6 @@ class RecordingTimeline:
         self._store(replace(boot, offset_ms=offset_ms))
         return True
 
-    def boot_of_row(self, row_id: int) -> Boot | None:
-        return self._by_row.get(row_id)
-
     def boots_with_offset(self) -> list[Boot]:
         """The boots whose wall clock was seen synchronised (their segments can be re-anchored)."""
         return [boot for boot in self._by_row.values() if boot.offset_ms is not None]

@@ -44,7 +44,6 @@ class ClockWatch:
         self.config = config
         self.clock = clock
         self._offset_ms: int | None = None   # wall minus boot-time clock at the last step of this run
-        self.jumps = 0
 
     def step(self) -> None:
         """Look at the clocks once (see the module docstring); cheap: three clock reads."""
@@ -63,7 +62,6 @@ class ClockWatch:
         reanchor_segments(self.writer, self.layout)
 
     def _jumped(self, step_ms: int, wall_ms: int, synchronised: bool) -> None:
-        self.jumps += 1
         detail = (f"wall clock stepped {describe_step(step_ms)}, from {format_ms(wall_ms - step_ms)} to"
                   f" {format_ms(wall_ms)}; {'synchronised' if synchronised else 'not synchronised'} now."
                   " No video is deleted or reordered for it: retention counts on the boot-time clock")

@@ -44,11 +44,6 @@ class TroubleLog:
         self.clock = clock
         self._logged: dict[str, float] = {}   # kind of work -> monotonic time its trouble was last logged
 
-    @property
-    def failing(self) -> list[str]:
-        """The kinds of work whose last attempt failed."""
-        return sorted(self._logged)
-
     def run(self, what: str, action: Callable[..., object], *args: object) -> bool:
         """`action(*args)`; returns whether it worked."""
         try:
@@ -68,8 +63,6 @@ class TroubleLog:
 @dataclass
 class SweepCounts:
     """What the sweeps of one IndexHousekeeping have done so far."""
-    sweeps: int = 0          # sweeps run (full and urgent-only)
-    full_sweeps: int = 0
     deleted: int = 0         # segments deleted
     freed_bytes: int = 0
     events_deleted: int = 0
@@ -117,8 +110,6 @@ class IndexHousekeeping:
 
     def _sweep(self, full: bool) -> None:
         result = self.retention.sweep(urgent_only=not full)
-        self.counts.sweeps += 1
-        self.counts.full_sweeps += full
         self.counts.deleted += result.deleted
         self.counts.freed_bytes += result.freed_bytes
         self.counts.events_deleted += result.events_deleted
