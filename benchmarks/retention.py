@@ -51,12 +51,13 @@ def build_index(layout: StorageLayout, segments: int, t0: int) -> None:
         """
         WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < :count)
         INSERT INTO segments (camera, start_ms, end_ms, bytes, sha256, codec, width, height, packets, wall_end_ms,
-                              origin, retention_class)
+                              origin, retention_class, timeline_ms)
         SELECT printf('cam-%d', i % :cameras), :t0 + (i / :cameras) * :seg, :t0 + (i / :cameras + 1) * :seg,
                :bytes, zeroblob(32), 'h264', 1920, 1080, 250, :t0 + (i / :cameras + 1) * :seg, 'recorder',
                -- every 20th segment of the newer half is event video; one hour of cam-0 is held
                CASE WHEN i / :cameras >= :half AND (i / :cameras) % 20 = 0 THEN 1
-                    WHEN i % :cameras = 0 AND i / :cameras BETWEEN :held AND :held + 359 THEN 2 ELSE 0 END
+                    WHEN i % :cameras = 0 AND i / :cameras BETWEEN :held AND :held + 359 THEN 2 ELSE 0 END,
+               :t0 + (i / :cameras) * :seg   -- the timeline reads like the wall clock on a box that never jumped
         FROM n
         """,
         {"count": segments, "cameras": CAMERAS, "t0": t0, "seg": SEGMENT_MS, "bytes": SEGMENT_BYTES,
@@ -66,13 +67,14 @@ def build_index(layout: StorageLayout, segments: int, t0: int) -> None:
                  (held_from, held_from + 360 * SEGMENT_MS, SYSTEM_CLOCK.now_ms()))
     # events for the event video (within event_days), and 1000 old offline events that expire
     conn.execute(
-        """INSERT INTO events (camera, kind, start_ms, end_ms, keep_from_ms, keep_to_ms)
-           SELECT camera, 'motion', start_ms + 1000, start_ms + 2000, start_ms - 9000, start_ms + 22000
+        """INSERT INTO events (camera, kind, start_ms, end_ms, keep_from_ms, keep_to_ms, timeline_keep_to_ms)
+           SELECT camera, 'motion', start_ms + 1000, start_ms + 2000, start_ms - 9000, start_ms + 22000, start_ms + 22000
            FROM segments WHERE retention_class = 1""")
     conn.execute(
         """WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < 1000)
-           INSERT INTO events (camera, kind, start_ms, end_ms)
-           SELECT printf('cam-%d', i % :cameras), 'offline', :t0 + i * 60000, :t0 + i * 60000 + 30000 FROM n""",
+           INSERT INTO events (camera, kind, start_ms, end_ms, timeline_keep_to_ms)
+           SELECT printf('cam-%d', i % :cameras), 'offline', :t0 + i * 60000, :t0 + i * 60000 + 30000,
+                  :t0 + i * 60000 + 30000 FROM n""",
         {"cameras": CAMERAS, "t0": t0 - 40 * DAY_MS})
     conn.execute("COMMIT")
     conn.close()

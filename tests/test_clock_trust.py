@@ -418,3 +418,108 @@ def test_an_event_open_while_its_hour_is_reanchored_is_closed_by_its_worker_not_
     tamper = load.conn.execute("SELECT start_ms, end_ms FROM events WHERE kind = 'tamper'").fetchall()
     assert len(tamper) == 1 and tamper[0]["end_ms"] is not None, [tuple(r) for r in tamper]
     load.close()
+
+
+# -- a box upgraded from an edgenvr without the timeline ------------------------------------------------
+
+def _index_of_an_older_edgenvr(layout: StorageLayout, schema_version: int, camera: str, from_ms: int,
+                               count: int, size: int) -> list[int]:
+    """An index at `schema_version` with `count` 10 s segments of `camera` from `from_ms`, rows and files as
+    that edgenvr wrote them (no timeline). Returns their starts."""
+    from edgenvr.index import schema
+
+    layout.index_path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(layout.index_path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    for number, migration in enumerate(schema.MIGRATIONS[:schema_version], start=1):
+        for statement in schema._statements(migration):
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {number}")
+    starts = [from_ms + n * 10 * SECOND_MS for n in range(count)]
+    conn.executemany("INSERT INTO segments (camera, start_ms, end_ms, bytes, sha256, codec, width, height, packets,"
+                     " wall_end_ms, origin) VALUES (?, ?, ?, ?, zeroblob(32), 'h264', 320, 240, 1, ?, 'recorder')",
+                     [(camera, s, s + 10 * SECOND_MS, size, s + 10 * SECOND_MS) for s in starts])
+    conn.execute("INSERT INTO events (camera, kind, start_ms, end_ms, keep_from_ms, keep_to_ms) VALUES (?, 'motion',"
+                 " ?, ?, ?, ?)", (camera, starts[-2], starts[-1], starts[-2] - 5000, starts[-1] + 5000))
+    conn.close()
+    for start in starts:
+        path = layout.segment_path(camera, start)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:
+            f.truncate(size)
+    return starts
+
+
+def test_an_upgraded_box_keeps_its_older_video_through_a_year_forward_and_keeps_it_first_in_the_ring(
+        tmp_path: Path) -> None:
+    config = write_config(tmp_path, ["gate"], {"max_age_days": 7, "event_days": 14, "sweep_seconds": 10,
+                                               "index_commit_seconds": 60})
+    clock = SimulatedClock()
+    layout = StorageLayout(config.storage.data_dir)
+    old = _index_of_an_older_edgenvr(layout, 2, "gate", clock.now_ms() - 6 * DAY_MS, 360, MB)
+    load = SimulatedRecordingLoad(config, clock, segment_bytes=MB)   # edgenvr run: the index is upgraded
+    load.run(HOUR_MS / SECOND_MS, every=10)
+    clock.step_wall_ms(YEAR_MS)     # a false NTP answer
+    load.run(HOUR_MS / SECOND_MS, every=10)
+    load.writer.commit()
+
+    conn = load.conn
+    assert [r["start_ms"] for r in conn.execute("SELECT start_ms FROM segments WHERE start_ms < ? ORDER BY start_ms",
+                                                (load.started_ms,))] == old, "6-day-old video is not a year old"
+    assert conn.execute("SELECT COUNT(*) FROM events WHERE kind = 'motion'").fetchone()[0] == 1
+    assert segment_files(load.layout) >= {("gate", start) for start in old}
+    ring = [r["start_ms"] for r in pressure_victims(conn)]
+    assert ring[:len(old)] == old, "what was recorded first is deleted first"
+    load.close()
+
+
+def test_rows_from_before_the_timeline_never_land_after_its_first_boot(tmp_path: Path) -> None:
+    """An index that already has a boot on its timeline (upgraded to 3 earlier) with rows from before, one of
+    them recorded by a clock running ahead: migration 4 puts them all before that boot."""
+    from edgenvr.index import schema
+
+    layout = StorageLayout(tmp_path / "data")
+    first_boot_ms = 1_780_000_000_000
+    starts = _index_of_an_older_edgenvr(layout, 3, "gate", first_boot_ms - 30 * SECOND_MS, 6, MB)
+    conn = sqlite3.connect(layout.index_path, isolation_level=None)
+    conn.execute("INSERT INTO boots (id, boot_id, base_ms, first_ms) VALUES (1, '00000000000000b1', ?, ?)",
+                 (first_boot_ms - 5000, first_boot_ms))
+    schema.migrate(conn)
+    placed = conn.execute("SELECT start_ms, timeline_ms FROM segments ORDER BY start_ms").fetchall()
+    assert placed == [(s, min(s, first_boot_ms)) for s in starts]
+    assert conn.execute("SELECT timeline_keep_to_ms FROM events").fetchone()[0] == first_boot_ms
+    conn.close()
+
+
+@pytest.mark.parametrize("step_ms", [YEAR_MS, -YEAR_MS, 2 * HOUR_MS])
+def test_an_event_closed_just_after_a_clock_step_is_kept_with_its_video(tmp_path: Path, step_ms: int) -> None:
+    """A motion worker's frame clock keeps the wall clock's old reading for a few frames after a step: the
+    close it announces then is placed where it happened, not a year ago (which would expire it at once)."""
+    config = write_config(tmp_path, ["gate"], {"max_age_days": 7, "event_days": 14, "sweep_seconds": 10,
+                                               "index_commit_seconds": 60})
+    clock = SimulatedClock()
+    load = SimulatedRecordingLoad(config, clock, segment_bytes=MB)
+    load.run(HOUR_MS / SECOND_MS, every=10)
+    before_step = clock.now_ms()
+    motion = EventRecord("gate", "motion", before_step - 40 * SECOND_MS, None)
+    load.writer.add_event(motion)
+    load.run(20, every=10)
+    clock.step_wall_ms(step_ms)
+    load.run(20, every=10)   # the clock watch sees the step
+    load.writer.add_event(EventRecord("gate", "motion", motion.start_ms, before_step + 15 * SECOND_MS))
+    load.run(HOUR_MS / SECOND_MS, every=10)
+    load.writer.commit()
+
+    conn = load.conn
+    assert conn.execute("SELECT end_ms FROM events WHERE kind = 'motion'").fetchone()[0] == before_step + 15 * SECOND_MS
+    classes = {r[0] for r in conn.execute("SELECT retention_class FROM segments WHERE camera = 'gate' AND start_ms < ?"
+                                          " AND end_ms > ?", (before_step + 15 * SECOND_MS, motion.start_ms))}
+    assert classes == {1}, "its video is still event video"
+    end = before_step + 15 * SECOND_MS
+    segment = conn.execute("SELECT start_ms, timeline_ms FROM segments WHERE camera = 'gate' AND start_ms <= ?"
+                           " AND end_ms > ?", (end, end)).fetchone()
+    kept_to = conn.execute("SELECT timeline_keep_to_ms FROM events WHERE kind = 'motion'").fetchone()[0]
+    padding = int(config.storage.event_post_seconds * SECOND_MS)
+    assert abs(kept_to - (segment["timeline_ms"] + end - segment["start_ms"] + padding)) <= SECOND_MS, \
+        "aged from where it ended on the recording timeline"
+    load.close()

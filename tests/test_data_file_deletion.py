@@ -137,6 +137,8 @@ def test_retention_deletes_only_layout_files_whatever_old_index_rows_name(layout
     victim = _file(tmp_path / "someone-elses-file")
     writer = IndexWriter(index_schema.connect(layout.index_path))
     old = SYSTEM_CLOCK.now_ms() - 10 * DAY
+    on_timeline = writer.timeline.now_ms() - SYSTEM_CLOCK.now_ms()   # the rows' ages on the recording timeline
+    writer.commit()   # with this boot
     kept_segment = _file(layout.segment_path("gate", old))
     real_old = _file(layout.segment_path("gate", old + 60_000))
     real_snapshot = _file(layout.snapshot_path("gate", old, EventKind.MOTION))
@@ -148,14 +150,16 @@ def test_retention_deletes_only_layout_files_whatever_old_index_rows_name(layout
             [("gate", old, str(victim)), ("gate", old + 1, "index.sqlite3"), ("gate", old + 2, "../someone-elses-file"),
              ("gate", old + 3, layout.relative(real_reference)), ("gate", old + 9, layout.relative(current_reference))])
         writer.conn.executemany(
-            "INSERT INTO events (camera, kind, subkind, start_ms, end_ms, snapshot) VALUES ('gate', 'motion', '', ?, ?, ?)",
-            [(old, old + 1000, ".supervisor.lock"), (old + 1, old + 1000, layout.relative(kept_segment)),
-             (old + 2, old + 1000, str(victim)), (old + 3, old + 1000, layout.relative(real_snapshot))])
+            "INSERT INTO events (camera, kind, subkind, start_ms, end_ms, snapshot, timeline_keep_to_ms)"
+            " VALUES ('gate', 'motion', '', ?, ?, ?, ?)",
+            [(old + n, old + 1000, snapshot, old + 1000 + on_timeline) for n, snapshot in enumerate(
+                [".supervisor.lock", layout.relative(kept_segment), str(victim), layout.relative(real_snapshot)])])
         # a segment row of a camera id no path can have, and a real one
         writer.conn.executemany(
             "INSERT INTO segments (camera, start_ms, end_ms, bytes, sha256, codec, width, height, packets, wall_end_ms,"
-            " origin) VALUES (?, ?, ?, 5, zeroblob(32), 'h264', 320, 240, 1, ?, 'recorder')",
-            [("../../x", old, old + 1000, old + 1000), ("gate", old + 60_000, old + 61_000, old + 61_000)])
+            " origin, timeline_ms) VALUES (?, ?, ?, 5, zeroblob(32), 'h264', 320, 240, 1, ?, 'recorder', ?)",
+            [("../../x", old, old + 1000, old + 1000, old + on_timeline),
+             ("gate", old + 60_000, old + 61_000, old + 61_000, old + 60_000 + on_timeline)])
     writer = IndexWriter(writer.conn)  # picks up the rows' bytes
     with caplog.at_level(logging.ERROR):
         RetentionPolicy(_config(tmp_path, layout), layout, writer).sweep()

@@ -37,6 +37,9 @@ TIME_ERROR = 5
 STA_UNSYNC = 0x0040
 BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
 TIMESYNCD_FLAG = Path("/run/systemd/timesync/synchronized")   # touched by timesyncd once it has synchronised
+# A change of `now_ms() - boot_ms()` (or of a stream's wall-clock anchor) over this is a step of the wall clock:
+# NTP slews at most 0.5 ms per second.
+WALL_STEP_MS = 1000
 
 
 class Clock(Protocol):

@@ -18,6 +18,10 @@ Failure paths:
   the camera is retried with capped backoff; heartbeats go on saying `reconnecting`.
 - the detector falls behind (a frame is older than MAX_LAG_MS when its turn comes): the frame is skipped and
   counted in `dropped`; nothing queues (frames wait only in the socket buffer, which libav drains).
+- the frame clock steps (its anchor moves by more than MAX_LAG_MS: the wall clock was stepped, or the camera's
+  clock was found slow): every open event ends at the last frame before the step and the detectors start
+  again, raising again what is still true. An event never spans a step: its kept video would span it too
+  (56 years of "event video" after NTP's first answer at a box that booted at 1970).
 - a snapshot or reference image cannot be written (disk full): logged; the event is announced without one.
 - a bug in one camera's loop: logged, that camera's thread restarts after a pause; the others go on.
 """
@@ -58,7 +62,7 @@ from edgenvr.detection.motion_detector import (
     MotionEventChange,
     MotionEventTracker,
 )
-from edgenvr.detection.tamper_detector import TamperChange, TamperDetector
+from edgenvr.detection.tamper_detector import STREAM_LOST, TamperChange, TamperDetector
 from edgenvr.index import schema as index_schema
 from edgenvr.storage.durable_writes import write_durably
 from edgenvr.storage.layout import StorageLayout
@@ -190,6 +194,7 @@ class CameraWorker:
             if frame.pts is None:
                 continue
             stream_ms = int(frame.pts * time_base * SECOND_MS)
+            anchored_ms = anchor.offset_ms if anchor.floor_ms is not None else None
             offset_ms = anchor.observe(stream_ms)
             arrived_ms = stream_ms + offset_ms
             lag_ms = anchor.realign_if_slow(stream_ms, offset_ms, MAX_LAG_MS, PACED_FRAMES_TO_REANCHOR)
@@ -197,6 +202,9 @@ class CameraWorker:
                 # Late, yet frames come at the camera's pace: its clock runs slow, we are not behind.
                 log.warning("camera %s (motion): stream clock %d ms behind the wall clock, re-anchoring",
                             self.camera.id, lag_ms)
+                next_due_ms = -1.0
+            if anchored_ms is not None and abs(anchor.offset_ms - anchored_ms) > MAX_LAG_MS:
+                self._frame_clock_stepped(anchor.offset_ms - anchored_ms)
                 next_due_ms = -1.0
             time_ms = anchor.wall_ms(stream_ms)
             if time_ms < next_due_ms:
@@ -233,11 +241,7 @@ class CameraWorker:
         interval, because the detectors' learning rates follow the real analysis rate."""
         motion = self.motion
         if self._detector is not None:  # the picture size changed: end what the old detectors had open
-            self._close_motion_event()
-            for change in self._tamper.close(time_ms) if self._tamper is not None else []:
-                self._on_tamper_change(change, None)
-            self._detector = self._tamper = None
-            self._first_key_ms = None
+            self._end_detection(time_ms)
         if self.camera.detect_url is None:
             if self._first_key_ms is None or time_ms <= self._first_key_ms:
                 self._first_key_ms = time_ms
@@ -252,6 +256,25 @@ class CameraWorker:
             self._reference_ms = None  # the new detector needs the approved view loaded again
             self._poll_reference(force=True)
         return True
+
+    def _end_detection(self, time_ms: int, why: str = STREAM_LOST) -> None:
+        """End what the detectors had open at `time_ms` (`why`: for the tamper events) and drop them: the next
+        frame builds new ones."""
+        self._close_motion_event()
+        for change in self._tamper.close(time_ms, why) if self._tamper is not None else []:
+            self._on_tamper_change(change, None)
+        self._detector = self._tamper = None
+        self._first_key_ms = None
+
+    def _frame_clock_stepped(self, step_ms: int) -> None:
+        """See the module docstring ("the frame clock steps")."""
+        if self._detector is None:
+            return
+        why = f"the frame clock stepped {step_ms / SECOND_MS:+.1f} s; detection started again"
+        log.warning("camera %s (motion): %s", self.camera.id, why)
+        self._end_detection(self._last_time_ms, why)
+        for kind in list(self._open_tamper):   # "moved" too: raised again against the reference if still true
+            self._close_tamper(kind, self._last_time_ms, why)
 
     # -- motion events ------------------------------------------------------------------------------
     def _on_motion_change(self, change: MotionEventChange, frame: av.VideoFrame | None) -> None:

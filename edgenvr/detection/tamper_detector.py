@@ -47,6 +47,7 @@ _MOVED_SIMILARITY = 0.45
 # does not open and close it every few seconds.
 _CLEAR_FACTOR = 1.3
 _CLEAR_SECONDS = 3.0
+STREAM_LOST = "no pictures (stream lost or stopped)"   # why `close` ends what was open, unless told
 
 
 @dataclass(frozen=True)
@@ -230,9 +231,9 @@ class TamperDetector:
             f"view matches the reference at {similarity:.2f} (1 = same view)"))
         return reported + [c for c in changes if c is not None]
 
-    def close(self, time_ms: int) -> list[TamperChange]:
-        """Close every open condition (stream lost, shutdown): nothing is known any more."""
-        changes = [c.force_close(time_ms, 0.0, "no pictures (stream lost or stopped)")
+    def close(self, time_ms: int, why: str = STREAM_LOST) -> list[TamperChange]:
+        """Close every open condition (stream lost, shutdown, a clock step): nothing is known any more."""
+        changes = [c.force_close(time_ms, 0.0, why)
                    for c in self._conditions.values()]
         if self._reapproved is not None:  # closed already; report it now rather than never
             changes.insert(0, replace(self._reapproved, time_ms=time_ms, since_ms=time_ms))

@@ -16,9 +16,13 @@ Invariants:
 - now_ms() is the current boot's base + the boot-time clock: now_ms() - t is a lower bound of the real age
   of what is at t, whatever the wall clock did (stepped by NTP, reset to 1970 at boot, a year off).
 - A record without a boot (a file from before clock records, or probed without its attribute) and an event
-  (motion workers send wall times) are placed by their wall-clock age when indexed: now_ms() minus (wall now
-  - their time), never after now. A wall time before 2000 was read from an unsynchronised clock, and its age
-  means nothing: it is placed at now.
+  (motion workers send wall times) are placed by their wall-clock age when indexed, never after now: by the
+  wall clock's offset from the boot-time clock as it is now, or as it was before a step seen in this run
+  (`note_offset`): a time stamped before the step and announced after it is placed as stamped, not a year
+  off. Of the offsets that put it no later than now, the latest position is taken (a time stamped after a
+  forward step would be in the future by the older offset; after a backward one, older by the newer
+  offset). A wall time before 2000 was read from an unsynchronised clock, and its age means nothing: it
+  is placed at now.
 - Across boots the order is the order boots were first seen. A boot seen first after a later one (all its
   rows lost in a power cut before their first commit, and adopted after the next boot had recorded) is placed
   after it: its video is then deleted later than its time, never earlier; its ages stay lower bounds.
@@ -33,9 +37,11 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass, replace
 
-from edgenvr.core.clock import Clock
+from edgenvr.core.clock import WALL_STEP_MS, Clock
 from edgenvr.core.units import DAY_MS, EARLIEST_DATE_MS, HOUR_MS, MINUTE_MS, SECOND_MS
 from edgenvr.index.retention_classes import CLASS_NAMES
+
+RECENT_STEPS = 8   # wall clock offsets kept for placing wall times stamped before a step (NTP steps seldom)
 
 # segments.clock_state: what vouches for a segment's start_ms/end_ms
 CLOCK_UNSYNCHRONISED = 0   # recorded on an unsynchronised wall clock: its times are what that clock said
@@ -76,6 +82,7 @@ class RecordingTimeline:
         self._by_row = {boot.row_id: boot for boot in self._boots.values()}
         self._pending: dict[str, Boot] = {}   # boots new or changed since the last commit
         self.known_end_ms = known_end(conn)
+        self._offsets: list[int] = []         # wall minus boot-time clock before each step seen (note_offset)
 
     # -- positions --------------------------------------------------------------------------------
 
@@ -108,7 +115,15 @@ class RecordingTimeline:
         now = self.now_ms()
         if wall_ms < EARLIEST_DATE_MS:   # read from a clock not set yet: its age is unknown, so it is new
             return now - duration_ms
-        return min(now - duration_ms, now - (self.clock.now_ms() - wall_ms))
+        base = now - self.clock.boot_ms()
+        positions = [base + wall_ms - offset for offset in [*self._offsets, self.clock.now_ms() - self.clock.boot_ms()]]
+        return max((at for at in positions if at <= now - duration_ms), default=now - duration_ms)
+
+    def note_offset(self, offset_ms: int) -> None:
+        """The wall clock reads the boot-time clock + `offset_ms` now (the clock watch, every step). A change
+        over WALL_STEP_MS is a step: the offset before it is kept (the last few) for `place_wall`."""
+        if not self._offsets or abs(offset_ms - self._offsets[-1]) > WALL_STEP_MS:
+            self._offsets = [*self._offsets[-(RECENT_STEPS - 1):], offset_ms]
 
     def note_end(self, timeline_end_ms: int) -> None:
         if self.known_end_ms is None or timeline_end_ms > self.known_end_ms:
@@ -161,7 +176,7 @@ def known_end(conn: sqlite3.Connection) -> int | None:
     ends = [conn.execute("SELECT MAX(first_ms) FROM boots").fetchone()[0]]
     for retention_class in CLASS_NAMES:   # one seek each at the end of segments_ring
         row = conn.execute("SELECT timeline_ms + end_ms - start_ms FROM segments INDEXED BY segments_ring"
-                           " WHERE retention_class = ? AND timeline_ms IS NOT NULL ORDER BY timeline_ms DESC LIMIT 1",
+                           " WHERE retention_class = ? ORDER BY timeline_ms DESC LIMIT 1",
                            (retention_class,)).fetchone()
         ends.append(row[0] if row is not None else None)
     return max((end for end in ends if end is not None), default=None)

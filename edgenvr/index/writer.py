@@ -410,11 +410,11 @@ def reanchored_gap_reason(start_ms: int, end_ms: int, reason: str, *, end_moved:
 
 
 def _newest_on_timeline(conn: sqlite3.Connection, camera: str) -> tuple[int, int | None, int] | None:
-    """(timeline end, boot, clock state) of the camera's newest segment on the timeline, None if it has none
-    there (only rows from before migration 3). One seek per class at the end of segments_camera_age."""
+    """(timeline end, boot, clock state) of the camera's newest segment, None if it has none. One seek per
+    class at the end of segments_camera_age."""
     found = [conn.execute("SELECT timeline_ms + end_ms - start_ms, boot, clock_state FROM segments"
                           " INDEXED BY segments_camera_age WHERE camera = ? AND retention_class = ?"
-                          " AND timeline_ms IS NOT NULL ORDER BY timeline_ms DESC LIMIT 1",
+                          " ORDER BY timeline_ms DESC LIMIT 1",
                           (camera, retention_class)).fetchone() for retention_class in CLASS_NAMES]
     rows = [tuple(row) for row in found if row is not None]
     return max(rows, key=lambda row: row[0]) if rows else None

@@ -21,7 +21,7 @@ A full sweep (see below for when), in this order:
    (index.recording_timeline: the boot-time clocks of the box's boots end to end), never by the wall clock:
    a clock stepped forward (NTP after a boot at 1970, a false NTP answer, a wrong RTC) or back can make no
    video due early. The timeline counts only the time the box was up, so video outlives its days by the
-   time the box was off. Rows indexed before the timeline existed go by their wall-clock start, as before.
+   time the box was off. Rows indexed before the timeline existed were put on it by index migration 4.
 3. Disk pressure (quota, or free space under min_free, each with headroom for what recorders write
    before the next sweep): oldest first in recording order, (retention_class, timeline position): every
    continuous segment of every camera before any event video, and never held video. The free-space floor wins over event
@@ -90,32 +90,22 @@ FLOOR = "free space below min_free"
 # age_victims, pressure_victims), shared with retention.report, which counts what they select instead of deleting.
 SEGMENT_COLUMNS = "id, camera, start_ms, end_ms, bytes, retention_class, timeline_ms"
 # Age is measured on the recording timeline (index.recording_timeline: never more than the real age, whatever
-# the wall clock did). Rows indexed before it existed (timeline_ms NULL) go by start_ms, as they always did,
-# and come first (older). Both use segments_camera_age (camera, retention_class, timeline_ms, start_ms), named
-# so that the planner never walks segments_camera_class instead (after a wall clock jump, every row of a camera
-# would pass its start_ms test). Each costs the rows it returns.
+# the wall clock did; every row has a place on it since index migration 4). Uses segments_camera_age (camera,
+# retention_class, timeline_ms, start_ms), named so that the planner never walks segments_camera_class instead.
+# Costs the rows it returns.
 AGE_VICTIMS = ("FROM segments INDEXED BY segments_camera_age WHERE camera = ? AND retention_class = ?"
                " AND timeline_ms < ? AND deleting = 0 ORDER BY timeline_ms")
-AGE_VICTIMS_BEFORE_TIMELINE = ("FROM segments INDEXED BY segments_camera_age WHERE camera = ? AND retention_class = ?"
-                               " AND timeline_ms IS NULL AND start_ms < ? AND deleting = 0 ORDER BY start_ms")
-# The ring's order is recording order: the timeline (rows from before it first, by start_ms). A wall clock that
-# went back never makes new video look older than old video. Uses segments_ring for the filter and the order.
+# The ring's order is recording order: the timeline. A wall clock that went back never makes new video look
+# older than old video. Uses segments_ring for the filter and the order.
 PRESSURE_VICTIMS = (f"FROM segments INDEXED BY segments_ring WHERE retention_class < {DELETABLE_BELOW} AND deleting = 0"
                     " ORDER BY retention_class, timeline_ms, start_ms")
-# An event's age is its kept video's end (its own end if it keeps none) on the timeline (timeline_keep_to_ms);
-# events from before the timeline go by keep_to_ms / end_ms as before. Uses events_expiry (camera,
-# timeline_keep_to_ms, keep_to_ms) in each part: reads the expired events only (held ones among them are read
-# and left alone at every sweep; a hold keeps few).
+# An event's age is its kept video's end (its own end if it keeps none) on the timeline (timeline_keep_to_ms,
+# NULL while it is open). Uses events_expiry (camera, timeline_keep_to_ms, keep_to_ms): reads the expired events
+# only (held ones among them are read and left alone at every sweep; a hold keeps few).
 EVENT_COLUMNS = "id, camera, kind, subkind, start_ms, end_ms, keep_from_ms, keep_to_ms, snapshot"
-EXPIRED_EVENT_WITH_VIDEO = (f"(e.timeline_keep_to_ms < :cutoff OR e.timeline_keep_to_ms IS NULL"
-                            f" AND e.keep_to_ms < :wall_cutoff) AND NOT {EVENT_HELD_SQL}")   # over `events e`
-EXPIRED_EVENTS = (
-    f"SELECT {EVENT_COLUMNS} FROM events e WHERE camera = :camera AND timeline_keep_to_ms < :cutoff"
-    f" AND NOT {EVENT_HELD_SQL}"
-    f" UNION ALL SELECT {EVENT_COLUMNS} FROM events e WHERE camera = :camera AND timeline_keep_to_ms IS NULL"
-    f" AND keep_to_ms < :wall_cutoff AND NOT {EVENT_HELD_SQL}"
-    f" UNION ALL SELECT {EVENT_COLUMNS} FROM events e WHERE camera = :camera AND timeline_keep_to_ms IS NULL"
-    f" AND keep_to_ms IS NULL AND end_ms < :wall_cutoff AND NOT {EVENT_HELD_SQL}")
+EXPIRED_EVENT_WITH_VIDEO = f"e.timeline_keep_to_ms < :cutoff AND NOT {EVENT_HELD_SQL}"   # over `events e`
+EXPIRED_EVENTS = (f"SELECT {EVENT_COLUMNS} FROM events e WHERE camera = :camera AND timeline_keep_to_ms < :cutoff"
+                  f" AND NOT {EVENT_HELD_SQL}")
 
 
 @dataclass(frozen=True)
@@ -130,44 +120,34 @@ class SweepResult:
 @dataclass(frozen=True)
 class AgeRule:
     """Segments of one camera and class have outlived their retention if they are before `cutoff_ms` on the
-    recording timeline (their age as the boot-time clock vouches for it); a row from before the timeline,
-    if it starts before `wall_cutoff_ms`."""
+    recording timeline (their age as the boot-time clock vouches for it)."""
 
     camera: str
     retention_class: int
     cutoff_ms: int        # on the timeline
-    wall_cutoff_ms: int   # for rows without a timeline
     why: str   # the setting that makes them due: max_age_days | event_days | retention_max_days
 
-    def applies(self, camera: str, retention_class: int, timeline_ms: int | None, start_ms: int) -> bool:
-        if camera != self.camera or retention_class != self.retention_class:
-            return False
-        return timeline_ms < self.cutoff_ms if timeline_ms is not None else start_ms < self.wall_cutoff_ms
+    def applies(self, camera: str, retention_class: int, timeline_ms: int) -> bool:
+        return camera == self.camera and retention_class == self.retention_class and timeline_ms < self.cutoff_ms
 
 
 @dataclass(frozen=True)
 class CameraRules:
-    """A camera's retention resolved to cut-off times at one moment (on the timeline, and on the wall clock
-    for rows and events from before the timeline)."""
+    """A camera's retention resolved to cut-off times on the timeline at one moment."""
 
     camera: str
     segments: tuple[AgeRule, ...]
     events_cutoff_ms: int      # events whose kept video ended before this (timeline) are due
-    events_wall_cutoff_ms: int
     events_why: str
     event_days_from_ms: int    # event video at or after this (timeline) is within its event_days
-    event_days_from_wall_ms: int
 
     def within_event_days(self, row: Any) -> bool:
         """Whether a segment row (SEGMENT_COLUMNS) is younger than its camera's event_days."""
-        if row["timeline_ms"] is not None:
-            return bool(row["timeline_ms"] >= self.event_days_from_ms)
-        return bool(row["start_ms"] >= self.event_days_from_wall_ms)
+        return bool(row["timeline_ms"] >= self.event_days_from_ms)
 
 
-def camera_rules(config: Config, camera: str, at_ms: int, timeline_ms: int | None = None) -> CameraRules:
-    """The rules at wall time `at_ms`, which is `timeline_ms` on the recording timeline (default: the same)."""
-    at = (timeline_ms if timeline_ms is not None else at_ms, at_ms)
+def camera_rules(config: Config, camera: str, at: int) -> CameraRules:
+    """The rules when now is `at` on the recording timeline."""
     days = config.retention_days(camera)
     legal = (days.retention_max_days, "retention_max_days")
     rules = []
@@ -184,17 +164,17 @@ def camera_rules(config: Config, camera: str, at_ms: int, timeline_ms: int | Non
     events = _strictest(at, (days.event_days, "event_days"), legal)
     assert events is not None
     event_days_ms = int(days.event_days * DAY_MS)
-    return CameraRules(camera, tuple(rules), *events, at[0] - event_days_ms, at[1] - event_days_ms)
+    return CameraRules(camera, tuple(rules), *events, at - event_days_ms)
 
 
-def _strictest(at: tuple[int, int], *limits: tuple[float | None, str]) -> tuple[int, int, str] | None:
-    """(cut-off on the timeline, on the wall clock, setting) of the shortest of the limits that are set (`at`:
-    now on each); None if none is."""
+def _strictest(at: int, *limits: tuple[float | None, str]) -> tuple[int, str] | None:
+    """(cut-off on the timeline, setting) of the shortest of the limits that are set (`at`: now on the
+    timeline); None if none is."""
     set_limits = [(days, name) for days, name in limits if days is not None]
     if not set_limits:
         return None
     days, name = min(set_limits, key=lambda limit: limit[0])
-    return at[0] - int(days * DAY_MS), at[1] - int(days * DAY_MS), name
+    return at - int(days * DAY_MS), name
 
 
 def expired_events(conn: sqlite3.Connection, rules: CameraRules, limit: int | None = None) -> list[sqlite3.Row]:
@@ -204,34 +184,25 @@ def expired_events(conn: sqlite3.Connection, rules: CameraRules, limit: int | No
 
 def expired_events_params(rules: CameraRules) -> dict[str, Any]:
     """The named parameters of EXPIRED_EVENTS and EXPIRED_EVENT_WITH_VIDEO for one camera."""
-    return {"camera": rules.camera, "cutoff": rules.events_cutoff_ms, "wall_cutoff": rules.events_wall_cutoff_ms}
+    return {"camera": rules.camera, "cutoff": rules.events_cutoff_ms}
 
 
 def age_victims(conn: sqlite3.Connection, age: AgeRule, limit: int | None = None) -> list[sqlite3.Row]:
-    """Step 2: the segments (SEGMENT_COLUMNS) one age rule makes due, oldest first (rows from before the
-    timeline first), at most `limit`."""
-    rows = conn.execute(f"SELECT {SEGMENT_COLUMNS} {AGE_VICTIMS_BEFORE_TIMELINE}{_limit(limit)}",
-                        (age.camera, age.retention_class, age.wall_cutoff_ms)).fetchall()
-    if limit is not None and len(rows) >= limit:
-        return rows
-    return rows + conn.execute(f"SELECT {SEGMENT_COLUMNS} {AGE_VICTIMS}{_limit(None if limit is None else limit - len(rows))}",
-                               (age.camera, age.retention_class, age.cutoff_ms)).fetchall()
+    """Step 2: the segments (SEGMENT_COLUMNS) one age rule makes due, oldest first, at most `limit`."""
+    return conn.execute(f"SELECT {SEGMENT_COLUMNS} {AGE_VICTIMS}{_limit(limit)}",
+                        (age.camera, age.retention_class, age.cutoff_ms)).fetchall()
 
 
 def age_victims_total(conn: sqlite3.Connection, age: AgeRule) -> tuple[int, int]:
     """Step 2 counted: how many segments `age_victims` selects without a limit, and their bytes."""
-    count = size = 0
-    for query, cutoff in ((AGE_VICTIMS_BEFORE_TIMELINE, age.wall_cutoff_ms), (AGE_VICTIMS, age.cutoff_ms)):
-        part = conn.execute(f"SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM (SELECT bytes {query})",
-                            (age.camera, age.retention_class, cutoff)).fetchone()
-        count, size = count + part[0], size + part[1]
+    count, size = conn.execute(f"SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM (SELECT bytes {AGE_VICTIMS})",
+                               (age.camera, age.retention_class, age.cutoff_ms)).fetchone()
     return count, size
 
 
-def ring_key(row: Any) -> tuple[int, bool, int, int]:
-    """A segment row's place in PRESSURE_VICTIMS's order (rows without a timeline first, as SQLite sorts NULL)."""
-    timeline = row["timeline_ms"]
-    return row["retention_class"], timeline is not None, timeline if timeline is not None else 0, row["start_ms"]
+def ring_key(row: Any) -> tuple[int, int, int]:
+    """A segment row's place in PRESSURE_VICTIMS's order."""
+    return row["retention_class"], row["timeline_ms"], row["start_ms"]
 
 
 def pressure_victims(conn: sqlite3.Connection, limit: int | None = None) -> sqlite3.Cursor:
@@ -405,7 +376,7 @@ class RetentionPolicy:
             if urgent_only:
                 return SweepResult(0, 0, "")
         timeline_ms = self.writer.timeline.now_ms()   # ages are counted there (see AgeRule)
-        rules = [camera_rules(self.config, camera, at_ms, timeline_ms) for camera in sweep_cameras(conn, self.config)]
+        rules = [camera_rules(self.config, camera, timeline_ms) for camera in sweep_cameras(conn, self.config)]
         self._expire_references(at_ms, [rule.camera for rule in rules])
         need, why = self.bytes_to_free(extra_room=True)
         if need == 0 and not self._due(rules):
@@ -424,7 +395,7 @@ class RetentionPolicy:
                 reasons.append(reason)
                 camera = row["camera"]
                 if camera not in by_camera:
-                    by_camera[camera] = camera_rules(self.config, camera, at_ms, timeline_ms)
+                    by_camera[camera] = camera_rules(self.config, camera, timeline_ms)
                 if reason in (QUOTA, FLOOR) and row["retention_class"] == EVENT \
                         and by_camera[camera].within_event_days(row):
                     early.setdefault(camera, _Early()).add(row, reason)

@@ -126,7 +126,7 @@ def build_report(conn: sqlite3.Connection, config: Config, layout: StorageLayout
     cameras = sweep_cameras(conn, config)
     # ages are counted on the recording timeline, as the sweep counts them (retention.policy.AgeRule)
     timeline_at = timeline_now(conn, clock) + (at - clock.now_ms())
-    rules = {camera: camera_rules(config, camera, at, timeline_at) for camera in cameras}
+    rules = {camera: camera_rules(config, camera, timeline_at) for camera in cameras}
     spans = _class_spans(conn)
     rates, window_ms = _write_rates(conn, at)
     total_rate = sum(rates.values())
@@ -196,7 +196,7 @@ def _due_by_age(conn: sqlite3.Connection, rules: dict[str, CameraRules], reclass
             by_age[(rule.camera, rule.why, CLASS_NAMES[rule.retention_class])] = list(age_victims_total(conn, rule))
     for row in reclassed.values():
         for retention_class, sign in ((row["was"], -1), (row["retention_class"], 1)):
-            rule = _age_rule(rules, row["camera"], retention_class, row["timeline_ms"], row["start_ms"])
+            rule = _age_rule(rules, row["camera"], retention_class, row["timeline_ms"])
             if rule is not None:
                 entry = by_age.setdefault((rule.camera, rule.why, CLASS_NAMES[retention_class]), [0, 0])
                 entry[0] += sign
@@ -256,13 +256,12 @@ def _disk_outlook(usage: DiskUsage, headroom: int, need: int, why: str, total_ra
                        window_ms, room, full_at, days_at_rate)
 
 
-def _age_rule(rules: dict[str, CameraRules], camera: str, retention_class: int, timeline_ms: int | None,
-              start_ms: int) -> AgeRule | None:
+def _age_rule(rules: dict[str, CameraRules], camera: str, retention_class: int, timeline_ms: int) -> AgeRule | None:
     camera_rules_ = rules.get(camera)
     if camera_rules_ is None:
         return None
     return next((rule for rule in camera_rules_.segments
-                 if rule.applies(camera, retention_class, timeline_ms, start_ms)), None)
+                 if rule.applies(camera, retention_class, timeline_ms)), None)
 
 
 def _ring_order(conn: sqlite3.Connection, rules: dict[str, CameraRules],
@@ -273,7 +272,7 @@ def _ring_order(conn: sqlite3.Connection, rules: dict[str, CameraRules],
     moved = sorted((row for row in reclassed.values() if row["retention_class"] < DELETABLE_BELOW),
                    key=ring_key)
     for row in heapq.merge(indexed, moved, key=ring_key):
-        if _age_rule(rules, row["camera"], row["retention_class"], row["timeline_ms"], row["start_ms"]) is None:
+        if _age_rule(rules, row["camera"], row["retention_class"], row["timeline_ms"]) is None:
             yield row
 
 

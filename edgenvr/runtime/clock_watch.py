@@ -7,7 +7,7 @@ clock is synchronised, and running the re-anchoring of segments recorded before 
 
 Invariants:
 - `now_ms() - boot_ms()` changes only when the wall clock is stepped: NTP slews at most 0.5 ms per second,
-  and CLOCK_BOOTTIME counts a suspend as the wall clock does. A change over JUMP_MS between two steps, or
+  and CLOCK_BOOTTIME counts a suspend as the wall clock does. A change over WALL_STEP_MS between two steps, or
   since the boot's offset was noted by an earlier run of edgenvr in the same boot, is a jump: first sync after
   a boot at 1970, a false NTP answer, someone setting the date.
 - Nothing here deletes or reorders anything: the event says what happened; ages and the ring's order are on
@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 
 from edgenvr.config.records import Config
-from edgenvr.core.clock import Clock
+from edgenvr.core.clock import WALL_STEP_MS, Clock
 from edgenvr.core.records import AlertKind, EventKind, EventRecord
 from edgenvr.core.time_format import format_ms
 from edgenvr.index.reanchoring import reanchor_segments
@@ -33,9 +33,6 @@ from edgenvr.index.writer import IndexWriter
 from edgenvr.storage.layout import StorageLayout
 
 log = logging.getLogger(__name__)
-
-JUMP_MS = 1000
-
 
 class ClockWatch:
     def __init__(self, writer: IndexWriter, layout: StorageLayout, config: Config, clock: Clock) -> None:
@@ -51,9 +48,10 @@ class ClockWatch:
         synchronised = self.clock.synchronised()
         offset = wall_ms - boot_ms
         previous = self._offset_ms if self._offset_ms is not None else self.writer.timeline.current_offset_ms()
-        if previous is not None and abs(offset - previous) > JUMP_MS:
+        if previous is not None and abs(offset - previous) > WALL_STEP_MS:
             self._jumped(offset - previous, wall_ms, synchronised)
         self._offset_ms = offset
+        self.writer.timeline.note_offset(offset)
         if synchronised and self.writer.timeline.note_synchronised(offset):
             log.info("wall clock synchronised (%s); segments recorded before are re-anchored to it", format_ms(wall_ms))
 

@@ -6,10 +6,13 @@ one camera at the same millisecond would lose a recording.
 
 Invariants:
 - If `target` exists, nothing changes and FileExistsError is raised.
-- Otherwise `source` ends up under `target` only: renameat2(RENAME_NOREPLACE), one atomic step. Where the
-  filesystem or kernel has no such rename (EINVAL, ENOSYS), a hard link (which also refuses an existing
-  target) then the unlink of the old name: a crash in between leaves the one file under both names, never
-  none. The unlink removes a name, not data: the file lives on under `target`.
+- Otherwise `source` ends up under `target` only, in one atomic step whatever the moment of a crash:
+  renameat2(RENAME_NOREPLACE). Where the filesystem or kernel has no such rename (EINVAL, ENOSYS: old
+  kernels, some FUSE and network filesystems), the target is looked up, then os.rename. That check and the
+  rename are two steps; it is enough here because the only names renamed to are re-anchored segments, times
+  before the clock was synchronised, which no one else creates: recorders name a file by the current time.
+  (A hard link then an unlink would close that window, but a crash between them leaves one file under two
+  names, which the start-up reconcile would index twice; and exFAT has no hard links.)
 - Durability is the caller's: fsync both directories afterwards (storage.durable_writes.fsync_dir).
 """
 
@@ -38,5 +41,6 @@ def rename_no_replace(source: Path, target: Path) -> None:
         code = ctypes.get_errno()
         if code not in (errno.EINVAL, errno.ENOSYS):   # EEXIST becomes FileExistsError, as os.link raises it
             raise OSError(code, os.strerror(code), str(source), None, str(target))
-    os.link(source, target)   # FileExistsError if the target exists: nothing changed
-    os.unlink(source)         # a name, not the data (see the module docstring)
+    if os.path.lexists(target):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(target))
+    os.rename(source, target)   # one step: the file is under one name, old or new, after any crash
