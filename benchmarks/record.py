@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import signal
 import sqlite3
@@ -51,9 +50,13 @@ import psutil
 from edgenvr.config.records import StorageConfig
 from edgenvr.core.process_setup import die_with_parent_preexec
 from edgenvr.recording.annexb import annexb_nal_units
-from edgenvr.simulator import SimulatedCamera, make_clip, simulator_unavailable_reason
+from edgenvr.simulator import (
+    CLIP_CACHE,
+    SimulatedCamera,
+    make_clip,
+    simulator_unavailable_reason,
+)
 
-CLIP_CACHE = Path(os.environ.get("EDGENVR_TEST_CLIPS", "/tmp/edgenvr-test-clips"))
 FPS = 25
 GOP = 50
 WIDTH, HEIGHT = 1920, 1080

@@ -62,6 +62,9 @@ def build_index(layout: StorageLayout, segments: int, t0: int) -> None:
         """,
         {"count": segments, "cameras": CAMERAS, "t0": t0, "seg": SEGMENT_MS, "bytes": SEGMENT_BYTES,
          "half": segments // CAMERAS // 2, "held": segments // CAMERAS * 3 // 4})
+    # recorded in this boot, on a clock that never jumped: the timeline reads like the wall clock
+    conn.execute("INSERT INTO boots (id, boot_id, base_ms, first_ms) VALUES (1, ?, ?, ?)",
+                 (SYSTEM_CLOCK.boot_id(), SYSTEM_CLOCK.now_ms() - SYSTEM_CLOCK.boot_ms(), t0))
     held_from = t0 + segments // CAMERAS * 3 // 4 * SEGMENT_MS
     conn.execute("INSERT INTO holds (camera, from_ms, to_ms, reason, created_ms) VALUES ('cam-0', ?, ?, 'bench', ?)",
                  (held_from, held_from + 360 * SEGMENT_MS, SYSTEM_CLOCK.now_ms()))

@@ -7,7 +7,6 @@ supervisors and other subprocesses.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -19,9 +18,7 @@ from typing import Iterator
 
 import pytest
 
-from edgenvr.simulator import make_clip, simulator_unavailable_reason
-
-CLIP_CACHE = Path(os.environ.get("EDGENVR_TEST_CLIPS", "/tmp/edgenvr-test-clips"))
+from edgenvr.simulator import CLIP_CACHE, make_clip, simulator_unavailable_reason
 
 # What makes a test `rtsp` or `slow`: fixtures it requests (directly or through other fixtures), or names
 # that its code or its fixtures' code uses (nested functions included).

@@ -226,3 +226,42 @@ def test_check_config_shows_no_password_of_any_url_shape(tmp_path: Path) -> None
     assert result.returncode == 1
     assert all(f"cameras[{index}].url:" in result.stdout for index in range(len(urls))), result.stdout
     assert "Hunter2pw" not in result.stdout + result.stderr
+
+
+def test_status_says_which_reference_views_nobody_has_approved(tmp_path: Path) -> None:
+    from edgenvr.core.records import COMMISSIONING, CameraState, ReferenceRecord
+    from edgenvr.index.writer import IndexWriter
+
+    config = tmp_path / "c.toml"
+    config.write_text(f'[storage]\ndata_dir = "{tmp_path}/data"\n'
+                      + "".join(f'[[cameras]]\nid = "{c}"\nurl = "rtsp://h/{c}"\n' for c in ("gate", "yard", "hall"))
+                      + '[cameras.motion]\ntamper = false\n')
+    writer = IndexWriter(index_schema.connect(tmp_path / "data" / "index.sqlite3"))
+    for camera in ("gate", "yard", "hall"):
+        writer.set_state(CameraState(camera, "recording", 1_780_000_000_000, "", {}))
+    writer.add_reference(ReferenceRecord("gate", 1_780_000_000_000, "references/gate/1.png", COMMISSIONING))
+    writer.add_reference(ReferenceRecord("yard", 1_780_000_000_000, "references/yard/1.png", COMMISSIONING))
+    writer.add_reference(ReferenceRecord("yard", 1_780_000_100_000, "references/yard/2.png", "ani"))
+    writer.commit()
+    writer.conn.close()
+
+    result = edgenvr("status", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines if not line.startswith(" ")] == ["gate", "yard", "hall"]
+    not_approved = [line.strip() for line in lines if "reference view not approved" in line]
+    # gate: taken automatically; yard: approved by ani; hall: no tamper detection, so no reference wanted
+    assert len(not_approved) == 1 and "taken automatically" in not_approved[0], result.stdout
+    assert "edgenvr reference approve --camera gate" in not_approved[0]
+    as_json = {json.loads(line)["camera"]: json.loads(line)["reference"]
+               for line in edgenvr("status", "--config", str(config), "--json").stdout.splitlines()}
+    assert as_json["gate"]["approved_by"] is None and as_json["yard"]["approved_by"] == "ani"
+    assert as_json["hall"] is None
+
+
+def test_nobody_approves_a_view_under_the_name_of_the_automatic_one(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(f'[storage]\ndata_dir = "{tmp_path}/data"\n[[cameras]]\nid = "gate"\nurl = "rtsp://192.0.2.1/x"\n')
+    result = edgenvr("reference", "approve", "--config", str(config), "--camera", "gate", "--by", "commissioning")
+    assert result.returncode == 1 and "give your own name" in result.stderr, result.stderr
+    assert not (tmp_path / "data" / "references").exists()

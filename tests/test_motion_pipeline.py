@@ -57,6 +57,16 @@ def camera_block(camera_id: str, url: str, ignore: list[Polygon], zones: dict[st
     return "\n".join(lines) + "\n"
 
 
+def status(config: Path) -> str:
+    result = edgenvr("status", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def camera_ids(config: Path) -> list[str]:
+    return [line.split('"')[1] for line in config.read_text().splitlines() if line.startswith("id = ")]
+
+
 def events_of(config: Path, *extra: str) -> list[dict]:
     result = edgenvr("events", "--config", str(config), "--json", *extra)
     assert result.returncode == 0, result.stderr
@@ -119,7 +129,7 @@ def match_events(events: list[dict], truth: list[tuple[int, int]], window: tuple
 
 
 def test_motion_and_tamper_events_match_the_truth_of_labelled_scenes(tmp_path: Path) -> None:
-    names = ["walk", "noise", "brightness_jump", "light_ramp", "zones", "covered", "defocused", "moved"]
+    names = ["walk", "noise", "brightness_jump", "light_ramp", "zones", "covered", "defocused", "moved", "busy_street"]
     truths = {name: scene(name) for name in names}
     counter = counter_ignore_polygon(640, 360)
     with SimulatedCamera({name: (truth.path, "h264", truth.fps) for name, truth in truths.items()},
@@ -135,11 +145,15 @@ def test_motion_and_tamper_events_match_the_truth_of_labelled_scenes(tmp_path: P
         config.write_text(config_text(data_dir, {}, motion=True) + "".join(blocks))
         supervisor = start_supervisor(config, tmp_path / "edgenvr.log")
         try:
-            supervisor.wait_for_log("recording 11 cameras")
+            supervisor.wait_for_log("recording 12 cameras")
             started = time.monotonic()
+            # every camera takes its own reference view within 30 s (busy or not), not approved by anyone
+            while time.monotonic() - started < 40 and status(config).count("taken automatically") < 12:
+                time.sleep(1)
+            assert status(config).count("taken automatically") == 12, status(config)
             # the moved camera: wait for its tamper event, then re-approve the new view; the flag must clear
             moved: list[dict] = []
-            while not moved and time.monotonic() - started < 60:
+            while not moved and time.monotonic() - started < 90:
                 time.sleep(1)
                 moved = [e for e in events_of(config, "--camera", "moved", "--kind", "tamper")]
             assert moved, supervisor.log()[-3000:]
@@ -151,7 +165,11 @@ def test_motion_and_tamper_events_match_the_truth_of_labelled_scenes(tmp_path: P
                 moved = events_of(config, "--camera", "moved", "--kind", "tamper")
                 if moved and moved[0]["end_ms"] is not None:
                     break
-            time.sleep(max(0.0, started + 56 - time.monotonic()))
+            # approved: its status no longer asks for it; the others still do
+            unapproved = {json.loads(line)["camera"] for line in edgenvr("status", "--config", str(config), "--json")
+                          .stdout.splitlines() if json.loads(line)["reference"]["approved_by"] is None}
+            assert unapproved == {camera for camera in camera_ids(config)} - {"moved"}, unapproved
+            time.sleep(max(0.0, started + 80 - time.monotonic()))
         finally:
             assert supervisor.stop() == 0
     layout = StorageLayout(data_dir)
@@ -180,7 +198,7 @@ def test_motion_and_tamper_events_match_the_truth_of_labelled_scenes(tmp_path: P
         delay = tamper[0]["start_ms"] - (clip0 + truth.start_s * 1000)
         assert -TOLERANCE_MS <= delay <= TAMPER_WITHIN_MS, (name, delay)
         assert tamper[0]["snapshot"] and Path(tamper[0]["snapshot"]).stat().st_size > 1000
-    for name in ("walk", "noise", "brightness-jump", "light-ramp", "zones", "zoned", "masked"):
+    for name in ("walk", "noise", "brightness-jump", "light-ramp", "zones", "zoned", "masked", "busy-street"):
         assert not [e for e in by_camera.get(name, []) if e["kind"] == "tamper"], (name, by_camera.get(name))
 
     # Motion: no events where nothing moves; timing within 1 s where something does; zones and masks obeyed.

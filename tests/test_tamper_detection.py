@@ -83,7 +83,9 @@ def test_the_alarm_clears_once_the_camera_is_back_to_normal(kind: str) -> None:
     changes = run(kind)
     closed = [c for c in changes if not c.opened]
     assert [c.kind for c in closed] == [kind], describe(changes)
-    assert truth.end_s <= closed[0].time_ms / 1000 <= truth.end_s + 6, describe(changes)
+    # "moved" is judged on the background view, which follows a change of view within 10 s
+    settle_s = 6 + (10 if kind == "moved" else 0)
+    assert truth.end_s <= closed[0].time_ms / 1000 <= truth.end_s + settle_s, describe(changes)
 
 
 @pytest.mark.parametrize("name", ["walk", "noise", "brightness_jump", "light_ramp", "ir_switch",
@@ -98,7 +100,10 @@ def test_re_approving_the_new_view_clears_moved_and_the_old_view_is_then_moved()
     detector = TamperDetector(CONFIG, WIDTH, HEIGHT)
     approved_at = None
     after: list[TamperChange] = []
-    for time_ms, grey in frames("moved"):
+    clip_ms = round(scene("moved").seconds * 1000)
+    # the clip once more after its end (it ends where it starts, in the old view), as a looping camera shows it
+    looped = [*frames("moved"), *((clip_ms + time_ms, grey) for time_ms, grey in frames("moved")[:20 * 5])]
+    for time_ms, grey in looped:
         if time_ms == REFERENCE_AT_MS:
             detector.set_reference(grey)
         changes = detector.analyse(time_ms, grey)

@@ -20,7 +20,7 @@ from pathlib import Path
 from edgenvr.config.checking import ConfigError, check_data_dir, load_config
 from edgenvr.config.records import Config
 from edgenvr.core.process_setup import setup_logging
-from edgenvr.core.records import EventKind, RecorderState
+from edgenvr.core.records import COMMISSIONING, EventKind, RecorderState
 from edgenvr.core.time_format import TIME_FORMS, format_ms, parse_time_ms
 from edgenvr.index.schema import IndexVersionError
 from edgenvr.storage.layout import StorageLayout
@@ -198,6 +198,7 @@ def cmd_gaps(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from edgenvr.detection.reference_approval import latest_reference
     from edgenvr.index.queries import camera_states, last_video_ms
 
     config = _load(args.config)
@@ -205,23 +206,35 @@ def cmd_status(args: argparse.Namespace) -> int:
     with _open_index(config) as conn:
         states = {row["id"]: row for row in camera_states(conn)}
         last_video = {camera: last_video_ms(conn, layout, camera, row["last_end_ms"]) for camera, row in states.items()}
+        references = {camera.id: latest_reference(conn, camera.id) for camera in config.cameras}
     for camera in config.cameras:
         row = states.get(camera.id)
         if row is None:
             print(f"{camera.id:<16} {'never recorded':<14}")
             continue
         motion = json.loads(row["motion_json"])
+        reference = references[camera.id]
         if args.json:
             print(json.dumps({"camera": camera.id, "state": row["state"], "since_ms": row["state_since_ms"],
                               "reason": row["state_reason"], "dropped": json.loads(row["dropped_json"]),
-                              "last_end_ms": last_video[camera.id], "motion": motion}))
+                              "last_end_ms": last_video[camera.id], "motion": motion,
+                              "reference": None if reference is None else {
+                                  "taken_ms": reference["approved_ms"], "image": str(layout.absolute(reference["image"])),
+                                  "approved_by": None if reference["approved_by"] == COMMISSIONING
+                                  else reference["approved_by"]}}))
         else:
             detection = ""
             if motion:  # the worker's last report; it stopped with the recorders
                 state = RecorderState.STOPPED if row["state"] == RecorderState.STOPPED else motion["state"]
                 detection = f"  detection {state} ({motion['dropped']} frames skipped)"
             print(f"{camera.id:<16} {row['state']:<14} since {format_ms(row['state_since_ms'])}  "
-                  f"last video {format_ms(last_video[camera.id])}{detection}  {row['state_reason']}")
+                  f"last video {format_ms(last_video[camera.id])}{detection}  {row['state_reason']}".rstrip())
+            if camera.motion.tamper and (reference is None or reference["approved_by"] == COMMISSIONING):
+                print(f"{'':<16} reference view not approved: " + (
+                    "none taken yet" if reference is None else
+                    f"taken automatically {format_ms(reference['approved_ms'])} ({layout.absolute(reference['image'])});"
+                    f" once you have checked that the camera shows what it must watch, approve its view:"
+                    f" `edgenvr reference approve --camera {camera.id}`"))
     return 0
 
 

@@ -123,14 +123,19 @@ class EventRecord:
         return self.kind in (EventKind.MOTION, EventKind.TAMPER)
 
 
+# `approved_by` of a reference view taken automatically (first commissioning): used for detection at once, but
+# not approved by anyone; `edgenvr status` says so until a person approves a view.
+COMMISSIONING = "commissioning"
+
+
 @dataclass(frozen=True)
 class ReferenceRecord:
-    """An approved reference view of a camera, for view-change (moved camera) detection."""
+    """A reference view of a camera, for view-change (moved camera) detection."""
 
     camera: str
     approved_ms: int
     image: str          # grey PNG, path relative to the data dir
-    approved_by: str    # "commissioning" or who re-approved it
+    approved_by: str    # COMMISSIONING, or the person who approved it
 
 
 @dataclass(frozen=True)

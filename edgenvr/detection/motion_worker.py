@@ -45,6 +45,7 @@ from edgenvr.core.camera_threads import RestartBackoff, run_camera_threads
 from edgenvr.core.clock import SYSTEM_CLOCK, Clock
 from edgenvr.core.process_setup import become_child_process
 from edgenvr.core.records import (
+    COMMISSIONING,
     DetectionState,
     EventKind,
     EventRecord,
@@ -62,6 +63,7 @@ from edgenvr.detection.motion_detector import (
     MotionEventChange,
     MotionEventTracker,
 )
+from edgenvr.detection.reference_approval import latest_reference
 from edgenvr.detection.tamper_detector import STREAM_LOST, TamperChange, TamperDetector
 from edgenvr.index import schema as index_schema
 from edgenvr.storage.durable_writes import write_durably
@@ -75,16 +77,10 @@ HEARTBEAT_SECONDS = 5.0
 SUMMARY_SECONDS = 60.0         # a per-camera line in the log: frames analysed and dropped
 STALLED_AFTER_SECONDS = 30.0   # a camera thread silent this long gets no heartbeat, so the supervisor restarts us
 REFERENCE_POLL_SECONDS = 10.0  # how soon a view re-approved from the CLI is picked up
-COMMISSION_AFTER_FRAMES = 10   # first reference view: taken after this many calm analysed frames
-MIN_REFERENCE_CONTRAST = 8.0   # luma std-dev; a flatter picture (lens cap, covered) is no reference
+COMMISSION_RETRY_SECONDS = 10.0  # a first reference that could not be stored is tried again after this
 SNAPSHOT_MAX_WIDTH = 1280
 # A bug that escapes a camera's loop: that camera restarts after 10 s, every time.
 RESTART_BACKOFF = RestartBackoff(first_seconds=10.0, max_seconds=10.0)
-
-
-def latest_reference(conn: sqlite3.Connection, camera: str) -> sqlite3.Row | None:
-    return conn.execute("SELECT approved_ms, image, approved_by FROM reference_views WHERE camera = ?"
-                        " ORDER BY approved_ms DESC LIMIT 1", (camera,)).fetchone()
 
 
 @dataclass
@@ -109,7 +105,7 @@ class CameraWorker:
         self._tracker = MotionEventTracker()
         self._reference_ms: int | None = None
         self._next_reference_poll = 0.0
-        self._calm_frames = 0
+        self._commission_after = 0.0   # clock.monotonic(): no first reference stored before then (a failed write)
         self._open_tamper: dict[str, EventRecord] = {}   # subkind -> the open tamper event (ours or adopted)
         self._adopted_until_ms: int | None = None
         self._index: sqlite3.Connection | None = None
@@ -234,7 +230,7 @@ class CameraWorker:
         for change in self._tracker.update(time_ms, result):
             self._on_motion_change(change, frame)
         if self._tamper is not None:
-            self._check_tamper(time_ms, grey, frame, calm=not result.motion and not result.global_change)
+            self._check_tamper(time_ms, grey, frame)
 
     def _make_detectors(self, time_ms: int, width: int, height: int) -> bool:
         """Build the detectors for this picture size. Key-frame-only analysis first measures the key-frame
@@ -298,18 +294,16 @@ class CameraWorker:
             self._detector.reset()
 
     # -- tamper -------------------------------------------------------------------------------------
-    def _check_tamper(self, time_ms: int, grey: np.ndarray, frame: av.VideoFrame, calm: bool) -> None:
+    def _check_tamper(self, time_ms: int, grey: np.ndarray, frame: av.VideoFrame) -> None:
         assert self._tamper is not None
         self._poll_reference()
         # without a reference only "covered" is checked (a lens cap left on at installation is raised too)
         for change in self._tamper.analyse(time_ms, grey):
             self._on_tamper_change(change, frame)
         self._close_stale_adopted(time_ms)
-        if not self._tamper.has_reference:
-            calm = calm and not self._tamper.active_kinds
-            self._calm_frames = self._calm_frames + 1 if calm else 0
-            if self._calm_frames >= COMMISSION_AFTER_FRAMES:
-                self._commission(time_ms, grey)
+        view = self._tamper.proposed_reference()
+        if view is not None and self.clock.monotonic() >= self._commission_after:
+            self._commission(time_ms, view)
 
     def _on_tamper_change(self, change: TamperChange, frame: av.VideoFrame | None) -> None:
         kind = change.kind
@@ -341,25 +335,23 @@ class CameraWorker:
             self._close_tamper(kind, time_ms, "not seen again after a restart")
         self._adopted_until_ms = None
 
-    def _commission(self, time_ms: int, grey: np.ndarray) -> None:
-        """No approved view yet: the first calm picture becomes the reference (first commissioning)."""
-        if float(grey.std()) < MIN_REFERENCE_CONTRAST:
-            if self._calm_frames == COMMISSION_AFTER_FRAMES:  # once, not every frame
-                log.warning("camera %s: picture nearly uniform (lens cap? covered?): no reference view taken yet",
-                            self.camera.id)
-            return
+    def _commission(self, time_ms: int, view: np.ndarray) -> None:
+        """No reference yet: the camera's background view becomes one (first commissioning), used at once and
+        shown as "not approved" until a person approves a view (`edgenvr reference approve`)."""
         path = self.layout.reference_path(self.camera.id, time_ms)
         try:
-            write_durably(path, encode_png(grey))
+            write_durably(path, encode_png(view))
         except (OSError, ValueError) as exc:
             log.error("camera %s: cannot store the reference view: %s; will retry", self.camera.id, exc)
-            self._calm_frames = 0
+            self._commission_after = self.clock.monotonic() + COMMISSION_RETRY_SECONDS
             return
         assert self._tamper is not None
-        self._tamper.set_reference(grey)
+        self._tamper.set_reference(view)
         self._reference_ms = time_ms
-        self.bus.send(ReferenceRecord(self.camera.id, time_ms, self.layout.relative(path), "commissioning"))
-        log.info("camera %s: reference view taken (first commissioning)", self.camera.id)
+        self.bus.send(ReferenceRecord(self.camera.id, time_ms, self.layout.relative(path), COMMISSIONING))
+        log.warning("camera %s: reference view taken automatically (%s); used for detection, but not approved until"
+                    " someone looks at it and runs `edgenvr reference approve --camera %s`",
+                    self.camera.id, path, self.camera.id)
 
     def _poll_reference(self, force: bool = False) -> None:
         """Pick up a view approved from the CLI (it writes the index; we only read it)."""

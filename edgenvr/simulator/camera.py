@@ -47,6 +47,8 @@ __all__ = [
 ]
 
 SERVER_SCRIPT = Path(__file__).with_name("rtsp_server.py")
+# Where tests, benchmarks and `scripts/setup test` keep generated clips and fetched footage (EDGENVR_TEST_CLIPS).
+CLIP_CACHE = Path(os.environ.get("EDGENVR_TEST_CLIPS", "/tmp/edgenvr-test-clips"))
 
 # What the server needs from Debian; named in error messages so a missing piece is
 # one `apt-get install` away.
