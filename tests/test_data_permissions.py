@@ -48,8 +48,8 @@ def _entries(data_dir: Path) -> dict[Path, os.stat_result]:
 def _expected_mode(path: Path, entry: os.stat_result) -> int:
     if stat.S_ISDIR(entry.st_mode):
         return 0o2750  # 0750, and the set-group-ID bit inherited from the data dir
-    if path.name == ".reserve":
-        return 0o600  # space held for the index, read by nobody
+    if path.name in (".reserve", "device.key"):
+        return 0o600  # space held for the index; the box's private key: read by nobody else
     return 0o640
 
 

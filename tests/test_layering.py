@@ -40,6 +40,8 @@ def test_the_package_keeps_its_layers() -> None:
     ("index/writer.py", "edgenvr.cli.main"),                      # nothing imports the CLI
     ("detection/motion_worker.py", "edgenvr.recording.recorder"),  # detection reads cameras on its own
     ("retention/policy.py", "edgenvr.detection.motion_detector"),  # siblings stay independent
+    ("evidence/bundle.py", "edgenvr.runtime.supervisor"),          # evidence is below the runtime
+    ("retention/holds.py", "edgenvr.evidence.audit"),               # and above retention
 ])
 def test_a_lower_layer_importing_a_higher_one_breaks_the_contract(tmp_path: Path, lower: str, higher: str) -> None:
     copy = _copy(tmp_path)

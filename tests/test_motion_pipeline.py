@@ -165,6 +165,9 @@ def test_motion_and_tamper_events_match_the_truth_of_labelled_scenes(tmp_path: P
                 moved = events_of(config, "--camera", "moved", "--kind", "tamper")
                 if moved and moved[0]["end_ms"] is not None:
                     break
+            audit = [json.loads(line) for line in edgenvr("audit", "--config", str(config), "--json").stdout.splitlines()]
+            assert [(r["action"], r["actor"], r["camera"]) for r in audit if r["action"] == "reference_approve"] == \
+                [("reference_approve", "test", "moved")], audit
             # approved: its status no longer asks for it; the others still do
             unapproved = {json.loads(line)["camera"] for line in edgenvr("status", "--config", str(config), "--json")
                           .stdout.splitlines() if json.loads(line)["reference"]["approved_by"] is None}

@@ -1,4 +1,6 @@
-"""The `edgenvr` command line: run, demo, check-config, segments, gaps, status, check-index, hold, retention.
+"""The `edgenvr` command line: run, demo, check-config, segments, gaps, status, check-index, hold, retention,
+events, reference; the evidence commands (identity, export, verify, audit) are in cli.evidence_commands.
+Every action on footage or its protection (hold add/release, reference approve, export) is audited first.
 
 No input makes it print a traceback: a bad argument (a time, a reversed range, an id, undecodable text) is
 refused with a message and exit 2 before anything is opened, a bad config with its problems and exit 2 (1 for
@@ -17,6 +19,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from edgenvr.cli.evidence_commands import actor, add_evidence_commands, audited
 from edgenvr.config.checking import ConfigError, check_data_dir, load_config
 from edgenvr.config.records import Config
 from edgenvr.core.process_setup import setup_logging
@@ -76,7 +79,8 @@ def _refuse_reversed_ranges(args: argparse.Namespace) -> None:
         raise SystemExit(2)
     start, end = getattr(args, "from_ms", None), getattr(args, "to_ms", None)
     if start is not None and end is not None and start >= end:
-        print(f"edgenvr: hold not added: the hold must start before it ends: --from {format_ms(start)} is not"
+        what = "hold not added: the hold" if args.command == "hold" else f"{args.command}: the range"
+        print(f"edgenvr: {what} must start before it ends: --from {format_ms(start)} is not"
               f" before --to {format_ms(end)}", file=sys.stderr)
         raise SystemExit(2)
 
@@ -261,7 +265,9 @@ def cmd_hold_add(args: argparse.Namespace) -> int:
     config = _load(args.config)
     conn = _open_index(config, writable=True)
     try:
-        hold = add_hold(conn, config, args.camera, args.from_ms, args.to_ms, args.reason)
+        with audited(config, actor(args.by), "hold_add", camera=args.camera, from_ms=args.from_ms, to_ms=args.to_ms,
+                     reason=args.reason):
+            hold = add_hold(conn, config, args.camera, args.from_ms, args.to_ms, args.reason)
     except HoldError as exc:
         print(f"edgenvr: hold not added: {exc}", file=sys.stderr)
         return 2
@@ -301,7 +307,8 @@ def cmd_hold_release(args: argparse.Namespace) -> int:
     config = _load(args.config)
     conn = _open_index(config, writable=True)
     try:
-        hold = release_hold(conn, args.id, args.reason or "")
+        with audited(config, actor(args.by), "hold_release", reason=args.reason or "", detail=f"hold {args.id}"):
+            hold = release_hold(conn, args.id, args.reason or "")
     except HoldError as exc:
         print(f"edgenvr: hold not released: {exc}", file=sys.stderr)
         return 2
@@ -337,6 +344,7 @@ def _add_hold_and_retention_commands(sub: "argparse._SubParsersAction[argparse.A
     add.add_argument("--to", dest="to_ms", type=_time_arg, required=True, metavar="TIME",
                      help="end, written like --from; may be in the future")
     add.add_argument("--reason", type=_text_arg, required=True, help="why the video is kept (incident, request)")
+    add.add_argument("--by", type=_text_arg, help="who holds it (default: the login name)")
     add.set_defaults(func=cmd_hold_add)
     listing = hold_sub.add_parser("list", help="holds in force (--all: released ones too)")
     listing.add_argument("--config", required=True)
@@ -348,6 +356,7 @@ def _add_hold_and_retention_commands(sub: "argparse._SubParsersAction[argparse.A
     release.add_argument("--config", required=True)
     release.add_argument("id", type=_hold_id_arg)
     release.add_argument("--reason", type=_text_arg, help="why the hold ends (kept with the hold)")
+    release.add_argument("--by", type=_text_arg, help="who releases it (default: the login name)")
     release.set_defaults(func=cmd_hold_release)
 
     retention = sub.add_parser("retention", help="days of video kept per camera, the next sweep, when the disk fills")
@@ -388,8 +397,10 @@ def cmd_reference_approve(args: argparse.Namespace) -> int:
     except KeyError:
         print(f"edgenvr: no camera {args.camera!r} in {args.config}", file=sys.stderr)
         return 2
+    who = actor(args.by)
     try:
-        approved_ms, image = approve_current_view(StorageLayout(config.storage.data_dir), camera, args.by)
+        with audited(config, who, "reference_approve", camera=camera.id):
+            approved_ms, image = approve_current_view(StorageLayout(config.storage.data_dir), camera, who)
     except (ReferenceError, OSError, sqlite3.Error) as exc:
         print(f"edgenvr: reference view not approved: {exc}", file=sys.stderr)
         return 1
@@ -456,6 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_hold_and_retention_commands(sub)
     _add_event_and_reference_commands(sub)
+    add_evidence_commands(sub, _load, _time_arg, _text_arg, TIME_FORMS)
     return parser
 
 

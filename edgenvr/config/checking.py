@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 from edgenvr.config.keys import ConfigKey, Kind, keys_of
 from edgenvr.config.records import (
     TOP_LEVEL_KEYS,
+    BoxConfig,
     CameraConfig,
     Config,
     MotionConfig,
@@ -160,6 +161,7 @@ def _parse(text: str, source: str, base_dir: Path) -> Config:
 
     checker = _Checker(base_dir)
     checker.check_keys(document, "", TOP_LEVEL_KEYS)
+    box = BoxConfig(**checker.values(checker.section(document, "box"), "box", section_keys("box")))
     storage = StorageConfig(**checker.values(checker.section(document, "storage"), "storage",
                                              section_keys("storage")))
     recording = RecordingConfig(**checker.values(checker.section(document, "recording"), "recording",
@@ -171,7 +173,7 @@ def _parse(text: str, source: str, base_dir: Path) -> Config:
     config_values |= checker.values(checker.section(document, "logging"), "logging", keys_of(Config, "logging"))
     if checker.problems:
         raise ConfigError(checker.problems)
-    return Config(storage=storage, recording=recording, cameras=cameras, source=source, **config_values)
+    return Config(storage=storage, recording=recording, box=box, cameras=cameras, source=source, **config_values)
 
 
 class _Checker:
@@ -239,6 +241,15 @@ class _Checker:
                 return self.data_dir(table, prefix, name, default)
             case Kind.LOG_LEVEL:
                 return self.log_level(table, prefix, key)
+            case Kind.STRING:
+                value = self.string(table, prefix, name)
+                return default if value is None else value
+            case Kind.CAMERA_ID:
+                value = self.string(table, prefix, name)
+                if value is not None and not is_camera_id(value):
+                    self.add(_key_path(prefix, name), f"{quote(value)} is not a valid id: {CAMERA_ID_RULE}")
+                    return default
+                return default if value is None else value
             case Kind.ZONES:
                 return self.zones(table.get(name, []), _key_path(prefix, name))
             case Kind.POLYGONS:

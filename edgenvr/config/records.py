@@ -9,11 +9,14 @@ carry passwords: ``repr()`` and ``str()`` never show them (see ``edgenvr.core.ur
 
 from __future__ import annotations
 
+import re
+import socket
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 
 from edgenvr.config.keys import ConfigKey, Kind, keys_of, setting
 from edgenvr.config.values import format_size, plain_number
+from edgenvr.core.camera_ids import is_camera_id
 from edgenvr.core.url_redaction import redact_url
 
 # Upper bounds of the numbers every retention computation multiplies (days to ms, bytes), so none can overflow
@@ -93,6 +96,9 @@ class StorageConfig:
     index_commit_seconds: float = setting(Kind.NUMBER, 600.0, unit="seconds", at_least=0, at_most=3600, doc=(
         "How long closed segments' index rows wait to be committed in one batch (SD-card wear); 0: at once; "
         "at most an hour, so readers still see the video of the batch."))
+    audit_days: float = setting(Kind.NUMBER, 730.0, unit="days", greater_than=0, at_most=MAX_DAYS, doc=(
+        "The audit trail (who exported, held, approved what) is kept this long, longer than the video it "
+        "describes; what is pruned leaves a signed checkpoint, so the rest still verifies."))
 
     def __post_init__(self) -> None:
         # Accept a str so callers building records by hand need not wrap it.
@@ -206,11 +212,33 @@ class CameraConfig:
 
 
 @dataclass(frozen=True)
+class BoxConfig:
+    """Which box this is, in export manifests and the audit trail (and on the city's hub)."""
+
+    id: str | None = setting(Kind.CAMERA_ID, None, doc=(
+        "The box's id, written like a camera id (`rt08-kuningan`); not set: its host name, made an id."))
+    name: str | None = setting(Kind.STRING, None, doc=(
+        "The box's name for people (`Pos RT 08 Kuningan`); not set: its id."))
+
+    @property
+    def box_id(self) -> str:
+        if self.id is not None:
+            return self.id
+        host = re.sub(r"[^a-z0-9-]+", "-", socket.gethostname().lower()).strip("-")[:32].strip("-")
+        return host if is_camera_id(host) else "edgenvr"
+
+    @property
+    def box_name(self) -> str:
+        return self.name if self.name is not None else self.box_id
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole, validated edgenvr configuration."""
 
     storage: StorageConfig
     recording: RecordingConfig = field(default_factory=RecordingConfig)
+    box: BoxConfig = field(default_factory=BoxConfig)
     cameras: tuple[CameraConfig, ...] = ()
     log_level: str = setting(Kind.LOG_LEVEL, "info", choices=("debug", "info", "warning", "error"),
                              section="logging", name="level", doc=(
@@ -253,6 +281,7 @@ class Config:
 # The TOML tables of a config file, in the order they are checked and documented, and the records whose
 # fields declare their keys. [motion] fills every camera's MotionConfig defaults and one Config field.
 SECTIONS: dict[str, tuple[type, ...]] = {
+    "box": (BoxConfig,),
     "storage": (StorageConfig,),
     "recording": (RecordingConfig,),
     "motion": (MotionConfig, Config),

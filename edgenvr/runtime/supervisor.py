@@ -48,6 +48,7 @@ from edgenvr.index.recovery import open_or_rebuild
 from edgenvr.index.retention_classes import LONGEST_SEGMENT_MS
 from edgenvr.index.writer import IndexWriter
 from edgenvr.retention.policy import RetentionPolicy
+from edgenvr.runtime.config_audit import audit_config_at_start
 from edgenvr.runtime.periodic_work import IndexHousekeeping, TroubleLog
 from edgenvr.runtime.systemd_notify import notify_progress, sd_notify
 from edgenvr.storage.disk_reserve import DiskReserve
@@ -112,6 +113,7 @@ class Supervisor:
         if previous is None:
             raise SupervisorError("recorders of a previous run are still alive; stop them first")
         previous.close()
+        audit_config_at_start(self.config, self.layout, self.clock)   # the key is made at the first start
         # systemd kills a start-up silent for this long past TimeoutStartSec; reconcile reports every few
         # seconds, or after one camera-hour of files to probe and hash (no stored rows): a minute on a Pi.
         report_within_s = 120.0

@@ -13,10 +13,6 @@ from pathlib import Path
 from edgenvr.storage.permissions import FILE_MODE, make_data_dirs
 
 
-def _private_opener(path: str, flags: int) -> int:
-    return os.open(path, flags, FILE_MODE)
-
-
 def fsync_dir(path: Path) -> None:
     """Make a rename or unlink in this directory durable (ext4/f2fs need the directory fsynced too)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -26,14 +22,17 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_durably(path: Path, data: bytes) -> None:
+def write_durably(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
     """Write a small file so that after a power cut it is either absent or whole: temp name, fsync, rename,
     fsync the directory. Raises OSError (disk full, I/O error) with no file left under `path`. The file is
-    FILE_MODE and new directories DIR_MODE whatever the umask (storage.permissions)."""
+    `mode` (FILE_MODE, or 0600 for a secret) and new directories DIR_MODE whatever the umask
+    (storage.permissions)."""
     make_data_dirs(path.parent)
     temporary = path.with_name(path.name + ".tmp")
+    temporary.unlink(missing_ok=True)   # a leftover of a crash: open() would keep its mode
     try:
-        with open(temporary, "wb", opener=_private_opener) as handle:
+        with open(temporary, "wb", opener=lambda name, flags: os.open(name, flags, mode)) as handle:
+            os.fchmod(handle.fileno(), mode)   # whatever the umask
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())

@@ -49,6 +49,20 @@ class StorageLayout:
         return self.data_dir / "quarantine"
 
     @property
+    def device_key_path(self) -> Path:
+        """The box's private Ed25519 key (evidence.identity): 0600, never deleted, never exported."""
+        return self.data_dir / "device.key"
+
+    @property
+    def device_public_key_path(self) -> Path:
+        return self.data_dir / "device.pub"
+
+    @property
+    def audit_path(self) -> Path:
+        """The audit trail (evidence.audit): its own SQLite file, so it outlives a rebuilt index."""
+        return self.data_dir / "audit.sqlite3"
+
+    @property
     def supervisor_lock(self) -> Path:
         return self.data_dir / ".supervisor.lock"
 
