@@ -257,3 +257,28 @@ sys.exit(main(sys.argv[1:]))
     (partial,) = tmp_path.glob(".kasus-13.partial-*")
     result = edgenvr("verify", str(partial))
     assert result.returncode == 1 and "file missing: SHA256SUMS" in result.stderr, result.stderr
+
+
+def test_an_export_on_a_terminal_shows_its_progress(recorded: Recorded, tmp_path: Path) -> None:
+    import os
+    import pty
+    import sys
+
+    from_ms, to_ms = middle(recorded)
+    command = [sys.executable, "-m", "edgenvr", "export", "--config", str(recorded.config), "--camera", "gate",
+               "--from", f"{from_ms}ms", "--to", f"{to_ms}ms", "--out", str(tmp_path / "shown"), "--reason", "tty"]
+    pid, terminal = pty.fork()
+    if pid == 0:   # the child: stdout and stderr are the terminal
+        os.execv(command[0], command)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(terminal, 4096)
+        except OSError:   # the terminal closed: the export has exited
+            break
+        if not chunk:
+            break
+        shown += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, shown
+    assert b"[########################################] 100%" in shown, shown

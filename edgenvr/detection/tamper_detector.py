@@ -144,7 +144,7 @@ class _Condition:
 class TamperDetector:
     """One camera's tamper detection on grey uint8 pictures of ``width`` x ``height``.
 
-    Without a reference (``has_reference`` False) only "covered" is checked, with an
+    Without a reference only "covered" is checked, with an
     absolute contrast floor; give it the approved view with ``set_reference``.
     """
 
@@ -180,10 +180,6 @@ class TamperDetector:
         self._proposal: np.ndarray | None = None   # the first reference to propose (proposed_reference)
         self._kernel = np.ones((3, 3), np.uint8)
         self._view_similarity: float | None = None  # of the latest background view to the reference
-
-    @property
-    def has_reference(self) -> bool:
-        return self._reference is not None
 
     @property
     def active_kinds(self) -> frozenset[TamperKind]:

@@ -1,6 +1,8 @@
-"""At start-up (`edgenvr run`): the box's identity, whose key pair is made at the first start, a
-`config_change` audit record whenever the config file differs from the one the previous start saw, and the
-pruning of audit records older than `storage.audit_days` (a signed checkpoint keeps the rest verifiable).
+"""The supervisor's audit duties: at start-up, the box's identity (its key pair is made at the first start)
+and a `config_change` audit record whenever the config file differs from the one the previous start saw;
+at start-up and then once a day (`prune_audit`), the pruning of audit records older than
+`storage.audit_days` (a signed checkpoint keeps the rest verifiable), only on a synchronised clock: a clock
+running years ahead must not prune the trail away.
 
 Why: what a box records and keeps (cameras, days, quotas) is part of its evidence; a reviewer must be able to
 see when the rules changed, by the SHA-256 of the file in force.
@@ -40,11 +42,7 @@ def audit_config_at_start(config: Config, layout: StorageLayout, clock: Clock) -
         digest = hashlib.sha256(Path(config.source).read_bytes()).hexdigest()
         trail = AuditTrail(layout, identity, clock)
         try:
-            # only on a synchronised clock: a clock running years ahead must not prune the trail away
-            pruned = trail.prune(clock.now_ms() - int(config.storage.audit_days * DAY_MS)) if clock.synchronised() else 0
-            if pruned:
-                log.info("audit trail: %d records older than %g days pruned (a signed checkpoint stands for them)",
-                         pruned, config.storage.audit_days)
+            _prune(trail, config, clock)
             changes = [r for r in trail.records() if r.action == AuditAction.CONFIG_CHANGE]
             if not changes or json.loads(changes[-1].detail).get("sha256") != digest:
                 trail.append(ACTOR, AuditAction.CONFIG_CHANGE, reason="config file in force at start-up",
@@ -54,3 +52,21 @@ def audit_config_at_start(config: Config, layout: StorageLayout, clock: Clock) -
             trail.close()
     except (AuditError, IdentityError, OSError, sqlite3.Error, ValueError) as exc:
         log.error("the config in force could not be recorded in the audit trail (%s); recording starts anyway", exc)
+
+
+def prune_audit(config: Config, layout: StorageLayout, clock: Clock) -> None:
+    """The daily pruning (see the module docstring); trouble is logged, recording goes on."""
+    try:
+        with AuditTrail(layout, device_identity(layout, config.box.box_id, config.box.box_name), clock) as trail:
+            _prune(trail, config, clock)
+    except (AuditError, IdentityError, OSError, sqlite3.Error) as exc:
+        log.error("audit trail not pruned (%s); tried again tomorrow", exc)
+
+
+def _prune(trail: AuditTrail, config: Config, clock: Clock) -> None:
+    if not clock.synchronised():
+        return
+    pruned = trail.prune(clock.now_ms() - int(config.storage.audit_days * DAY_MS))
+    if pruned:
+        log.info("audit trail: %d records older than %g days pruned (a signed checkpoint stands for them)",
+                 pruned, config.storage.audit_days)

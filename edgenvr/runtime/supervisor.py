@@ -38,6 +38,7 @@ from edgenvr.core.records import (
     SegmentRecord,
     TamperKind,
 )
+from edgenvr.core.units import DAY_MS, SECOND_MS
 from edgenvr.index import schema as index_schema
 from edgenvr.index.reconcile import (
     ReconcileProgress,
@@ -48,7 +49,7 @@ from edgenvr.index.recovery import open_or_rebuild
 from edgenvr.index.retention_classes import LONGEST_SEGMENT_MS
 from edgenvr.index.writer import IndexWriter
 from edgenvr.retention.policy import RetentionPolicy
-from edgenvr.runtime.config_audit import audit_config_at_start
+from edgenvr.runtime.config_audit import audit_config_at_start, prune_audit
 from edgenvr.runtime.periodic_work import IndexHousekeeping, TroubleLog
 from edgenvr.runtime.systemd_notify import notify_progress, sd_notify
 from edgenvr.storage.disk_reserve import DiskReserve
@@ -114,6 +115,7 @@ class Supervisor:
             raise SupervisorError("recorders of a previous run are still alive; stop them first")
         previous.close()
         audit_config_at_start(self.config, self.layout, self.clock)   # the key is made at the first start
+        self._next_audit_prune = self.clock.monotonic() + DAY_MS / SECOND_MS   # pruned just now
         # systemd kills a start-up silent for this long past TimeoutStartSec; reconcile reports every few
         # seconds, or after one camera-hour of files to probe and hash (no stored rows): a minute on a Pi.
         report_within_s = 120.0
@@ -289,6 +291,9 @@ class Supervisor:
             while not self.stopping.is_set():
                 self._supervise_workers()
                 self.housekeeping.step()  # sweeps, disk reserve, batched commit (runtime.periodic_work)
+                if self.clock.monotonic() >= self._next_audit_prune:
+                    self._next_audit_prune = self.clock.monotonic() + DAY_MS / SECOND_MS
+                    prune_audit(self.config, self.layout, self.clock)
                 sd_notify("WATCHDOG=1")
                 try:
                     # real time: bus messages and signals arrive meanwhile
