@@ -22,7 +22,6 @@ target never created.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -39,6 +38,7 @@ from edgenvr.evidence.audit import AuditAction, AuditTrail
 from edgenvr.evidence.clip_builder import Clip, build_clip
 from edgenvr.evidence.identity import DeviceIdentity
 from edgenvr.index.queries import events
+from edgenvr.recording.segment_files import sha256_of
 from edgenvr.storage.durable_writes import fsync_dir
 from edgenvr.storage.layout import StorageLayout
 
@@ -48,7 +48,6 @@ SIGNATURE = "manifest.sig"
 PUBLIC_KEY = "device.pub"
 SUMS = "SHA256SUMS"
 README = "VERIFY.txt"
-CHUNK = 1 << 20
 
 
 class ExportError(Exception):
@@ -90,7 +89,7 @@ def export_clip(conn: sqlite3.Connection, config: Config, layout: StorageLayout,
         _write(partial / SIGNATURE, identity.sign(manifest_bytes))
         _write(partial / PUBLIC_KEY, identity.public_pem)
         _write(partial / README, verify_text(identity.fingerprint, request.camera, manifest).encode())
-        sums = "".join(f"{file_sha256(partial / name)}  {name}\n" for name in sorted(os.listdir(partial)))
+        sums = "".join(f"{sha256_of(partial / name)}  {name}\n" for name in sorted(os.listdir(partial)))
         _write(partial / SUMS, sums.encode())
         fsync_dir(partial)
         os.rename(partial, target)   # refuses a non-empty target made meanwhile; never merges into it
@@ -99,14 +98,6 @@ def export_clip(conn: sqlite3.Connection, config: Config, layout: StorageLayout,
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return clip, manifest
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _write(path: Path, data: bytes) -> None:

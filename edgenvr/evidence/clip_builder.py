@@ -56,8 +56,8 @@ from edgenvr.core.time_format import format_ms
 from edgenvr.core.units import OPEN_END_MS, SECOND_MS
 from edgenvr.index.queries import SegmentRow, gaps, segments
 from edgenvr.index.writer import GAP_THRESHOLD_MS
+from edgenvr.recording.segment_files import HashingFile
 from edgenvr.storage.layout import StorageLayout
-from edgenvr.storage.permissions import FILE_MODE
 
 log = logging.getLogger(__name__)
 
@@ -237,38 +237,13 @@ class _Parameters:
         return _Parameters(context.name, context.width, context.height, bytes(context.extradata or b""))
 
 
-class _HashedOutput:
-    """The file a clip file's muxer writes through: every byte is hashed and counted on its way to the disk,
-    so the manifest's hash needs no read-back. It has no seek or tell, so the muxer treats it as a stream,
-    which fragmented MP4 needs anyway (nothing is rewritten): what is hashed is what is on disk."""
-
-    def __init__(self, path: Path) -> None:
-        # O_EXCL: out_dir was given empty and names are unique; never write over anything
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)   # storage.permissions
-        self.digest = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        view = memoryview(data)
-        self.digest.update(view)
-        self.size += len(view)
-        while view:
-            view = view[os.write(self.fd, view):]
-        return len(data)
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-
 class _ClipPart:
     """One output file being written: the packets of one parameter set, timestamps from 0."""
 
     def __init__(self, path: Path, template: av.video.stream.VideoStream, parameters: _Parameters) -> None:
         self.path = path
         self.parameters = parameters
-        self.output = _HashedOutput(path)
+        self.output = HashingFile(path, exclusive=True)   # out_dir was given empty: never write over anything
         try:
             self.container = av.open(self.output, "w", format="mp4", options=dict(CLIP_MP4_OPTIONS),
                                      buffer_size=_MUX_BUFFER)

@@ -27,7 +27,6 @@ from edgenvr.evidence.bundle import (
     README,
     SIGNATURE,
     SUMS,
-    file_sha256,
 )
 from edgenvr.evidence.identity import (
     IdentityError,
@@ -35,6 +34,7 @@ from edgenvr.evidence.identity import (
     load_public_key,
     signature_valid,
 )
+from edgenvr.recording.segment_files import sha256_of
 
 _SUM_LINE = re.compile(r"([0-9a-f]{64})  ([^/\n]+)")
 
@@ -64,7 +64,7 @@ def verify_export(folder: Path, public_key_pem: bytes | None = None) -> Verified
     if added:
         raise VerificationFailed(f"file added: {added[0]} (not in {SUMS})")
     altered = [name for name in sorted(listed)
-               if not (folder / name).is_file() or file_sha256(folder / name) != listed[name]]
+               if not (folder / name).is_file() or sha256_of(folder / name) != listed[name]]
     if altered:
         raise VerificationFailed(f"file altered: {altered[0]} (its SHA-256 is not the one in {SUMS})")
 

@@ -221,20 +221,30 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-class _HashingFile:
-    """The file libav's muxer writes through: each byte is hashed as it goes to the disk. It has no seek or
-    tell, so the muxer treats it as a stream, which fragmented MP4 needs anyway (nothing is rewritten)."""
+class HashingFile:
+    """The file libav's muxer writes through (a segment, or an exported clip): each byte is hashed and counted
+    as it goes to the disk, so no read-back is needed. It has no seek or tell, so the muxer treats it as a
+    stream, which fragmented MP4 needs anyway (nothing is rewritten): what is hashed is what is on disk.
+    `exclusive`: never open an existing file."""
 
-    def __init__(self, path: Path) -> None:
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)  # storage.permissions
+    def __init__(self, path: Path, *, exclusive: bool = False) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
+        self.fd = os.open(path, flags, FILE_MODE)  # storage.permissions
         self.digest = hashlib.sha256()
+        self.size = 0
 
     def write(self, data: bytes) -> int:
         view = memoryview(data)
         self.digest.update(view)
-        while view:  # an OSError (disk full, I/O error) reaches the muxer's caller: SegmentWriter.write
+        self.size += len(view)
+        while view:  # an OSError (disk full, I/O error) reaches the muxer's caller
             view = view[os.write(self.fd, view):]
         return len(data)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 class SegmentWriter:
@@ -261,7 +271,7 @@ class SegmentWriter:
         self._wall_minus_boot_ms = clock.now_ms() - clock.boot_ms()
         try:
             make_data_dirs(self.partial_path.parent)
-            self._file = _HashingFile(self.partial_path)
+            self._file = HashingFile(self.partial_path)
         except OSError as exc:
             raise SegmentWriteError(f"cannot create {self.partial_path}: {exc}") from exc
         start_clock = self._clock_record()
@@ -325,9 +335,7 @@ class SegmentWriter:
         return ClockRecord.checked(self._synchronised, self._boot_id, max(0, self.start_ms - self._wall_minus_boot_ms))
 
     def _close_file(self) -> None:
-        if self._file.fd >= 0:
-            os.close(self._file.fd)
-            self._file.fd = -1
+        self._file.close()
 
     def abort(self) -> None:
         """Best-effort close after a failure; whatever was written stays as .partial for finalise_partial."""
