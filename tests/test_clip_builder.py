@@ -19,9 +19,9 @@ from typing import Callable, Iterator
 
 import av
 import pytest
-from conftest import CLIP_CACHE, config_text, start_supervisor
+from mixed_recording import OUTAGE_FOR, record_mixed_cameras
+from mixed_recording import Recording as MixedRecording
 
-from edgenvr.core.records import GapRecord
 from edgenvr.evidence.clip_builder import (
     Clip,
     ClipError,
@@ -29,90 +29,24 @@ from edgenvr.evidence.clip_builder import (
     SourceSegment,
     build_clip,
 )
-from edgenvr.index.queries import SegmentRow, gaps, open_readonly, segments
-from edgenvr.simulator import SimulatedCamera, make_clip
-from edgenvr.storage.layout import StorageLayout
+from edgenvr.index.queries import SegmentRow, open_readonly
 
-RUN_SECONDS = 24
-OUTAGE_AT, OUTAGE_FOR = 8, 5
-SWITCH_AT = 10
 FRAME_MS = 40
 GOP_MS = 1000
 
 
-@dataclass
-class Recording:
-    layout: StorageLayout
-
-    def rows(self, camera: str) -> list[SegmentRow]:
-        with open_readonly(self.layout) as conn:
-            return list(segments(conn, self.layout, camera))
-
-    def gap_rows(self, camera: str) -> list[GapRecord]:
-        with open_readonly(self.layout) as conn:
-            return [g for g in gaps(conn, self.layout, camera) if g.end_ms is not None]
-
+class Recording(MixedRecording):
     def export(self, camera: str, from_ms: int, to_ms: int, out_dir: Path, **options: object) -> Clip:
         out_dir.mkdir(exist_ok=True)
         with open_readonly(self.layout) as conn:
             return build_clip(conn, self.layout, camera, from_ms, to_ms, out_dir, **options)  # type: ignore[arg-type]
 
 
-def _resolution_change_clip() -> Path:
-    """A camera reconfigured between two resolutions: two clips back to back in one elementary stream."""
-    small = make_clip(CLIP_CACHE / "res-a.h264", width=320, height=240, fps=25, seconds=3)
-    large = make_clip(CLIP_CACHE / "res-b.h264", width=352, height=288, fps=25, seconds=3)
-    target = CLIP_CACHE / "res-change.h264"
-    target.write_bytes(small.read_bytes() + large.read_bytes())
-    return target
-
-
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory: pytest.TempPathFactory, h264_clip: Path, h265_clip: Path,
               simulator_ready: None) -> Iterator[Recording]:
     root = tmp_path_factory.mktemp("clips")
-    # 2 Mbit/s (noise added to the synthetic picture): a memory leak of copied packets would show in RSS
-    busy = make_clip(CLIP_CACHE / "qvga-25fps-gop25-2mbit.h264", width=320, height=240, fps=25, seconds=4,
-                     bitrate=2_000_000)
-    servers = {
-        "gate": SimulatedCamera({"main": (busy, "h264")}, log_path=root / "gate.log"),
-        "outage": SimulatedCamera({"main": (h264_clip, "h264")}, log_path=root / "outage.log"),
-        "reconfigured": SimulatedCamera({"main": (_resolution_change_clip(), "h264")},
-                                        log_path=root / "reconfigured.log"),
-        "switching": SimulatedCamera({"main": (h264_clip, "h264")}, log_path=root / "switching.log"),
-    }
-    for server in servers.values():
-        server.start()
-    data_dir = root / "data"
-    config_path = root / "edgenvr.toml"
-    config_path.write_text(config_text(data_dir, {name: server.url("main") for name, server in servers.items()},
-                                       segment_seconds=2))
-    supervisor = start_supervisor(config_path, root / "edgenvr.log")
-    try:
-        supervisor.wait_for_log("recording 4 cameras")
-        t0 = time.monotonic()
-
-        def at(seconds: float) -> None:
-            time.sleep(max(0.0, t0 + seconds - time.monotonic()))
-
-        at(OUTAGE_AT)
-        servers["outage"].stop()
-        at(SWITCH_AT)
-        # the same camera (address, port) now sends H.265: a new server on the old one's port
-        servers["switching"].stop()
-        servers["switching"] = SimulatedCamera({"main": (h265_clip, "h265")}, port=servers["switching"].port,
-                                                log_path=root / "switching-h265.log")
-        servers["switching"].start()
-        at(OUTAGE_AT + OUTAGE_FOR)
-        servers["outage"].restart()
-        at(RUN_SECONDS)
-        assert supervisor.stop() == 0
-    finally:
-        if supervisor.process.poll() is None:
-            supervisor.kill()
-        for server in servers.values():
-            server.stop()
-    yield Recording(StorageLayout(data_dir))
+    yield Recording(record_mixed_cameras(root, h264_clip, h265_clip))
 
 
 @dataclass(frozen=True)

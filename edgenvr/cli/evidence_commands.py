@@ -86,8 +86,27 @@ def cmd_identity(args: argparse.Namespace, load: Loader) -> int:
         return 1
     print(f"box {identity.box_id} ({identity.box_name})")
     print(f"key fingerprint (SHA-256 of the Ed25519 public key): {identity.fingerprint}")
+    if config.web.enabled and config.web.tls:
+        print(f"web certificate (SHA-256, as browsers show it): {_web_fingerprint(config)}")
     print(identity.public_pem.decode(), end="")
     return 0
+
+
+def _web_fingerprint(config: Config) -> str:
+    """The web server's certificate fingerprint; it is made at the web server's first start."""
+    from edgenvr.web.tls_certificate import (
+        CertificateError,
+        fingerprint,
+        read_certificate,
+    )
+
+    layout = StorageLayout(config.storage.data_dir)
+    if not layout.web_tls_certificate_path.exists():
+        return "not made yet (it is made when `edgenvr run` first starts the web server)"
+    try:
+        return fingerprint(read_certificate(layout))
+    except CertificateError as exc:
+        return f"unreadable: {exc}"
 
 
 def cmd_export(args: argparse.Namespace, load: Loader) -> int:

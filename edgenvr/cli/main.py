@@ -20,6 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from edgenvr.cli.evidence_commands import actor, add_evidence_commands, audited
+from edgenvr.cli.user_commands import add_user_commands
 from edgenvr.config.checking import ConfigError, check_data_dir, load_config
 from edgenvr.config.records import Config
 from edgenvr.core.process_setup import setup_logging
@@ -123,7 +124,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from edgenvr.cli.demo import run_demo
 
     setup_logging(args.log_level or "info", "demo")
-    return run_demo(Path(args.data_dir) if args.data_dir else None, args.seconds)
+    return run_demo(Path(args.data_dir) if args.data_dir else None, args.seconds, args.port)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -440,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="record a built-in test camera (no config needed)")
     demo.add_argument("--data-dir", help="where to record (default: a new temporary directory)")
     demo.add_argument("--seconds", type=_seconds_arg, default=None, help="stop after this long (default: until Ctrl-C)")
+    demo.add_argument("--port", type=int, default=8443, help="the web UI's port (default: 8443)")
     demo.set_defaults(func=cmd_demo)
 
     check = sub.add_parser("check-config", help="validate a config file and print every problem")
@@ -468,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_hold_and_retention_commands(sub)
     _add_event_and_reference_commands(sub)
     add_evidence_commands(sub, _load, _time_arg, _text_arg, TIME_FORMS)
+    add_user_commands(sub, _load, _text_arg)
     return parser
 
 

@@ -38,8 +38,10 @@ from edgenvr.config.records import (
     Quota,
     RecordingConfig,
     StorageConfig,
+    WebConfig,
     Zone,
     section_keys,
+    split_listen,
 )
 from edgenvr.config.values import format_size, parse_size, plain_number, quote
 from edgenvr.core.camera_ids import CAMERA_ID_RULE, is_camera_id
@@ -171,9 +173,12 @@ def _parse(text: str, source: str, base_dir: Path) -> Config:
     config_values = checker.values(motion_table, "motion", keys_of(Config, "motion"))
     cameras = checker.cameras(document.get("cameras", []), motion_defaults)
     config_values |= checker.values(checker.section(document, "logging"), "logging", keys_of(Config, "logging"))
+    web = WebConfig(**checker.values(checker.section(document, "web"), "web", section_keys("web")),
+                    enabled="web" in document)
     if checker.problems:
         raise ConfigError(checker.problems)
-    return Config(storage=storage, recording=recording, box=box, cameras=cameras, source=source, **config_values)
+    return Config(storage=storage, recording=recording, box=box, web=web, cameras=cameras, source=source,
+                  **config_values)
 
 
 class _Checker:
@@ -244,6 +249,16 @@ class _Checker:
             case Kind.STRING:
                 value = self.string(table, prefix, name)
                 return default if value is None else value
+            case Kind.LISTEN:
+                value = self.string(table, prefix, name)
+                if value is None:
+                    return default
+                try:
+                    split_listen(value)
+                except ValueError as error:
+                    self.add(_key_path(prefix, name), f"{quote(value)}: {error}")
+                    return default
+                return value
             case Kind.CAMERA_ID:
                 value = self.string(table, prefix, name)
                 if value is not None and not is_camera_id(value):

@@ -35,6 +35,7 @@ class Kind(StrEnum):
     URL = "rtsp:// or rtsps:// URL"
     CAMERA_ID = "camera id"
     LOG_LEVEL = "log level"
+    LISTEN = 'address and port like "0.0.0.0:8443" or "[::]:8443"'
     POLYGON = "[[x, y], ...]: 3 or more points, x and y 0..1 from the picture's top left"
     POLYGONS = "array of polygons, each [[x, y], ...] like a zone's"
     ZONES = "array of tables"

@@ -233,12 +233,45 @@ class BoxConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    """The box's web server (UI and HTTP API): served by `edgenvr run` only when the file has a [web] table."""
+
+    listen: str = setting(Kind.LISTEN, "0.0.0.0:8443", doc=(
+        "Address and port the web server listens on (UI and HTTP API)."))
+    tls: bool = setting(Kind.BOOLEAN, True, doc=(
+        "HTTPS with the box's self-signed certificate, made at the first start (`edgenvr identity` shows its "
+        "fingerprint); false: plain HTTP, only behind a reverse proxy that adds TLS."))
+    enabled: bool = False   # not a key: true when the config file has a [web] table
+
+    @property
+    def host(self) -> str:
+        return split_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return split_listen(self.listen)[1]
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """("0.0.0.0", 8443) from "0.0.0.0:8443", ("::", 8443) from "[::]:8443"; ValueError if it is neither."""
+    host, sep, port = listen.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError("an IPv6 address is written in brackets, like [::]:8443")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("expected an address and a port 1-65535, like 0.0.0.0:8443")
+    return host, int(port)
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole, validated edgenvr configuration."""
 
     storage: StorageConfig
     recording: RecordingConfig = field(default_factory=RecordingConfig)
     box: BoxConfig = field(default_factory=BoxConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     cameras: tuple[CameraConfig, ...] = ()
     log_level: str = setting(Kind.LOG_LEVEL, "info", choices=("debug", "info", "warning", "error"),
                              section="logging", name="level", doc=(
@@ -288,6 +321,7 @@ SECTIONS: dict[str, tuple[type, ...]] = {
     "cameras": (CameraConfig,),
     "cameras.motion": (MotionConfig,),
     "cameras.motion.zones": (Zone,),
+    "web": (WebConfig,),
     "logging": (Config,),
 }
 CONFIG_KEYS: tuple[ConfigKey, ...] = tuple(

@@ -10,12 +10,14 @@ from typing import Any
 from edgenvr.config.keys import ConfigKey, Kind, keys_of
 from edgenvr.config.records import (
     SECTIONS,
+    BoxConfig,
     CameraConfig,
     Config,
     MotionConfig,
     Polygon,
     RecordingConfig,
     StorageConfig,
+    WebConfig,
     Zone,
     section_keys,
 )
@@ -34,6 +36,10 @@ def config_to_toml(config: Config) -> str:
     tables: tuple[tuple[str, object, type], ...] = (
         ("storage", config.storage, StorageConfig), ("recording", config.recording, RecordingConfig),
         ("motion", config, Config), ("logging", config, Config))   # the camera tables hold the motion settings
+    if config.web.enabled:   # the table's presence is what turns the web server on
+        tables += (("web", config.web, WebConfig),)
+    if config.box != BoxConfig():
+        tables += (("box", config.box, BoxConfig),)
     for section, record, record_type in tables:
         lines += ["", f"[{section}]", *_assignments(record, keys_of(record_type, section))]
     for camera in config.cameras:
@@ -47,13 +53,14 @@ def config_to_toml(config: Config) -> str:
 def config_example() -> str:
     """Every key of the config file: its doc as a comment, its default, and the values it accepts.
 
-    Keys without a default are commented out, and so are the camera tables, so the text parses to the
-    default configuration.
+    Keys without a default are commented out, and so are the camera tables and [web] (whose presence turns
+    the web server on), so the text parses to the default configuration.
     """
     lines = ["# edgenvr configuration: every key with its default and the values it accepts. Keys shown",
-             "# commented out have no default; the [[cameras]] tables are an outline, one per camera."]
+             "# commented out have no default; the [[cameras]] tables are an outline, one per camera;",
+             "# uncomment [web] to serve the web UI and HTTP API."]
     for section in SECTIONS:
-        comment = "# " if section.startswith("cameras") else ""
+        comment = "# " if section.startswith("cameras") or section == "web" else ""
         parent, _, name = section.rpartition(".")
         holder = [key for key in section_keys(parent) if key.name == name] if parent else []
         lines += ["", *(f"# {key.doc}" for key in holder),

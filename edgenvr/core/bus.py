@@ -40,6 +40,7 @@ from edgenvr.core.records import Record, to_message
 log = logging.getLogger(__name__)
 
 SOCKET_NAME = "bus"
+LIVE_SOCKET_NAME = "live"
 DIRECTORY_PREFIX = "edgenvr-bus-"
 # sun_path holds 108 bytes with its terminating NUL; mkdtemp adds 8 characters to the prefix.
 LONGEST_SOCKET_PATH_BYTES = 107
@@ -137,6 +138,8 @@ class BusReceiver:
         self.rules = rules
         self.directory = private_socket_directory()
         self.endpoint = f"ipc://{self.directory / SOCKET_NAME}"
+        # The web server's live view listens here (recording.live_feed), in the same private directory.
+        self.live_endpoint = f"ipc://{self.directory / LIVE_SOCKET_NAME}"
         self._drops = _DropLog(clock)
         self._context = zmq.asyncio.Context()
         self.socket = self._context.socket(zmq.PULL)
@@ -186,7 +189,8 @@ class BusReceiver:
         try:
             # zmq leaves an ipc socket file behind; this is the bus's own file in its private runtime
             # directory, not recorded data (storage.deletion is for the data dir)
-            (self.directory / SOCKET_NAME).unlink(missing_ok=True)
+            for name in (SOCKET_NAME, LIVE_SOCKET_NAME):
+                (self.directory / name).unlink(missing_ok=True)
             self.directory.rmdir()
         except OSError as exc:
             log.warning("bus directory %s not removed: %s", self.directory, exc)

@@ -81,9 +81,9 @@ def lock_file(path: Path, exclusive: bool, wait_seconds: float) -> IO[str] | Non
 _held_locks: list[IO[str]] = []
 
 
-def become_child_process(shared_lock: Path, name: str, log_level: str) -> None:
-    """A worker process's start: die with the supervisor, a readable name, logging, and `shared_lock` held
-    shared for the process's life (the supervisor's start-up waits for it to be free)."""
+def become_child_process(shared_lock: Path | None, name: str, log_level: str) -> None:
+    """A worker process's start: die with the supervisor, a readable name, logging, and `shared_lock` (if
+    any) held shared for the process's life (the supervisor's start-up waits for it to be free)."""
     die_with_parent()
     try:  # `ps -o comm`/`top` then show "recorders-1", "motion-1" instead of "python3"
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
@@ -92,6 +92,8 @@ def become_child_process(shared_lock: Path, name: str, log_level: str) -> None:
     if os.getppid() == 1:  # the parent died before prctl took effect
         os._exit(1)
     setup_logging(log_level, name)
+    if shared_lock is None:
+        return
     lock = lock_file(shared_lock, exclusive=False, wait_seconds=30)
     if lock is None:
         logging.getLogger(__name__).error("cannot take the lock %s", shared_lock)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from edgenvr.core.units import EARLIEST_DATE_MS, LATEST_TIME_MS
+from edgenvr.core.units import EARLIEST_DATE_MS, LATEST_TIME_MS, SECOND_MS
 
 #: How a time is written, in words, for --help texts and messages.
 TIME_FORMS = ("an ISO 8601 date or time (2026-11-30, 2026-11-30T01:00Z, 20261130T0100+0700; UTC when no zone "
@@ -90,6 +90,11 @@ def format_ms(epoch_ms: int | None) -> str:
     except (OverflowError, ValueError, TypeError):
         return f"{epoch_ms}ms"
     return moment.isoformat(sep=" ", timespec="milliseconds").replace("+00:00", "Z")
+
+
+def basic_utc(epoch_ms: int) -> str:
+    """UTC in basic ISO 8601 to the second (`20261130T101500Z`): for file names."""
+    return dt.datetime.fromtimestamp(epoch_ms // SECOND_MS, dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
 def _year_start(written: str, year: int, month: str | None) -> int:

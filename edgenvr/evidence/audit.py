@@ -119,7 +119,17 @@ class AuditAction(StrEnum):
     REFERENCE_APPROVE = "reference_approve"
     CONFIG_CHANGE = "config_change"
     LOGIN = "login"
+    LOGIN_FAILED = "login_failed"
+    LOCKOUT = "lockout"
+    LOGOUT = "logout"
     PLAYBACK = "playback"
+    LIVE_VIEW = "live_view"
+    USER_ADD = "user_add"
+    USER_REMOVE = "user_remove"
+    USER_PASSWORD = "user_password"
+    USER_ROLE = "user_role"
+    TOKEN_CREATE = "token_create"
+    TOKEN_REVOKE = "token_revoke"
 
 
 class SealKind(StrEnum):

@@ -38,7 +38,6 @@ Failure paths, all leaving `out_dir` as it was given (every file this export cre
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import hashlib
 import logging
 import os
@@ -52,7 +51,7 @@ from typing import BinaryIO
 import av
 
 from edgenvr.core.camera_ids import is_camera_id
-from edgenvr.core.time_format import format_ms
+from edgenvr.core.time_format import basic_utc, format_ms
 from edgenvr.core.units import OPEN_END_MS, SECOND_MS
 from edgenvr.index.queries import SegmentRow, gaps, segments
 from edgenvr.index.writer import GAP_THRESHOLD_MS
@@ -218,11 +217,6 @@ def _rescale(value: int, ratio: Fraction) -> int:
     return (2 * value * ratio.numerator + ratio.denominator) // (2 * ratio.denominator)
 
 
-def _basic_utc(epoch_ms: int) -> str:
-    """20261130T101500Z: a file name's time (seconds; the part number keeps names unique)."""
-    return dt.datetime.fromtimestamp(epoch_ms // SECOND_MS, dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-
-
 @dataclass(frozen=True)
 class _Parameters:
     """What a decoder must be told before the first packet; a change of any of it starts a new file."""
@@ -385,7 +379,7 @@ class _ClipExport:
 
     def _open_part(self, stream: av.video.stream.VideoStream, parameters: _Parameters, start_ms: int) -> _ClipPart:
         number = len(self.files) + 1
-        path = self.out_dir / f"{self.camera}_{_basic_utc(start_ms)}_{number}.mp4"
+        path = self.out_dir / f"{self.camera}_{basic_utc(start_ms)}_{number}.mp4"
         self.part = _ClipPart(path, stream, parameters)   # on failure it leaves nothing behind
         self.created.append(path)
         self.part.start_ms = self.part.end_ms = start_ms

@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 from edgenvr.storage.durable_writes import write_durably
 from edgenvr.storage.layout import StorageLayout
+from edgenvr.storage.permissions import SECRET_MODE
 
-SECRET_MODE = 0o600
 
 class IdentityError(Exception):
     """The box's key cannot be used (unreadable or not an Ed25519 key)."""

@@ -33,6 +33,11 @@ from edgenvr.storage.layout import StorageLayout, parse_segment_name
 
 # A camera whose newest segment ended longer ago than this is not recording now: it has an open gap.
 OPEN_GAP_AFTER_MS = MINUTE_MS
+# Every retention class, named in a camera's time-range queries so SQLite uses the (camera, retention_class,
+# start_ms) index as three range scans: without it, it walks the camera's whole month through another index
+# (a day of one camera out of 32 x 30 days: 48 ms of SQL, 15 ms with it; benchmarks/playback.py).
+_EVERY_CLASS = "(" + ", ".join(str(value) for value in sorted(CLASS_NAMES)) + ")"
+
 # How far back files are looked at for segments not indexed yet: batches are minutes apart; anything older
 # without a row is adopted at the next start-up.
 UNINDEXED_LOOKBACK_MS = 2 * HOUR_MS
@@ -110,7 +115,7 @@ def segments(conn: sqlite3.Connection, layout: StorageLayout, camera: str | None
     args: list[object] = [lower, until_ms if until_ms is not None else OPEN_END_MS,
                           since_ms if since_ms is not None else -OPEN_END_MS]
     if camera is not None:
-        query += " AND camera = ?"
+        query += f" AND camera = ? AND retention_class IN {_EVERY_CLASS}"
         args.append(camera)
     indexed = (SegmentRow(row["camera"], row["start_ms"], row["end_ms"],
                           str(layout.segment_path(row["camera"], row["start_ms"])), row["bytes"], row["sha256"].hex(),
@@ -174,12 +179,13 @@ class EventRow:
     peak_score: float
     snapshot: str | None   # absolute path of the JPEG, None if there is none
     detail: str
+    id: int = 0            # the index's event id (the web API's /api/events/{id})
 
 
 def events(conn: sqlite3.Connection, layout: StorageLayout, camera: str | None = None, kind: str | None = None,
            since_ms: int | None = None, until_ms: int | None = None) -> list[EventRow]:
     """Events overlapping [since, until) (an open event overlaps everything after its start), oldest first."""
-    query = ("SELECT camera, kind, subkind, start_ms, end_ms, zones, peak_score, snapshot, detail FROM events"
+    query = ("SELECT id, camera, kind, subkind, start_ms, end_ms, zones, peak_score, snapshot, detail FROM events"
              " WHERE start_ms < ? AND COALESCE(end_ms, ?) >= ?")
     args: list[object] = [until_ms if until_ms is not None else OPEN_END_MS, OPEN_END_MS,
                           since_ms if since_ms is not None else -OPEN_END_MS]
@@ -188,5 +194,44 @@ def events(conn: sqlite3.Connection, layout: StorageLayout, camera: str | None =
             query += f" AND {column} = ?"
             args.append(value)
     return [EventRow(r["camera"], r["kind"], r["subkind"], r["start_ms"], r["end_ms"], json.loads(r["zones"]),
-                     r["peak_score"], str(layout.absolute(r["snapshot"])) if r["snapshot"] else None, r["detail"])
+                     r["peak_score"], str(layout.absolute(r["snapshot"])) if r["snapshot"] else None, r["detail"],
+                     r["id"])
             for r in conn.execute(query + " ORDER BY start_ms, camera", args)]
+
+
+def event_by_id(conn: sqlite3.Connection, layout: StorageLayout, event_id: int) -> EventRow | None:
+    row = conn.execute("SELECT start_ms, camera FROM events WHERE id = ?", (event_id,)).fetchone()
+    if row is None:
+        return None
+    found = [e for e in events(conn, layout, row["camera"], None, row["start_ms"], row["start_ms"] + 1)
+             if e.id == event_id]
+    return found[0] if found else None
+
+
+@dataclass(frozen=True)
+class Stretch:
+    """Recorded video without a hole longer than the writer's gap threshold, in one codec."""
+    start_ms: int
+    end_ms: int
+    codec: str
+
+
+def recorded_stretches(conn: sqlite3.Connection, layout: StorageLayout, camera: str, since_ms: int, until_ms: int,
+                       join_ms: int, *, clock: Clock = SYSTEM_CLOCK) -> list[Stretch]:
+    """The camera's recorded stretches overlapping [since, until), clipped to it: the timeline's bars. Reads
+    three columns of the index (a day of 2 s segments is 43,200 rows) plus the closed files not indexed yet."""
+    rows = conn.execute("SELECT start_ms, end_ms, codec FROM segments WHERE camera = ? AND deleting = 0"
+                        f" AND retention_class IN {_EVERY_CLASS}"
+                        " AND start_ms >= ? AND start_ms < ? AND end_ms > ? ORDER BY start_ms",
+                        (camera, since_ms - LONGEST_SEGMENT_MS, until_ms, since_ms)).fetchall()
+    recent = [(r.start_ms, r.end_ms, r.codec) for r in unindexed_segments(conn, layout, camera, clock=clock)
+              if r.end_ms > since_ms and r.start_ms < until_ms]
+    stretches: list[Stretch] = []
+    for start, end, codec in [*map(tuple, rows), *recent]:
+        start, end = max(start, since_ms), min(end, until_ms)
+        last = stretches[-1] if stretches else None
+        if last is not None and last.codec == codec and start - last.end_ms <= join_ms:
+            stretches[-1] = Stretch(last.start_ms, max(last.end_ms, end), codec)
+        elif end > start:
+            stretches.append(Stretch(start, end, codec))
+    return stretches

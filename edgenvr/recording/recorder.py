@@ -41,6 +41,7 @@ from edgenvr.core.stream_anchor import StreamAnchor
 from edgenvr.core.units import MINUTE_MS, SECOND_MS
 from edgenvr.core.url_redaction import redact_text
 from edgenvr.recording.annexb import parameter_sets
+from edgenvr.recording.live_feed import LiveFeed
 from edgenvr.recording.segment_cutter import FORCED_CUT_MS, Cut, SegmentCutter
 from edgenvr.recording.segment_files import (
     PartialNotFinalised,
@@ -67,8 +68,10 @@ def _ms(ticks: int, time_base: Fraction) -> int:
 
 class CameraRecorder:
     def __init__(self, camera: CameraConfig, recording: RecordingConfig, layout: StorageLayout,
-                 bus: BusSender, clock: Clock = SYSTEM_CLOCK) -> None:
+                 bus: BusSender, clock: Clock = SYSTEM_CLOCK, live_endpoint: str | None = None) -> None:
         self.camera = camera
+        self._live_endpoint = live_endpoint   # the web server's live view (None: no [web])
+        self._live: LiveFeed | None = None
         self.recording = recording
         self.layout = layout
         self.bus = bus
@@ -105,6 +108,16 @@ class CameraRecorder:
 
     # -- main loop ---------------------------------------------------------------------------------
     def run(self) -> None:
+        if self._live_endpoint is not None and self._live is None:   # made in the camera's own thread (zmq)
+            self._live = LiveFeed(self._live_endpoint, self.camera.id)
+        try:
+            self._run()
+        finally:
+            if self._live is not None:   # an open zmq socket would hold the process at exit
+                self._live.close()
+                self._live = None
+
+    def _run(self) -> None:
         backoff = 1.0
         lost_since: int | None = None
         self.set_state(RecorderState.CONNECTING)
@@ -192,7 +205,7 @@ class CameraRecorder:
                                 log.info("camera %s: stream parameters changed, new segment", self.camera.id)
                                 template = self._template_from_keyframe(packet, codec) or template
                         writer = SegmentWriter(self.layout, self.camera.id, template, anchor.wall_ms(stream_ms),
-                                               packet.dts, time_base, clock=self.clock)
+                                               packet.dts, time_base, clock=self.clock, live=self._live)
                         forced_cut_pts = cutter.forced_cut_pts
                         if not recorded:
                             self.set_state(RecorderState.RECORDING)
@@ -289,12 +302,13 @@ class CameraRecorder:
 
 
 def run_recorder_group(cameras: tuple[CameraConfig, ...], recording: RecordingConfig, data_dir: Path,
-                       bus_endpoint: str, log_level: str, name: str) -> None:
+                       bus_endpoint: str, log_level: str, name: str, live_endpoint: str | None = None) -> None:
     """Process entry point (started by the supervisor): records `cameras`, one thread each.
 
     Sharing one interpreter and one copy of libav saves ~45 MB per camera against a process each."""
     layout = StorageLayout(data_dir)
     become_child_process(layout.recorders_lock, name, log_level)
-    recorders = [CameraRecorder(camera, recording, layout, BusSender(bus_endpoint)) for camera in cameras]
+    recorders = [CameraRecorder(camera, recording, layout, BusSender(bus_endpoint), live_endpoint=live_endpoint)
+                 for camera in cameras]
     # After SIGTERM every camera closes its open segment, however long that takes: nothing is cut short.
     run_camera_threads(recorders, thread_prefix="camera", what="recorder", log=log, backoff=RESTART_BACKOFF)

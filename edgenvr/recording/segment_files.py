@@ -27,6 +27,7 @@ import logging
 import os
 import shutil
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -36,6 +37,7 @@ import av
 from edgenvr.core.clock import SYSTEM_CLOCK, Clock
 from edgenvr.core.records import SegmentOrigin, SegmentRecord
 from edgenvr.core.units import SECOND_MS
+from edgenvr.recording.live_feed import LiveFeed
 from edgenvr.storage.durable_writes import fsync_dir, write_durably
 from edgenvr.storage.layout import (
     StorageLayout,
@@ -225,13 +227,15 @@ class HashingFile:
     """The file libav's muxer writes through (a segment, or an exported clip): each byte is hashed and counted
     as it goes to the disk, so no read-back is needed. It has no seek or tell, so the muxer treats it as a
     stream, which fragmented MP4 needs anyway (nothing is rewritten): what is hashed is what is on disk.
-    `exclusive`: never open an existing file."""
+    `exclusive`: never open an existing file. `tap` gets each write once it is in the file (the live view's
+    feed, recording.live_feed, which never raises)."""
 
-    def __init__(self, path: Path, *, exclusive: bool = False) -> None:
+    def __init__(self, path: Path, *, exclusive: bool = False, tap: Callable[[bytes], None] | None = None) -> None:
         flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
         self.fd = os.open(path, flags, FILE_MODE)  # storage.permissions
         self.digest = hashlib.sha256()
         self.size = 0
+        self._tap = tap
 
     def write(self, data: bytes) -> int:
         view = memoryview(data)
@@ -239,6 +243,8 @@ class HashingFile:
         self.size += len(view)
         while view:  # an OSError (disk full, I/O error) reaches the muxer's caller
             view = view[os.write(self.fd, view):]
+        if self._tap is not None:
+            self._tap(data)
         return len(data)
 
     def close(self) -> None:
@@ -251,7 +257,8 @@ class SegmentWriter:
     """Stream-copies packets of one video stream into one segment file."""
 
     def __init__(self, layout: StorageLayout, camera: str, template: av.video.stream.VideoStream,
-                 start_ms: int, first_dts: int, time_base: Fraction, *, clock: Clock = SYSTEM_CLOCK) -> None:
+                 start_ms: int, first_dts: int, time_base: Fraction, *, clock: Clock = SYSTEM_CLOCK,
+                 live: LiveFeed | None = None) -> None:
         self.camera = camera
         self.start_ms = start_ms
         self.final_path = layout.segment_path(camera, start_ms)
@@ -271,7 +278,9 @@ class SegmentWriter:
         self._wall_minus_boot_ms = clock.now_ms() - clock.boot_ms()
         try:
             make_data_dirs(self.partial_path.parent)
-            self._file = HashingFile(self.partial_path)
+            if live is not None:
+                live.new_segment()
+            self._file = HashingFile(self.partial_path, tap=live.write if live is not None else None)
         except OSError as exc:
             raise SegmentWriteError(f"cannot create {self.partial_path}: {exc}") from exc
         start_clock = self._clock_record()

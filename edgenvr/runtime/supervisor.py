@@ -5,7 +5,9 @@ Start-up order: take the data-dir lock (one supervisor per data dir) -> wait unt
 run is alive -> open the index (a missing or corrupt one is rebuilt from the segment files: index.recovery)
 -> reconcile index and disk (progress to systemd) -> start recorders and motion workers. A process that dies is
 restarted with capped backoff; a motion worker that stops sending heartbeats (hung) is killed and restarted.
-Recorders and motion workers are separate processes, so detection trouble never touches recording.
+Recorders and motion workers are separate processes, so detection trouble never touches recording; with a
+[web] table, the web server (edgenvr.web.server) is a process of its own too, restarted like the others,
+so no web client can delay recording or the index commits.
 SIGTERM/SIGINT: recorders close and announce their open segments, the index is committed, then the process
 exits.
 """
@@ -71,7 +73,7 @@ TAMPER_KINDS = tuple(TamperKind)
 class _WorkerSlot:
     """One worker process (recorders or motion workers) and the cameras it serves."""
     name: str
-    kind: str   # "recorders" | "motion"
+    kind: str   # "recorders" | "motion" | "web"
     cameras: tuple[CameraConfig, ...]
     process: BaseProcess | None = None
     restarts: int = 0
@@ -96,6 +98,8 @@ class Supervisor:
         self._slots = _slots("recorders", cameras, self.config.recording.cameras_per_process)
         self._slots += _slots("motion", tuple(c for c in cameras if c.motion.enabled or c.motion.tamper),
                               self.config.motion_cameras_per_process)
+        if self.config.web.enabled:
+            self._slots.append(_WorkerSlot("web", "web", ()))
         self._motion_slot_of = {c.id: slot for slot in self._slots if slot.kind == "motion" for c in slot.cameras}
         # spawn, not fork: a forked child would share the event loop's signal wake-up socket and zmq state.
         # The recorder's parent is then this process, so PR_SET_PDEATHSIG kills it if we are killed.
@@ -168,6 +172,14 @@ class Supervisor:
 
     # -- worker processes ---------------------------------------------------------------------------
     def _start_worker(self, slot: _WorkerSlot) -> None:
+        if slot.kind == "web":
+            from edgenvr.web.server import run_web_process
+            slot.process = self._context.Process(target=run_web_process, name=slot.name,
+                                                 args=(self.config, slot.name, self._live_endpoint))
+            slot.process.start()
+            slot.started_at = self.clock.monotonic()
+            log.info("web server started (pid %s) on %s", slot.process.pid, self.config.web.listen)
+            return
         if slot.kind == "recorders":
             from edgenvr.recording.recorder import run_recorder_group as target
         else:
@@ -175,7 +187,8 @@ class Supervisor:
         process = self._context.Process(
             target=target, name=slot.name,
             args=(slot.cameras, self.config.recording, self.layout.data_dir, self._endpoint,
-                  self.config.log_level, slot.name))
+                  self.config.log_level, slot.name,
+                  *((self._live_endpoint,) if slot.kind == "recorders" and self.config.web.enabled else ())))
         process.start()
         slot.process = process
         slot.killed = False
@@ -216,7 +229,7 @@ class Supervisor:
             for camera in ids:
                 self.writer.set_state(CameraState(camera, RecorderState.RECONNECTING, self.clock.now_ms(),
                                                   f"recorder exited with code {code}"))
-        else:
+        elif slot.kind == "motion":
             # Its open motion events would otherwise keep all later video as event video. Tamper events stay
             # open: the restarted worker adopts them (and closes covered/defocused if it no longer sees them).
             self._guarded("closing events of a dead motion worker", self.writer.close_open_events, ids,
@@ -283,6 +296,7 @@ class Supervisor:
         except BusError as exc:
             raise SupervisorError(str(exc)) from exc
         self._endpoint = bus.endpoint
+        self._live_endpoint = bus.live_endpoint
         log.info("bus listening on %s", bus.endpoint)
         receiver = asyncio.create_task(self._receive(bus))
         sd_notify("READY=1")

@@ -424,6 +424,13 @@ class SimulatedCamera:
 
     ``start()`` ties the server's life to the *thread* that calls it (Linux
     ``PR_SET_PDEATHSIG``): start it from a thread that outlives the camera.
+
+    ``push_log`` (a path for the only video mount, or a mapping mount name -> path)
+    makes the server write, per access unit it pushes, a line ``FRAME_INDEX
+    WALL_TIME_NS``: the unit's index in the clip (the number ``decode_frame_counter``
+    reads from its picture, for clips made by ``make_clip``) and ``time.time_ns()`` when
+    it was sent (see ``rtsp_server.py``; flushed at least once a second). The file is
+    emptied by the first ``start()`` and appended to by restarts.
     """
 
     def __init__(
@@ -436,6 +443,7 @@ class SimulatedCamera:
         host: str = "127.0.0.1",
         log_path: Path | None = None,
         ready_timeout: float = 20.0,
+        push_log: Path | Mapping[str, Path] | None = None,
     ) -> None:
         self.host = host
         self.port = port if port is not None else _free_port(host)
@@ -460,6 +468,17 @@ class SimulatedCamera:
             raise ValueError("mount names must be unique")
         self.log_path = Path(log_path) if log_path is not None else Path(
             tempfile.gettempdir(), f"edgenvr-camera-simulator-{self.port}.log")
+        self.push_logs: dict[str, Path] = {}
+        if isinstance(push_log, Mapping):
+            self.push_logs = {_mount_name(name): Path(path) for name, path in push_log.items()}
+        elif push_log is not None:
+            if len(self._video) != 1:
+                raise ValueError("push_log as one path needs exactly one video mount; "
+                                 "give a mapping mount name -> path")
+            self.push_logs = {next(iter(self._video)): Path(push_log)}
+        unknown = sorted(set(self.push_logs) - set(self._video))
+        if unknown:
+            raise ValueError(f"push_log for mounts that are not video mounts: {unknown}")
         self._proc: subprocess.Popen[bytes] | None = None
         self._frozen = False
         self._started_once = False
@@ -498,6 +517,8 @@ class SimulatedCamera:
             cmd += ["--mount", f"/{name}={clip}:{codec}:{rate}"]
         for name in self._audio:
             cmd += ["--audio-mount", f"/{name}"]
+        for name, path in self.push_logs.items():
+            cmd += ["--push-log", f"/{name}={path.resolve()}"]
         return cmd
 
     def start(self) -> None:
@@ -508,6 +529,10 @@ class SimulatedCamera:
             if not clip.is_file():
                 raise SimulatorError(f"mount {name!r}: clip {clip} does not exist")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        for path in self.push_logs.values():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not self._started_once:
+                path.write_bytes(b"")   # the server appends: restarts continue the same log
         # Append on restart so one log shows the whole life of the camera.
         log = open(self.log_path, "ab" if self._started_once else "wb")
         self._started_once = True

@@ -6,7 +6,8 @@ from Debian packages; so it imports only the standard library and ``gi`` (never
 edgenvr, never venv packages).
 
     /usr/bin/python3 rtsp_server.py --port PORT [--host 127.0.0.1] \
-        --mount /NAME=PATH:CODEC[:FPS] [--mount ...] [--audio-mount /NAME] [--fps 25]
+        --mount /NAME=PATH:CODEC[:FPS] [--mount ...] [--audio-mount /NAME] [--fps 25] \
+        [--push-log /NAME=LOG ...]
 
 PATH is a raw Annex-B elementary stream, CODEC ``h264`` or ``h265``. Each clip is
 parsed once into access units held in memory; for each mount a feeder thread pushes
@@ -15,6 +16,15 @@ payloader, looping from the last access unit back to the first (an IDR). This co
 about 2% of a core per stream, where a live encoder would cost ~25%. Media are shared:
 all clients of a mount watch the same live stream, which starts at an IDR for the
 first client and restarts when the last one leaves (GstRTSPServer behaviour).
+
+``--push-log /NAME=LOG`` makes mount NAME's feeders append one line per access unit
+pushed into appsrc to LOG: ``FRAME_INDEX WALL_TIME_NS``, the unit's index in the clip
+file (for clips made by ``make_clip``, the number burned into its picture) and
+``time.time_ns()`` (CLOCK_REALTIME) just before the push, i.e. the moment the camera
+"captured" that frame. Writes are buffered and flushed at least once a second; a
+restarted server appends. With the counter in the picture this is the camera's clock
+in the picture: a viewer that reads frame N on screen at wall time T saw it T minus
+the latest push of N before T after the camera sent it (glass-to-glass latency).
 
 When listening, prints exactly ``READY rtsp://HOST:PORT`` to stdout. Exits on SIGTERM
 or SIGINT; errors go to stderr.
@@ -58,6 +68,7 @@ class Clip:
     codec: str
     fps: int
     units: list[tuple[bytes, bool]]  # (Annex-B access unit, is key frame)
+    first: int = 0  # index in the file of units[0] (units before the first key frame are dropped)
 
     @property
     def caps(self) -> str:
@@ -103,7 +114,44 @@ def load_clip(path: str, codec: str, fps: int) -> Clip:
         raise RuntimeError(f"{path}: no key frame in {len(units)} access units")
     # Units before the first key frame reference pictures the clip does not contain;
     # dropping them makes the loop seamless (the last unit is followed by an IDR).
-    return Clip(path=path, codec=codec, fps=fps, units=units[first_key:])
+    return Clip(path=path, codec=codec, fps=fps, units=units[first_key:], first=first_key)
+
+
+class PushLog:
+    """``FRAME_INDEX WALL_TIME_NS`` per pushed access unit, for one mount (see the module doc).
+
+    Shared by the mount's feeders (a media torn down and prepared again gets a new one);
+    buffered, flushed by ``record`` at least every FLUSH_S, by a feeder when it stops,
+    and by ``close`` before the process exits.
+    """
+
+    FLUSH_S = 0.5
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.lock = threading.Lock()
+        self.file = open(path, "a", encoding="ascii", buffering=1 << 16)  # noqa: SIM115
+        self.flushed_at = time.monotonic()
+
+    def record(self, index: int, wall_ns: int) -> None:
+        with self.lock:
+            if self.file.closed:
+                return
+            self.file.write(f"{index} {wall_ns}\n")
+            now = time.monotonic()
+            if now - self.flushed_at >= self.FLUSH_S:
+                self.file.flush()
+                self.flushed_at = now
+
+    def flush(self) -> None:
+        with self.lock:
+            if not self.file.closed:
+                self.file.flush()
+                self.flushed_at = time.monotonic()
+
+    def close(self) -> None:
+        with self.lock:
+            self.file.close()
 
 
 class Feeder:
@@ -114,10 +162,12 @@ class Feeder:
     starts with it.
     """
 
-    def __init__(self, clip: Clip, appsrc: GstApp.AppSrc, mount: str) -> None:
+    def __init__(self, clip: Clip, appsrc: GstApp.AppSrc, mount: str,
+                 push_log: PushLog | None = None) -> None:
         self.clip = clip
         self.appsrc = appsrc
         self.mount = mount
+        self.push_log = push_log
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"feed{mount}", daemon=True)
 
@@ -128,7 +178,16 @@ class Feeder:
         self.stopped.set()
 
     def _run(self) -> None:
+        try:
+            self._feed()
+        finally:
+            if self.push_log is not None:
+                self.push_log.flush()
+
+    def _feed(self) -> None:
         units = self.clip.units
+        first = self.clip.first
+        push_log = self.push_log
         period = 1.0 / self.clip.fps
         index = 0
         due = time.monotonic()
@@ -139,10 +198,13 @@ class Feeder:
                 buffer.set_flags(Gst.BufferFlags.DELTA_UNIT)
             # do-timestamp: appsrc stamps the buffer with the pipeline's running time
             # as it is pushed, like a camera stamping frames with its capture clock.
+            pushed_ns = time.time_ns() if push_log is not None else 0
             result = self.appsrc.push_buffer(buffer)
             if result != Gst.FlowReturn.OK:
                 # FLUSHING: the media is being torn down (last client left).
                 break
+            if push_log is not None:
+                push_log.record(first + index, pushed_ns)
             index = (index + 1) % len(units)
             due += period
             delay = due - time.monotonic()
@@ -155,10 +217,11 @@ class Feeder:
 class ClipFactory(GstRtspServer.RTSPMediaFactory):
     """Shared live media for one clip; a feeder per media instance."""
 
-    def __init__(self, mount: str, clip: Clip) -> None:
+    def __init__(self, mount: str, clip: Clip, push_log: PushLog | None = None) -> None:
         super().__init__()
         self.mount = mount
         self.clip = clip
+        self.push_log = push_log
         self.feeders: dict[int, Feeder] = {}
         self.lock = threading.Lock()
         self.set_shared(True)
@@ -178,7 +241,7 @@ class ClipFactory(GstRtspServer.RTSPMediaFactory):
         appsrc = media.get_element().get_by_name("src")
         appsrc.set_property("caps", Gst.Caps.from_string(self.clip.caps))
         key = id(media)
-        feeder = Feeder(self.clip, appsrc, self.mount)
+        feeder = Feeder(self.clip, appsrc, self.mount, self.push_log)
         handler: list[int] = []
 
         def on_need_data(src: GstApp.AppSrc, _length: int) -> None:
@@ -235,6 +298,14 @@ def parse_mount(spec: str, default_fps: int) -> tuple[str, str, str, int]:
     return "/" + name.strip("/"), path, codec, fps
 
 
+def parse_push_log(spec: str) -> tuple[str, str]:
+    """``/NAME=LOG`` -> (mount, log path); LOG may contain '='."""
+    name, sep, path = spec.partition("=")
+    if not sep or not name.strip("/") or not path:
+        raise argparse.ArgumentTypeError(f"--push-log {spec!r}: expected /NAME=LOG")
+    return "/" + name.strip("/"), path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -242,11 +313,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fps", type=int, default=25, help="default frame rate of mounts")
     parser.add_argument("--mount", action="append", default=[], metavar="/NAME=PATH:CODEC[:FPS]")
     parser.add_argument("--audio-mount", action="append", default=[], metavar="/NAME")
+    parser.add_argument("--push-log", action="append", default=[], metavar="/NAME=LOG",
+                        help="append 'FRAME_INDEX WALL_TIME_NS' per access unit pushed for mount NAME")
     args = parser.parse_args(argv)
     try:
         mounts = [parse_mount(spec, args.fps) for spec in args.mount]
+        push_log_paths = dict(parse_push_log(spec) for spec in args.push_log)
     except argparse.ArgumentTypeError as exc:
         parser.error(str(exc))
+    unknown = sorted(set(push_log_paths) - {name for name, *_ in mounts})
+    if unknown:
+        parser.error(f"--push-log for mounts that are not video mounts: {', '.join(unknown)}")
     if not mounts and not args.audio_mount:
         parser.error("at least one --mount or --audio-mount is needed")
 
@@ -256,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     server.set_service(str(args.port))
     mount_points = server.get_mount_points()
     factories: list[ClipFactory] = []
+    push_logs: list[PushLog] = []
     for name, path, codec, fps in mounts:
         try:
             clip = load_clip(path, codec, fps)
@@ -263,7 +341,15 @@ def main(argv: list[str] | None = None) -> int:
             log(f"cannot load clip for {name}: {exc}")
             return 1
         log(f"{name}: {path} ({codec}, {len(clip.units)} access units, {fps} fps)")
-        factory = ClipFactory(name, clip)
+        push_log = None
+        if name in push_log_paths:
+            try:
+                push_log = PushLog(push_log_paths[name])
+            except OSError as exc:
+                log(f"cannot open push log for {name}: {exc}")
+                return 1
+            push_logs.append(push_log)
+        factory = ClipFactory(name, clip, push_log)
         factories.append(factory)
         mount_points.add_factory(name, factory)
     for name in args.audio_mount:
@@ -300,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     loop.run()
     for factory in factories:
         factory.stop_all()
+    for push_log in push_logs:
+        push_log.close()   # under its lock: a feeder still running records nothing more
     log("stopped")
     sys.stderr.flush()
     # Skip interpreter teardown: GStreamer streaming threads may still call into

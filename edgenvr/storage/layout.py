@@ -63,6 +63,27 @@ class StorageLayout:
         return self.data_dir / "audit.sqlite3"
 
     @property
+    def users_path(self) -> Path:
+        """The web users' accounts (web.accounts): its own SQLite file like the audit trail, so accounts outlive
+        an index rebuild."""
+        return self.data_dir / "users.sqlite3"
+
+    @property
+    def web_tls_key_path(self) -> Path:
+        """The web server's TLS key (web.tls_certificate): ECDSA P-256, 0600; not the device key (browsers
+        do not accept Ed25519 certificates)."""
+        return self.data_dir / "web-tls.key"
+
+    @property
+    def web_tls_certificate_path(self) -> Path:
+        return self.data_dir / "web-tls.crt"
+
+    @property
+    def exports_dir(self) -> Path:
+        """Where the web server builds an export's folder and zip; both are removed once sent."""
+        return self.data_dir / "exports"
+
+    @property
     def supervisor_lock(self) -> Path:
         return self.data_dir / ".supervisor.lock"
 

@@ -20,6 +20,7 @@ from pathlib import Path
 DATA_UMASK = 0o027
 FILE_MODE = 0o640
 DIR_MODE = 0o750
+SECRET_MODE = 0o600   # private keys: only the service user reads them
 
 
 def make_data_dirs(path: Path) -> None:
