@@ -72,8 +72,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edgenvr.simulator import (
     CLIP_CACHE,
     SimulatedCamera,
@@ -81,6 +79,7 @@ from edgenvr.simulator import (
     make_clip,
     simulator_unavailable_reason,
 )
+from edgenvr.simulator.screen_reading import VIDEO_FRAME_JS, counter_on_screen
 
 TARGET_MS = 2000
 CHROMIUM = "/usr/bin/chromium"
@@ -127,22 +126,6 @@ COLLECT_JS = """() => {
   return { pieces: pieces.map((p) => ({ t: p.t, data: encode(p.data) })), events };
 }"""
 
-# One sample, all in the page: the wall clock, then the counter's rows of the picture the <video> shows, and where
-# the playhead is in what Media Source holds.
-SAMPLE_JS = """([video, rows]) => {
-  const now = Date.now();
-  const canvas = document.createElement("canvas");
-  canvas.width = video.videoWidth;
-  canvas.height = video.videoHeight;
-  const context = canvas.getContext("2d", { willReadFrequently: true });
-  context.drawImage(video, 0, 0);
-  const bytes = context.getImageData(0, 0, canvas.width, Math.min(rows, canvas.height)).data;
-  let text = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  const ranges = video.buffered;
-  return { now, width: canvas.width, height: canvas.height, rows: Math.min(rows, canvas.height), rgba: btoa(text),
-           current: video.currentTime, end: ranges.length ? ranges.end(ranges.length - 1) : null };
-}"""
 PLAYING_JS = "(video) => video.readyState >= 2 && !video.paused && !video.seeking && video.currentTime > 0"
 
 # The floor: a process of its own reads the camera over RTSP with PyAV (TCP, as the recorder does) and notes,
@@ -243,16 +226,6 @@ class PushLog:
         times = self.pushes.get(index, [])
         at = bisect_right(times, before_ms)
         return times[at - 1] if at else None
-
-
-def screen_counter(shot: dict[str, Any]) -> int | None:
-    """The counter in a sampled picture: luma from the browser's full-range RGB, in the studio range the camera
-    encoded, the rows not sent filled with black."""
-    rgba = np.frombuffer(base64.b64decode(shot["rgba"]), np.uint8).reshape(shot["rows"], shot["width"], 4)
-    full = rgba[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    luma = np.full((shot["height"], shot["width"]), 16, np.uint8)
-    luma[:shot["rows"]] = np.clip(16 + full * 219 / 255, 0, 255).astype(np.uint8)
-    return decode_frame_counter(luma)
 
 
 # --- what reached the page ---------------------------------------------------------------------------------------
@@ -507,7 +480,7 @@ def watch(args: argparse.Namespace, port: int, supervisor: subprocess.Popen[byte
             period = 1 / args.rate
             next_at = 0.0
             while time.monotonic() - start < args.seconds:
-                samples.append(page.evaluate(SAMPLE_JS, [handle, max(16, args.height // 16)]))
+                samples.append(page.evaluate(VIDEO_FRAME_JS, [handle, max(16, args.height // 16)]))
                 due = samples[-1]["end"] is not None and samples[-1]["end"] - samples[-1]["current"] < 0.2
                 if hiccup_at is not None and time.monotonic() - start >= hiccup_at and due:
                     hiccup_at = None
@@ -546,7 +519,7 @@ def analyse(args: argparse.Namespace, gop: int, seen: dict[str, Any], pushes: Pu
     unreadable = 0
     rows: list[dict[str, Any]] = []
     for shot in seen["samples"]:
-        number = screen_counter(shot)
+        number = counter_on_screen(shot)
         if number is None:
             unreadable += 1
             continue

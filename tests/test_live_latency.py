@@ -17,7 +17,6 @@ measurement with the floor (the camera read directly over RTSP) and where the ti
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import statistics
@@ -38,6 +37,7 @@ from edgenvr.simulator import (
     decode_frame_counter,
     make_clip,
 )
+from edgenvr.simulator.screen_reading import VIDEO_FRAME_JS, counter_on_screen
 
 pytestmark = pytest.mark.slow
 
@@ -50,23 +50,6 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 STATIC = Path(__file__).resolve().parent.parent / "edgenvr" / "web" / "static"
 LABELS = json.loads((STATIC / "i18n" / "id.json").read_text(encoding="utf-8"))   # the UI's default language
 
-# One sample, all in the page: the wall clock, then the picture the tile's <video> shows (only the top rows, where
-# the counter's barcode is), and where the playhead is in what Media Source holds.
-SAMPLE_JS = """([video, rows]) => {
-  const now = Date.now();
-  const canvas = document.createElement("canvas");
-  canvas.width = video.videoWidth;
-  canvas.height = video.videoHeight;
-  const context = canvas.getContext("2d", { willReadFrequently: true });
-  context.drawImage(video, 0, 0);
-  const bytes = context.getImageData(0, 0, canvas.width, Math.min(rows, canvas.height)).data;
-  let text = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  const ranges = video.buffered;
-  return { now, width: canvas.width, height: canvas.height, rows: Math.min(rows, canvas.height), rgba: btoa(text),
-           current: video.currentTime, end: ranges.length ? ranges.end(ranges.length - 1) : null,
-           paused: video.paused };
-}"""
 PLAYING_JS = "(video) => video.readyState >= 2 && !video.paused && !video.seeking && video.currentTime > 0"
 
 
@@ -100,13 +83,7 @@ def sign_in(page: Page, site: Site, name: str) -> None:
 
 
 def screen_counter(shot: dict[str, Any]) -> int:
-    """The frame counter in a sampled picture: luma from the browser's (full-range) RGB, in studio range as the
-    camera encoded it, the rows not sent filled with black (the barcode is in the top rows)."""
-    rgba = np.frombuffer(base64.b64decode(shot["rgba"]), np.uint8).reshape(shot["rows"], shot["width"], 4)
-    full = rgba[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    luma = np.full((shot["height"], shot["width"]), 16, np.uint8)
-    luma[:shot["rows"]] = np.clip(16 + full * 219 / 255, 0, 255).astype(np.uint8)
-    number = decode_frame_counter(luma)
+    number = counter_on_screen(shot)
     assert number is not None, "the live picture carries no readable frame counter"
     return number
 
@@ -190,7 +167,7 @@ def test_live_view_glass_to_glass_latency_is_under_2_seconds(browser: Browser, s
         samples: list[dict[str, Any]] = []
         handle = video.element_handle()
         for _ in range(SAMPLES):
-            samples.append(page.evaluate(SAMPLE_JS, [handle, 16]))
+            samples.append(page.evaluate(VIDEO_FRAME_JS, [handle, 16]))
             page.wait_for_timeout(SAMPLE_EVERY_MS)
     finally:
         context.close()

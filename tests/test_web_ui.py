@@ -10,7 +10,6 @@ test clip carries is decoded from their luma, so "it plays" means the right fram
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -37,6 +36,7 @@ from playwright.sync_api import (
 from web_site import PASSWORDS, Site, running_site
 
 from edgenvr.simulator import CLIP_CACHE, decode_frame_counter, make_clip
+from edgenvr.simulator.screen_reading import VIDEO_FRAME_JS, luma_on_screen
 
 # The site is a real `edgenvr run` (through running_site, which the conftest's name scan does not look into).
 pytestmark = pytest.mark.slow
@@ -53,19 +53,6 @@ MONITOR = {"viewport": {"width": 1366, "height": 768}}
 SEEK_MS = 10_000            # five 2 s segments further on
 REASON = "Laporan polisi 17/XI: motor hilang di gerbang"
 
-# Reads the picture a <video> shows now, with its currentTime, in the page itself (the RGBA bytes as base64).
-GRAB_JS = """(video) => {
-  const canvas = document.createElement("canvas");
-  canvas.width = video.videoWidth;
-  canvas.height = video.videoHeight;
-  const context = canvas.getContext("2d", { willReadFrequently: true });
-  context.drawImage(video, 0, 0);
-  const time = video.currentTime;
-  const bytes = context.getImageData(0, 0, canvas.width, canvas.height).data;
-  let text = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  return { time, paused: video.paused, width: canvas.width, height: canvas.height, rgba: btoa(text) };
-}"""
 PLAYING_JS = "(video) => video.readyState >= 2 && !video.paused && !video.seeking && video.currentTime > 0"
 
 
@@ -185,12 +172,9 @@ class Frame:
 
 
 def grab(video: Locator) -> Frame:
-    shot = video.evaluate(GRAB_JS)
+    shot = video.evaluate(f"(video) => ({VIDEO_FRAME_JS})([video, 100000])")
     assert shot["width"] == 320 and shot["height"] == 240, shot["width"]
-    rgba = np.frombuffer(base64.b64decode(shot["rgba"]), np.uint8).reshape(shot["height"], shot["width"], 4)
-    rgb = rgba[..., :3].astype(np.float32)
-    full = rgb @ np.array([0.299, 0.587, 0.114], np.float32)   # the browser drew full-range RGB
-    return Frame(shot["time"], np.clip(16 + full * 219 / 255, 0, 255).astype(np.uint8))
+    return Frame(shot["current"], luma_on_screen(shot))
 
 
 def frames_between(earlier: Frame, later: Frame) -> int:
