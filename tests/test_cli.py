@@ -265,3 +265,25 @@ def test_nobody_approves_a_view_under_the_name_of_the_automatic_one(tmp_path: Pa
     result = edgenvr("reference", "approve", "--config", str(config), "--camera", "gate", "--by", "commissioning")
     assert result.returncode == 1 and "give your own name" in result.stderr, result.stderr
     assert not (tmp_path / "data" / "references").exists()
+
+
+def test_output_piped_into_head_ends_quietly(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from edgenvr.config.checking import load_config
+    from edgenvr.evidence.audit import AuditAction, AuditTrail
+    from edgenvr.evidence.identity import device_identity
+    from edgenvr.storage.layout import StorageLayout
+
+    config_path = tmp_path / "edgenvr.toml"
+    config_path.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\nmin_free = "0"\n')
+    config = load_config(config_path)
+    layout = StorageLayout(config.storage.data_dir)
+    with AuditTrail(layout, device_identity(layout, "box", "box")) as trail:   # far more than a pipe holds
+        for n in range(1500):
+            trail.append("tester", AuditAction.HOLD_ADD, camera="gate", from_ms=n, to_ms=n + 1, reason="x" * 100)
+    done = subprocess.run(f"{sys.executable} -m edgenvr audit --config {config_path} --json | head -1", shell=True,
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout.startswith("{"), done.stdout[:200]
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr

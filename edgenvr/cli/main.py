@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import math
+import os
 import sqlite3
 import sys
 from dataclasses import asdict
@@ -482,6 +483,11 @@ def main(argv: list[str] | None = None) -> int:
     _refuse_reversed_ranges(args)
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        # Output piped into `head` or a pager that quit: not an error of edgenvr's. Stdout is pointed at
+        # /dev/null so the interpreter's own flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except sqlite3.Error as exc:
         # An index it cannot use: permissions, a lock held too long, a damaged file, or one a newer edgenvr
         # wrote (index.schema.IndexVersionError, whose message says so).
