@@ -61,6 +61,7 @@ import re
 import secrets
 import sqlite3
 import threading
+import time
 import unicodedata
 import urllib.parse
 from collections.abc import Iterator
@@ -698,15 +699,27 @@ def _version(conn: sqlite3.Connection, path: Path) -> int:
 
 
 def _set_up(conn: sqlite3.Connection, path: Path) -> None:
-    """WAL and the schema, in one transaction; another process doing it at the same time is no error."""
-    conn.execute("PRAGMA page_size=1024")   # a change dirties a few small pages (SD-card wear); new files only
-    if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
-        raise sqlite3.OperationalError("cannot switch to WAL")
-    with write_transaction(conn):
-        if _version(conn, path) == 0:
-            for statement in SCHEMA:
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    """WAL and the schema, in one transaction; another process doing it at the same time is no error.
+
+    Two processes setting up a new file at once can get "database is locked" at once, without SQLite's busy
+    handler (it refuses to wait where both waiting could deadlock; seen in CI): the set-up is then tried
+    again until BUSY_TIMEOUT_S has passed, as any other write would wait."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            conn.execute("PRAGMA page_size=1024")   # a change dirties a few small pages (SD-card wear); new files
+            if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
+                raise sqlite3.OperationalError("cannot switch to WAL")
+            with write_transaction(conn):
+                if _version(conn, path) == 0:
+                    for statement in SCHEMA:
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _file_id(path: Path) -> tuple[int, int] | None:
