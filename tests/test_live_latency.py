@@ -29,20 +29,26 @@ import av
 import numpy as np
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
-from web_site import PASSWORDS, Site, running_site
+from web_site import (
+    COUNTER_CLIP_SECONDS,
+    COUNTER_FPS,
+    PASSWORDS,
+    PLAYING_JS,
+    Site,
+    counter_clip,
+    running_site,
+)
 
 from edgenvr.simulator import (
-    CLIP_CACHE,
     SimulatedCamera,
     decode_frame_counter,
-    make_clip,
 )
 from edgenvr.simulator.screen_reading import VIDEO_FRAME_JS, counter_on_screen
 
 pytestmark = pytest.mark.slow
 
-FPS = 25
-CLIP_SECONDS = 120           # the counter wraps every 2 minutes: far longer than anything measured here
+FPS = COUNTER_FPS
+CLIP_SECONDS = COUNTER_CLIP_SECONDS
 TARGET_MS = 2000
 SAMPLES = 20
 SAMPLE_EVERY_MS = 500        # 20 samples over ~10 s
@@ -50,13 +56,11 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 STATIC = Path(__file__).resolve().parent.parent / "edgenvr" / "web" / "static"
 LABELS = json.loads((STATIC / "i18n" / "id.json").read_text(encoding="utf-8"))   # the UI's default language
 
-PLAYING_JS = "(video) => video.readyState >= 2 && !video.paused && !video.seeking && video.currentTime > 0"
 
 
-@pytest.fixture(scope="module")
-def counter_clip() -> Path:
-    return make_clip(CLIP_CACHE / f"qvga-25fps-{CLIP_SECONDS}s-counter.h264", codec="h264", width=320, height=240,
-                     fps=FPS, seconds=CLIP_SECONDS)
+@pytest.fixture(scope="module", name="counter_clip")
+def counter_clip_fixture() -> Path:
+    return counter_clip()
 
 
 @pytest.fixture(scope="module")

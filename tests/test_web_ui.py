@@ -33,9 +33,17 @@ from playwright.sync_api import (
     expect,
     sync_playwright,
 )
-from web_site import PASSWORDS, Site, running_site
+from web_site import (
+    COUNTER_CLIP_SECONDS,
+    COUNTER_FPS,
+    PASSWORDS,
+    PLAYING_JS,
+    Site,
+    counter_clip,
+    running_site,
+)
 
-from edgenvr.simulator import CLIP_CACHE, decode_frame_counter, make_clip
+from edgenvr.simulator import decode_frame_counter
 from edgenvr.simulator.screen_reading import VIDEO_FRAME_JS, luma_on_screen
 
 # The site is a real `edgenvr run` (through running_site, which the conftest's name scan does not look into).
@@ -45,15 +53,14 @@ STATIC = Path(__file__).resolve().parent.parent / "edgenvr" / "web" / "static"
 CATALOGUES = {lang: json.loads((STATIC / "i18n" / f"{lang}.json").read_text(encoding="utf-8")) for lang in ("id", "en")}
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
-FPS = 25
-CLIP_SECONDS = 120          # the counter only wraps every 2 minutes: a jump of seconds is unambiguous
+FPS = COUNTER_FPS
+CLIP_SECONDS = COUNTER_CLIP_SECONDS
 CLIP_FRAMES = FPS * CLIP_SECONDS
 PHONE = {"viewport": {"width": 360, "height": 800}, "device_scale_factor": 2, "is_mobile": True, "has_touch": True}
 MONITOR = {"viewport": {"width": 1366, "height": 768}}
 SEEK_MS = 10_000            # five 2 s segments further on
 REASON = "Laporan polisi 17/XI: motor hilang di gerbang"
 
-PLAYING_JS = "(video) => video.readyState >= 2 && !video.paused && !video.seeking && video.currentTime > 0"
 
 
 def t(lang: str, key: str, **values: Any) -> str:
@@ -63,10 +70,9 @@ def t(lang: str, key: str, **values: Any) -> str:
 
 # --- the site and the browser --------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def counter_clip() -> Path:
-    return make_clip(CLIP_CACHE / f"qvga-25fps-{CLIP_SECONDS}s-counter.h264", codec="h264", width=320, height=240,
-                     fps=FPS, seconds=CLIP_SECONDS)
+@pytest.fixture(scope="module", name="counter_clip")
+def counter_clip_fixture() -> Path:
+    return counter_clip()
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -115,7 +114,6 @@ def test_imports_and_static_paths_name_files_that_exist() -> None:
             assert (STATIC / target).is_file(), f"{path.name} names /static/{target}"
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.relative_to(STATIC).as_posix())
 def test_each_script_parses(script: Path) -> None:
     # the scripts are ES modules: checked as such from stdin (a .js file alone would be read as CommonJS)

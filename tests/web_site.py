@@ -22,8 +22,18 @@ import aiohttp
 import av
 from conftest import RunningSupervisor, config_text, edgenvr, start_supervisor
 
-from edgenvr.simulator import SimulatedCamera, decode_frame_counter
+from edgenvr.simulator import (
+    CLIP_CACHE,
+    SimulatedCamera,
+    decode_frame_counter,
+    make_clip,
+)
 from edgenvr.storage.layout import StorageLayout
+
+COUNTER_FPS = 25
+COUNTER_CLIP_SECONDS = 120   # the burned-in counter wraps every 2 minutes: far longer than any jump a test makes
+# A <video> showing frames (Playwright wait_for_function with the element).
+PLAYING_JS = "(video) => video.readyState >= 2 && !video.paused && !video.seeking && video.currentTime > 0"
 
 PASSWORDS = {"admin": "admin-password-1", "operator": "operator-password-1", "viewer": "viewer-password-1",
              "opgate": "opgate-password-1"}
@@ -188,3 +198,9 @@ def recorded_counters(site: Site, camera: str, since_ms: int) -> list[int]:
                 assert number is not None, f"{path.name}: a frame without a readable counter"
                 counters.append(number)
     return counters
+
+
+def counter_clip() -> Path:
+    """The browser tests' camera clip: QVGA, a key frame a second, its frame index burned into every picture."""
+    return make_clip(CLIP_CACHE / f"qvga-25fps-{COUNTER_CLIP_SECONDS}s-counter.h264", codec="h264", width=320,
+                     height=240, fps=COUNTER_FPS, seconds=COUNTER_CLIP_SECONDS)
