@@ -1,5 +1,6 @@
 """The `edgenvr` command line: run, demo, check-config, segments, gaps, status, check-index, hold, retention,
-events, reference; the evidence commands (identity, export, verify, audit) are in cli.evidence_commands.
+events, reference; the evidence commands (identity, export, verify, audit) are in cli.evidence_commands, the
+users' in cli.user_commands, the city hub's (`edgenvr hub`) in cli.hub_commands.
 Every action on footage or its protection (hold add/release, reference approve, export) is audited first.
 
 No input makes it print a traceback: a bad argument (a time, a reversed range, an id, undecodable text) is
@@ -21,6 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from edgenvr.cli.evidence_commands import actor, add_evidence_commands, audited
+from edgenvr.cli.hub_commands import add_hub_commands
 from edgenvr.cli.user_commands import add_user_commands
 from edgenvr.config.checking import ConfigError, check_data_dir, load_config
 from edgenvr.config.records import Config
@@ -472,6 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_event_and_reference_commands(sub)
     add_evidence_commands(sub, _load, _time_arg, _text_arg, TIME_FORMS)
     add_user_commands(sub, _load, _text_arg)
+    add_hub_commands(sub)
     return parser
 
 

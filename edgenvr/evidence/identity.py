@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -89,22 +90,26 @@ class DeviceIdentity:
 
 def device_identity(layout: StorageLayout, box_id: str, box_name: str) -> DeviceIdentity:
     """The box's identity; its key pair is created in the data directory the first time."""
-    private_path = layout.device_key_path
+    return DeviceIdentity(box_id, box_name, signing_key(layout.device_key_path, layout.device_public_key_path))
+
+
+def signing_key(private_path: Path, public_path: Path) -> Ed25519PrivateKey:
+    """The Ed25519 key pair at these paths (the box's, or the hub's for its receipts), created the first time."""
     if not private_path.exists():
-        _create_key(layout)
+        _create_key(private_path, public_path)
     try:
         key = serialization.load_pem_private_key(private_path.read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as exc:
-        raise IdentityError(f"cannot read the box's key {private_path}: {type(exc).__name__}") from None
+        raise IdentityError(f"cannot read the key {private_path}: {type(exc).__name__}") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise IdentityError(f"{private_path} is not an Ed25519 key")
-    return DeviceIdentity(box_id, box_name, key)
+    return key
 
 
-def _create_key(layout: StorageLayout) -> None:
+def _create_key(private_path: Path, public_path: Path) -> None:
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
     # the public half first: a crash in between leaves no private key, and the next use makes both again
-    write_durably(layout.device_public_key_path, public_pem(key.public_key()))
-    write_durably(layout.device_key_path, pem, mode=SECRET_MODE)
+    write_durably(public_path, public_pem(key.public_key()))
+    write_durably(private_path, pem, mode=SECRET_MODE)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ssl
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -37,17 +38,11 @@ class CertificateError(Exception):
 
 def ensure_certificate(layout: StorageLayout, box_id: str) -> x509.Certificate:
     """The box's web certificate, made the first time."""
-    if not layout.web_tls_certificate_path.exists() or not layout.web_tls_key_path.exists():
-        _create(layout, box_id)
-    return read_certificate(layout)
+    return _ensure(layout.web_tls_key_path, layout.web_tls_certificate_path, box_id)
 
 
 def read_certificate(layout: StorageLayout) -> x509.Certificate:
-    path = layout.web_tls_certificate_path
-    try:
-        return x509.load_pem_x509_certificate(path.read_bytes())
-    except (OSError, ValueError) as error:
-        raise CertificateError(f"cannot read the web certificate {path}: {error}") from None
+    return _read(layout.web_tls_certificate_path)
 
 
 def fingerprint(certificate: x509.Certificate) -> str:
@@ -56,19 +51,38 @@ def fingerprint(certificate: x509.Certificate) -> str:
 
 
 def server_context(layout: StorageLayout, box_id: str) -> ssl.SSLContext:
-    ensure_certificate(layout, box_id)
+    return tls_server_context(layout.web_tls_key_path, layout.web_tls_certificate_path, box_id)
+
+
+def tls_server_context(key_path: Path, certificate_path: Path, name: str) -> ssl.SSLContext:
+    """A server context with the key and self-signed certificate at these paths (the box's web server, or the
+    hub's), made the first time with `name` as its common and DNS name."""
+    _ensure(key_path, certificate_path, name)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
-        context.load_cert_chain(layout.web_tls_certificate_path, layout.web_tls_key_path)
+        context.load_cert_chain(certificate_path, key_path)
     except (OSError, ssl.SSLError) as error:
-        raise CertificateError(f"cannot use the web key and certificate in {layout.data_dir}: {error}") from None
+        raise CertificateError(f"cannot use the TLS key and certificate in {key_path.parent}: {error}") from None
     return context
 
 
-def _create(layout: StorageLayout, box_id: str) -> None:
+def _ensure(key_path: Path, certificate_path: Path, name: str) -> x509.Certificate:
+    if not certificate_path.exists() or not key_path.exists():
+        _create(key_path, certificate_path, name)
+    return _read(certificate_path)
+
+
+def _read(path: Path) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError) as error:
+        raise CertificateError(f"cannot read the TLS certificate {path}: {error}") from None
+
+
+def _create(key_path: Path, certificate_path: Path, name_text: str) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, box_id),
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name_text),
                       x509.NameAttribute(NameOID.ORGANIZATION_NAME, "edgenvr")])
     certificate = (
         x509.CertificateBuilder()
@@ -76,12 +90,12 @@ def _create(layout: StorageLayout, box_id: str) -> None:
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(VALID_FROM).not_valid_after(VALID_UNTIL)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(box_id), x509.DNSName(f"{box_id}.local"),
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name_text), x509.DNSName(f"{name_text}.local"),
                                                     x509.DNSName("localhost")]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(key, hashes.SHA256())
     )
-    write_durably(layout.web_tls_key_path, key.private_bytes(
+    write_durably(key_path, key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()), mode=SECRET_MODE)
-    write_durably(layout.web_tls_certificate_path, certificate.public_bytes(serialization.Encoding.PEM))
+    write_durably(certificate_path, certificate.public_bytes(serialization.Encoding.PEM))

@@ -1,0 +1,262 @@
+"""A box and the city hub, each a real process of its own on loopback (issue 12, first step): the box enrols with
+its one-time token, uploads an evidence export (zipped) over tus with every request signed by its device key,
+and gets a receipt signed by the hub naming the SHA-256 it computed; the hub lists the clip and writes it back
+out as a folder that `edgenvr verify` accepts with the box's key. Nobody else gets in: unsigned, re-keyed,
+revoked, other boxes' requests, re-signed or unsafe zips, spent or foreign tokens are refused and leave nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from edgenvr.evidence.identity import DeviceIdentity, device_identity, signing_key
+from edgenvr.evidence.request_signing import sign_request
+from edgenvr.simulator import SimulatedCamera
+from edgenvr.storage.layout import StorageLayout
+from edgenvr.sync.hub_client import Delivered, HubClient, HubRefused
+from tests.conftest import config_text, edgenvr, start_supervisor
+from tests.web_site import free_port
+
+BOX = "rt08-kuningan"
+pytestmark = pytest.mark.slow
+
+
+@dataclass(frozen=True)
+class Export:
+    folder: Path
+    archive: Path
+    camera: str
+    start_ms: int
+    end_ms: int
+
+
+@dataclass
+class Box:
+    config: Path
+    data_dir: Path
+    identity: DeviceIdentity
+    exports: list[Export]
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory: pytest.TempPathFactory, h264_clip: Path, simulator_ready: None) -> Box:
+    """A box that recorded ~8 s of a test camera, with two exports of it zipped as the uploader sends them."""
+    root = tmp_path_factory.mktemp("box")
+    data_dir, config = root / "data", root / "edgenvr.toml"
+    with SimulatedCamera({"gate": (h264_clip, "h264", 25)}, log_path=root / "camera.log") as camera:
+        config.write_text(f'[box]\nid = "{BOX}"\nname = "Pos RT 08 Kuningan"\n'
+                          + config_text(data_dir, {"gate": camera.url("gate")}, segment_seconds=2))
+        supervisor = start_supervisor(config, root / "edgenvr.log")
+        try:
+            supervisor.wait_for_log("recording 1 cameras")
+            time.sleep(8)
+        finally:
+            assert supervisor.stop() == 0
+    rows = [json.loads(line) for line in edgenvr("segments", "--config", str(config), "--json").stdout.splitlines()]
+    exports = []
+    for number, (start, end) in enumerate(((rows[0]["start_ms"], rows[1]["end_ms"]),
+                                           (rows[1]["start_ms"], rows[-1]["end_ms"]))):
+        folder = root / f"export-{number}"
+        result = edgenvr("export", "--config", str(config), "--camera", "gate", "--from", f"{start}ms", "--to",
+                         f"{end}ms", "--out", str(folder), "--reason", "motion event", "--by", "sync")
+        assert result.returncode == 0, result.stderr
+        exports.append(Export(folder, _zip(folder, root / f"export-{number}.zip"), "gate", start, end))
+    return Box(config, data_dir, device_identity(StorageLayout(data_dir), BOX, "Pos RT 08"), exports)
+
+
+def _zip(folder: Path, archive: Path, extra: dict[str, bytes] | None = None) -> Path:
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as out:
+        for path in sorted(folder.iterdir()):
+            out.write(path, path.name)
+        for name, data in (extra or {}).items():
+            out.writestr(name, data)
+    return archive
+
+
+@dataclass
+class Hub:
+    config: Path
+    data_dir: Path
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return edgenvr("hub", *args[:1], "--config", str(self.config), *args[1:])
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[Hub]:
+    port = free_port()
+    config = tmp_path / "hub.toml"
+    config.write_text(f'[hub]\nlisten = "127.0.0.1:{port}"\ntls = false\ndata_dir = "{tmp_path / "hub-data"}"\n'
+                      "max_clip_mb = 64\n")
+    log = open(tmp_path / "hub.log", "ab")
+    process = subprocess.Popen([sys.executable, "-m", "edgenvr", "hub", "--config", str(config)], stdout=log,
+                               stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if requests.get(url + "/api/health", timeout=2).json()["status"] == "ok":
+                break
+        except (requests.ConnectionError, ValueError):
+            pass
+        assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "hub.log").read_text()
+        time.sleep(0.2)
+    try:
+        yield Hub(config, tmp_path / "hub-data", url, process)
+    finally:
+        process.terminate()
+        assert process.wait(timeout=20) == 0, (tmp_path / "hub.log").read_text()
+        log.close()
+
+
+def _token(hub: Hub, box: str = BOX) -> str:
+    result = hub.cli("enrol", "--box", box, "--site", "Pos RT 08, Kuningan")
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def _metadata(export: Export, key: str, camera: str | None = None) -> dict[str, str]:
+    return {"camera": camera or export.camera, "kind": "motion", "start_ms": str(export.start_ms),
+            "end_ms": str(export.end_ms), "idempotency_key": key}
+
+
+async def _send(hub: Hub, identity: DeviceIdentity, token: str | None, archive: Path, metadata: dict[str, str],
+                hub_key: bytes | None = None) -> tuple[bytes, Delivered]:
+    async with HubClient(hub.url, identity, hub_key_pem=hub_key, chunk_bytes=256 * 1024) as client:
+        if token is not None:
+            hub_key = await client.enrol(token)
+        return hub_key or b"", await client.upload(archive, metadata)
+
+
+def test_an_enrolled_box_uploads_an_export_and_gets_a_receipt_for_exactly_those_bytes(
+        box: Box, hub: Hub, tmp_path: Path) -> None:
+    token = _token(hub)
+    hub_key, delivered = asyncio.run(_send(hub, box.identity, token, box.exports[0].archive,
+                                           _metadata(box.exports[0], "gate/motion/1")))
+    sha256 = hashlib.sha256(box.exports[0].archive.read_bytes()).hexdigest()
+    assert delivered.receipt["sha256"] == sha256 and delivered.receipt["box"] == BOX
+    assert delivered.receipt["camera"] == "gate" and delivered.receipt["kind"] == "motion"
+    assert (hub.data_dir / "keys" / "hub.pub").read_bytes() == hub_key
+
+    # The same clip again (a box that lost its outbox state): the same receipt, one copy on the hub.
+    _, again = asyncio.run(_send(hub, box.identity, None, box.exports[0].archive,
+                                 _metadata(box.exports[0], "gate/motion/1"), hub_key))
+    assert again.receipt == delivered.receipt
+    listed = [json.loads(line) for line in hub.cli("clips", "--json").stdout.splitlines()]
+    assert [(c["id"], c["box"], c["camera"], c["sha256"]) for c in listed] == \
+        [(delivered.receipt["clip"], BOX, "gate", sha256)]
+
+    out = tmp_path / "fetched"
+    fetched = hub.cli("fetch", delivered.receipt["clip"], "--out", str(out))
+    assert fetched.returncode == 0, fetched.stderr
+    verified = edgenvr("verify", str(out), "--pubkey", str(box.data_dir / "device.pub"))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert hub.cli("fetch", delivered.receipt["clip"], "--out", str(out)).returncode == 1   # never over files
+
+
+def test_requests_not_signed_by_the_enrolled_key_are_refused_and_store_nothing(box: Box, hub: Hub,
+                                                                              tmp_path: Path) -> None:
+    token = _token(hub)
+    hub_key, _ = asyncio.run(_send(hub, box.identity, token, box.exports[0].archive,
+                                   _metadata(box.exports[0], "first")))
+    created = {"Tus-Resumable": "1.0.0", "Upload-Length": "10"}
+    assert requests.post(hub.url + "/api/v1/uploads/", headers=created, timeout=10).status_code == 401
+
+    impostor = DeviceIdentity(BOX, "x", signing_key(tmp_path / "other.key", tmp_path / "other.pub"))
+    signed = sign_request(impostor, "POST", "/api/v1/uploads/", created, None, now_s=time.time())
+    reply = requests.post(hub.url + "/api/v1/uploads/", headers=signed, timeout=10)
+    assert reply.status_code == 401 and "signature" in reply.text
+
+    stale = sign_request(box.identity, "POST", "/api/v1/uploads/", created, None, now_s=time.time() - 3600)
+    assert requests.post(hub.url + "/api/v1/uploads/", headers=stale, timeout=10).status_code == 401
+
+    # Another key cannot take over the box with the spent token; a token is for its box only.
+    with pytest.raises(HubRefused) as refused:
+        asyncio.run(_send(hub, impostor, token, box.exports[1].archive, _metadata(box.exports[1], "x")))
+    assert refused.value.status == 403
+    other_token = _token(hub, "rt09-menteng")
+    with pytest.raises(HubRefused) as refused:
+        asyncio.run(_send(hub, box.identity, other_token, box.exports[1].archive, _metadata(box.exports[1], "x")))
+    assert refused.value.status == 403 and "another box" in str(refused.value)
+
+    assert hub.cli("revoke", "--box", BOX).returncode == 0
+    with pytest.raises(HubRefused) as refused:
+        asyncio.run(_send(hub, box.identity, None, box.exports[1].archive, _metadata(box.exports[1], "second"),
+                          hub_key))
+    assert refused.value.status == 401
+    assert len(hub.cli("clips", "--json").stdout.splitlines()) == 1
+
+
+def test_a_box_cannot_touch_another_boxs_upload(box: Box, hub: Hub, tmp_path: Path) -> None:
+    other = DeviceIdentity("rt09-menteng", "x", signing_key(tmp_path / "rt09.key", tmp_path / "rt09.pub"))
+
+    async def scenario() -> int:
+        async with HubClient(hub.url, box.identity) as mine, HubClient(hub.url, other) as theirs:
+            await mine.enrol(_token(hub))
+            await theirs.enrol(_token(hub, "rt09-menteng"))
+            upload = await mine.create(box.exports[0].archive.stat().st_size, _metadata(box.exports[0], "k"))
+            with pytest.raises(HubRefused) as refused:
+                await theirs.offset(upload)
+            return refused.value.status
+    assert asyncio.run(scenario()) == 403
+
+
+@pytest.mark.parametrize("damage, named", [
+    ("resigned", "does not verify"),      # a folder re-signed with another key and re-summed
+    ("unsafe_name", "not a plain file name"),
+    ("other_camera", "not what the upload says"),
+    ("not_a_zip", "not a readable zip"),
+])
+def test_a_clip_that_is_not_the_boxs_signed_evidence_is_rejected_and_not_kept(
+        box: Box, hub: Hub, tmp_path: Path, damage: str, named: str) -> None:
+    export = box.exports[0]
+    metadata = _metadata(export, damage)
+    if damage == "resigned":
+        folder = tmp_path / "resigned"
+        shutil.copytree(export.folder, folder)
+        forger = DeviceIdentity(BOX, "x", signing_key(tmp_path / "f.key", tmp_path / "f.pub"))
+        (folder / "manifest.sig").write_bytes(forger.sign((folder / "manifest.json").read_bytes()))
+        (folder / "device.pub").write_bytes(forger.public_pem)
+        sums = [f"{hashlib.sha256((folder / n).read_bytes()).hexdigest()}  {n}"
+                for n in sorted(p.name for p in folder.iterdir() if p.name != "SHA256SUMS")]
+        (folder / "SHA256SUMS").write_text("\n".join(sums) + "\n")
+        archive = _zip(folder, tmp_path / "resigned.zip")
+    elif damage == "unsafe_name":
+        archive = _zip(export.folder, tmp_path / "unsafe.zip", {"../escape.txt": b"x"})
+    elif damage == "other_camera":
+        archive, metadata = export.archive, _metadata(export, damage, camera="yard")
+    else:
+        archive = tmp_path / "junk.zip"
+        archive.write_bytes(b"PK\x03\x04" + b"\0" * 1000)
+    with pytest.raises(HubRefused) as refused:
+        asyncio.run(_send(hub, box.identity, _token(hub), archive, metadata))
+    assert refused.value.status == 422 and named in str(refused.value), str(refused.value)
+    assert hub.cli("clips", "--json").stdout == ""
+    assert not list((hub.data_dir / "blobs" / "clips").glob("*.zip"))
+    assert not (tmp_path.parent / "escape.txt").exists() and not list((hub.data_dir / "blobs").rglob("escape*"))
+
+
+def test_enrolment_and_health_say_only_what_they_must(box: Box, hub: Hub) -> None:
+    assert set(requests.get(hub.url + "/api/health", timeout=5).json()) == {"status", "version"}
+    for body in (b"not json", b"{}", json.dumps({"token": 1, "box": BOX, "public_key": "x"}).encode()):
+        assert requests.post(hub.url + "/api/v1/enrol", data=body, timeout=5).status_code == 400
+    unknown = requests.post(hub.url + "/api/v1/enrol", json={"token": "enrol_guess", "box": BOX,
+                                                             "public_key": box.identity.public_pem.decode()},
+                            timeout=5)
+    assert unknown.status_code == 403 and "unknown enrolment token" in unknown.text
+    assert "enrol_guess" not in unknown.text
