@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgenvr.config.records import split_listen
+
 DEFAULT_LISTEN = "0.0.0.0:8443"
 DEFAULT_MAX_CLIP_MB = 2048
 
@@ -87,15 +89,10 @@ def load_hub_config(path: str | Path) -> HubConfig:
 
     listen = table.get("listen", DEFAULT_LISTEN)
     host, port = "", 0
-    if not isinstance(listen, str) or ":" not in listen:
-        problems.append(f"[hub] listen must be \"HOST:PORT\", got {listen!r}")
-    else:
-        host, _, port_text = listen.rpartition(":")
-        host = host.strip("[]")
-        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535 or not host:
-            problems.append(f"[hub] listen must be \"HOST:PORT\" with a port 1-65535, got {listen!r}")
-        else:
-            port = int(port_text)
+    try:
+        host, port = split_listen(listen if isinstance(listen, str) else "")
+    except ValueError as exc:
+        problems.append(f"[hub] listen {listen!r}: {exc}")
     tls = table.get("tls", True)
     if not isinstance(tls, bool):
         problems.append(f"[hub] tls must be true or false, got {tls!r}")

@@ -27,9 +27,10 @@ import edgenvr
 from edgenvr.config.records import Config
 from edgenvr.core.clock import SYSTEM_CLOCK, Clock
 from edgenvr.core.process_setup import become_child_process
-from edgenvr.web import account_routes, camera_routes, evidence_routes
+from edgenvr.web import account_routes, camera_routes, evidence_routes, live_playlist
 from edgenvr.web.access import CONTEXT_KEY, LoginLimiter, access_middleware
 from edgenvr.web.api_routes import Access, ApiRoute, openapi_document, register_routes
+from edgenvr.web.live_playlist import LivePlaylists
 from edgenvr.web.live_relay import LiveRelay
 from edgenvr.web.request_values import MAX_BODY_BYTES, fail
 from edgenvr.web.tls_certificate import CertificateError, server_context
@@ -75,7 +76,8 @@ _SERVER_ROUTES = [
 
 
 def all_routes() -> list[ApiRoute]:
-    return [*_SERVER_ROUTES, *account_routes.ROUTES, *camera_routes.ROUTES, *evidence_routes.ROUTES]
+    return [*_SERVER_ROUTES, *account_routes.ROUTES, *camera_routes.ROUTES, *live_playlist.ROUTES,
+            *evidence_routes.ROUTES]
 
 
 def make_app(config: Config, clock: Clock = SYSTEM_CLOCK, *, tls: bool | None = None,
@@ -90,6 +92,7 @@ def make_app(config: Config, clock: Clock = SYSTEM_CLOCK, *, tls: bool | None = 
     app[_OPENAPI_KEY] = openapi_document(routes, edgenvr.__version__)
     register_routes(app, routes)
     relay = app[camera_routes.LIVE_KEY] = LiveRelay(live_endpoint)
+    playlists = app[live_playlist.PLAYLISTS_KEY] = LivePlaylists(relay, clock)   # live HLS, on the relay's viewers
     app[camera_routes.PLAYBACK_SEEN_KEY] = {}
     app[camera_routes.PLANS_KEY] = {}
 
@@ -97,6 +100,7 @@ def make_app(config: Config, clock: Clock = SYSTEM_CLOCK, *, tls: bool | None = 
         await relay.start()
 
     async def stop_relay(app: web.Application) -> None:
+        await playlists.stop()
         await relay.stop()
     app.on_startup.append(start_relay)
     app.on_cleanup.append(stop_relay)

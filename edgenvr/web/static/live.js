@@ -5,6 +5,10 @@
 // Protocol (the server's): first a text message {"mime": "video/mp4; codecs=\"...\""}, then binary
 // messages, each a piece of fragmented MP4 (an init segment whenever a recorded segment starts, then
 // moof+mdat fragments). Each recorded segment restarts its timestamps at 0, hence mode "sequence".
+//
+// Browsers with neither ManagedMediaSource nor MediaSource but native HLS (iPhones before iOS 17.1) get the
+// box's live HLS playlist as the <video>'s src instead (same origin: the session cookie goes with it). The
+// box keeps that camera's window open while the player asks for it, so stop() must remove the src.
 import { cameraPath } from "./api.js";
 
 const KEEP_BEHIND_S = 10;      // buffer kept behind the playhead; older media is removed
@@ -14,6 +18,8 @@ const STALL_MS = 10_000;       // no data this long: tell the viewer
 const RETRY_UNAVAILABLE_MS = 30_000;
 const MAX_RETRY_MS = 30_000;
 const MAX_QUEUE = 300;         // pieces waiting to be appended; more means the page cannot keep up
+const HLS_TYPE = "application/vnd.apple.mpegurl";
+const HLS_MAX_LAG_S = 4;       // HLS: this far behind the seekable live edge (a stall, a background tab): jump
 
 const MediaSourceClass = window.ManagedMediaSource || window.MediaSource;
 
@@ -34,6 +40,9 @@ export class LiveStream {
     video.playsInline = true;
     video.disableRemotePlayback = true;   // ManagedMediaSource (Safari) requires it
     video.addEventListener("playing", () => this.setStatus("playing"));
+    video.addEventListener("error", () => {
+      if (this.hls) this.onHlsError();
+    });
   }
 
   /** Open the stream (no-op while open or waiting to retry). */
@@ -44,6 +53,10 @@ export class LiveStream {
     }
     this.wanted = true;
     if (this.socket || this.retryTimer) return;
+    if (!MediaSourceClass && this.video.canPlayType(HLS_TYPE)) {
+      this.startHls();
+      return;
+    }
     if (!MediaSourceClass) {
       this.unsupported = "";
       this.setStatus("unsupported", "");
@@ -58,8 +71,63 @@ export class LiveStream {
     clearTimeout(this.retryTimer);
     this.retryTimer = null;
     this.closeSocket();
+    this.hls = false;
     this.teardownMedia();
     this.status = "";
+  }
+
+  /** Native HLS: the <video> plays the box's live playlist; a tick keeps it playing near the live edge. */
+  startHls() {
+    if (this.hls) return;
+    this.hls = true;
+    this.setStatus(this.status === "reconnecting" ? "reconnecting" : "connecting");
+    this.lastTime = -1;
+    this.lastDataAt = performance.now();
+    this.video.muted = true;
+    this.video.playsInline = true;
+    this.video.src = `${cameraPath(this.camera)}/live.m3u8`;
+    this.video.play().catch(() => { /* autoplay refused: the tick tries again */ });
+    this.tick = setInterval(() => this.watchHls(), 1000);
+  }
+
+  watchHls() {
+    const video = this.video;
+    if (video.currentTime !== this.lastTime) {
+      this.lastTime = video.currentTime;
+      this.lastDataAt = performance.now();
+      this.retryDelay = 2000;   // it works: the next drop retries quickly again
+      if (this.status === "waiting" && video.readyState >= 2) this.setStatus("playing");
+    } else if (performance.now() - this.lastDataAt > STALL_MS && this.status !== "error") {
+      this.setStatus("waiting");
+    }
+    const ranges = video.seekable;
+    if (ranges.length && ranges.end(ranges.length - 1) - video.currentTime > HLS_MAX_LAG_S) {
+      video.currentTime = ranges.end(ranges.length - 1);   // the player's own live edge (3 segments back)
+    }
+    if (video.paused) video.play().catch(() => { /* autoplay refused: muted video normally isn't */ });
+  }
+
+  /** The playlist or a part failed (no picture yet: 503, the session ended: 401, the network): look again
+   *  later, quickly if it had played. */
+  onHlsError() {
+    const played = this.status === "playing" || this.status === "waiting";
+    this.stopHls();
+    if (!this.wanted) return;
+    if (played) {
+      this.setStatus("reconnecting");
+      this.scheduleRetry(this.retryDelay);
+      this.retryDelay = Math.min(this.retryDelay * 2, MAX_RETRY_MS);
+    } else {
+      this.setStatus("unavailable");
+      this.scheduleRetry(RETRY_UNAVAILABLE_MS);
+    }
+  }
+
+  stopHls() {
+    clearInterval(this.tick);
+    this.tick = null;
+    this.hls = false;
+    this.teardownMedia();   // removes the src: the player stops asking, and the box closes the window
   }
 
   setStatus(status, detail) {
@@ -231,7 +299,9 @@ export class LiveStream {
     clearTimeout(this.retryTimer);
     this.retryTimer = setTimeout(() => {
       this.retryTimer = null;
-      if (this.wanted) this.connect();
+      if (!this.wanted) return;
+      if (MediaSourceClass) this.connect();
+      else this.startHls();
     }, delay);
   }
 

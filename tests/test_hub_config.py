@@ -1,0 +1,40 @@
+"""The hub's config file (edgenvr.hub.hub_config) as a city IT technician writes it: defaults that serve
+HTTPS on 8443, every problem named with its key in one go, and `edgenvr hub` refusing to start without it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgenvr.hub.hub_config import HubConfigError, load_hub_config
+from tests.conftest import edgenvr
+
+
+def test_a_minimal_hub_config_serves_https_on_8443_with_sqlite(tmp_path: Path) -> None:
+    path = tmp_path / "hub.toml"
+    path.write_text('[hub]\ndata_dir = "/var/lib/edgenvr-hub"\n')
+    config = load_hub_config(path)
+    assert (config.host, config.port, config.tls, config.database_url) == ("0.0.0.0", 8443, True, None)
+    assert config.clips_dir == Path("/var/lib/edgenvr-hub/blobs/clips")
+
+
+def test_every_problem_is_named_with_its_key(tmp_path: Path) -> None:
+    path = tmp_path / "hub.toml"
+    path.write_text('[hub]\nlisten = "8443"\ntls = "yes"\nmax_clip_mb = 0\ndatabase_url = "mysql://x"\n'
+                    'colour = "red"\n[web]\n')
+    with pytest.raises(HubConfigError) as error:
+        load_hub_config(path)
+    for named in ("web", "colour", "listen", "tls", "data_dir", "max_clip_mb", "database_url"):
+        assert named in str(error.value), named
+
+
+def test_edgenvr_hub_needs_a_readable_config(tmp_path: Path) -> None:
+    missing = edgenvr("hub")
+    assert missing.returncode == 2 and "--config" in missing.stderr
+    broken = tmp_path / "hub.toml"
+    broken.write_text("[hub\n")
+    result = edgenvr("hub", "--config", str(broken))
+    assert result.returncode == 2 and "not valid TOML" in result.stderr and "Traceback" not in result.stderr
+    enrol = edgenvr("hub", "enrol", "--config", str(broken), "--box", "x", "--site", "y")
+    assert enrol.returncode == 2 and "Traceback" not in enrol.stderr
