@@ -26,8 +26,9 @@ from edgenvr.evidence.identity import DeviceIdentity, device_identity, signing_k
 from edgenvr.evidence.request_signing import sign_request
 from edgenvr.simulator import SimulatedCamera
 from edgenvr.storage.layout import StorageLayout
-from edgenvr.sync.hub_client import Delivered, HubClient, HubRefused
+from edgenvr.sync.hub_client import Delivered, HubClient, HubRefused, HubUnreachable
 from tests.conftest import config_text, edgenvr, start_supervisor
+from tests.link_faults import FaultyLink
 from tests.web_site import free_port
 
 BOX = "rt08-kuningan"
@@ -260,3 +261,42 @@ def test_enrolment_and_health_say_only_what_they_must(box: Box, hub: Hub) -> Non
                             timeout=5)
     assert unknown.status_code == 403 and "unknown enrolment token" in unknown.text
     assert "enrol_guess" not in unknown.text
+
+
+def test_an_upload_through_a_link_that_keeps_dropping_arrives_once_resending_at_most_a_chunk_per_drop(
+        box: Box, hub: Hub) -> None:
+    """The link is cut at random (seeded, ~12 times over the clip): each retry asks the hub where it is and
+    goes on; the clip arrives exactly once, and each drop costs at most the chunk that was in flight."""
+    archive = box.exports[1].archive
+    size = archive.stat().st_size
+    chunk = max(4096, size // 40)
+    hub_key, _ = asyncio.run(_send(hub, box.identity, _token(hub), box.exports[0].archive,
+                                   _metadata(box.exports[0], "warm-up")))
+    port = int(hub.url.rsplit(":", 1)[1])
+    with FaultyLink(("127.0.0.1", port)) as link:
+        link.drop_at_random(mean_bytes=size // 12, seed=12)
+        known: list[str] = []
+
+        async def until_delivered() -> tuple[Delivered, int]:
+            attempts = 0
+            async with HubClient(f"http://127.0.0.1:{link.port}", box.identity, hub_key_pem=hub_key,
+                                 chunk_bytes=chunk) as client:
+                while True:
+                    attempts += 1
+                    try:
+                        return await client.upload(archive, _metadata(box.exports[1], "dropping"),
+                                                   upload=known[-1] if known else None,
+                                                   progress=lambda url, _at, _size: known.append(url)), attempts
+                    except HubUnreachable:
+                        assert attempts < 500, "no progress through the dropping link"
+        delivered, attempts = asyncio.run(until_delivered())
+        drops, sent = link.drops, link.bytes_up
+    assert drops >= 5, f"the link dropped only {drops} times: the test proves little"
+    assert delivered.receipt["sha256"] == hashlib.sha256(archive.read_bytes()).hexdigest()
+    clips = [json.loads(line) for line in hub.cli("clips", "--json").stdout.splitlines()]
+    assert sorted(c["sha256"] for c in clips) == sorted(
+        hashlib.sha256(e.archive.read_bytes()).hexdigest() for e in box.exports)
+    overhead = sent - size   # headers of every request, plus what each drop lost in flight
+    print(f"\n{size} bytes through {drops} drops in {attempts} attempts: {sent} bytes sent up "
+          f"({overhead / max(drops, 1):.0f} bytes over per drop, chunk {chunk})")
+    assert overhead <= drops * (chunk + 4096) + attempts * 4096, overhead
