@@ -300,3 +300,21 @@ def test_an_upload_through_a_link_that_keeps_dropping_arrives_once_resending_at_
     print(f"\n{size} bytes through {drops} drops in {attempts} attempts: {sent} bytes sent up "
           f"({overhead / max(drops, 1):.0f} bytes over per drop, chunk {chunk})")
     assert overhead <= drops * (chunk + 4096) + attempts * 4096, overhead
+
+
+def test_a_chunk_altered_in_flight_is_refused_sent_again_and_the_clip_is_right(
+        box: Box, hub: Hub, caplog: pytest.LogCaptureFixture) -> None:
+    archive = box.exports[1].archive
+    port = int(hub.url.rsplit(":", 1)[1])
+    with FaultyLink(("127.0.0.1", port)) as link:
+        async def send() -> Delivered:
+            async with HubClient(f"http://127.0.0.1:{link.port}", box.identity, chunk_bytes=32 * 1024) as client:
+                await client.enrol(_token(hub))
+                link.corrupt_next("up", at_byte=20_000)   # inside the first chunk's body on this connection
+                return await client.upload(archive, _metadata(box.exports[1], "altered"))
+        with caplog.at_level("INFO", logger="edgenvr.sync.hub_client"):
+            delivered = asyncio.run(send())
+        assert link.corruptions, "nothing was altered: the test proves nothing"
+    assert any(" 460 " in record.getMessage() for record in caplog.records), caplog.text
+    assert delivered.receipt["sha256"] == hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert "does not match its sha256 checksum" in (hub.config.parent / "hub.log").read_text()
