@@ -6,11 +6,13 @@ frame only every 3 s (so the recorder's 1 s fragments do not all start with one)
 
 The virtual file is read only through `PlaybackVideo.chunks`, the way the web server will serve it, and
 compared with the recorded segments themselves: same packets byte for byte, on the recording's UTC timeline,
-decodable by ffprobe, PyAV and Chromium, seekable with Range requests.
+decodable by ffprobe, PyAV, Chromium and Firefox, seekable with Range requests. Most tests run on both layouts
+(progressive, the default, and fragmented); those about the sidx only on the fragmented one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -28,8 +30,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 from conftest import CLIP_CACHE
+from firefox_browser import Firefox
 from mixed_recording import OUTAGE_FOR, record_mixed_cameras
 from mixed_recording import Recording as MixedRecording
 
@@ -44,10 +48,13 @@ from edgenvr.web.mp4_boxes import (
     children,
     moov_with_duration,
     parse_moov,
+    progressive_header,
     scan_segment,
 )
 from edgenvr.web.playback_video import (
     CHUNK_BYTES,
+    FRAGMENTED,
+    PROGRESSIVE,
     NoRecording,
     PlaybackError,
     PlaybackVideo,
@@ -58,10 +65,13 @@ FRAME_MS = 40
 GOP_MS = 1000
 
 
+EACH_LAYOUT = pytest.mark.parametrize("layout", [PROGRESSIVE, FRAGMENTED])
+
+
 class Recording(MixedRecording):
-    def plan(self, camera: str, start_ms: int, end_ms: int) -> PlaybackVideo:
+    def plan(self, camera: str, start_ms: int, end_ms: int, layout: str = PROGRESSIVE) -> PlaybackVideo:
         with open_readonly(self.layout) as conn:
-            return plan_playback_video(conn, self.layout, camera, start_ms, end_ms)
+            return plan_playback_video(conn, self.layout, camera, start_ms, end_ms, layout)
 
 
 @pytest.fixture(scope="module")
@@ -218,20 +228,35 @@ def _runs(rows: list[SegmentRow]) -> list[list[SegmentRow]]:
     return runs
 
 
+def _box(data: bytes, path: list[bytes], start: int = 0, end: int | None = None) -> tuple[int, int]:
+    """(payload start, end) of the box at that path of box types in `data`."""
+    for box in children(data, start, len(data) if end is None else end):
+        if box.kind == path[0]:
+            return (box.payload, box.end) if len(path) == 1 else _box(data, path[1:], box.payload, box.end)
+    raise AssertionError(f"no {path[0]!r}")
+
+
+def _table(data: bytes, path: list[bytes], skip: int, dtype: str) -> np.ndarray:
+    """The entries of a sample table box (after `skip` bytes of version, flags, counts...)."""
+    payload, end = _box(data, path)
+    return np.frombuffer(data[payload + skip:end], dtype)
+
+
 # --- the tests -------------------------------------------------------------------------------------------
 
 
+@EACH_LAYOUT
 def test_a_range_across_segments_is_one_mp4_of_the_recorded_packets_on_the_utc_timeline(
-        recording: Recording, tmp_path: Path) -> None:
+        recording: Recording, tmp_path: Path, layout: str) -> None:
     rows = recording.rows("gate")
     assert len(rows) >= 8, rows
     from_ms, to_ms = rows[1].start_ms + 300, rows[-2].end_ms - 300
     started = time.perf_counter()
-    video = recording.plan("gate", from_ms, to_ms)
+    video = recording.plan("gate", from_ms, to_ms, layout)
     planned_ms = (time.perf_counter() - started) * 1000
     data = _whole(video)
     assert len(data) == video.size
-    assert (video.camera, video.codec, video.ends_early_at_ms) == ("gate", "h264", None)
+    assert (video.camera, video.codec, video.ends_early_at_ms, video.layout) == ("gate", "h264", None, layout)
 
     # from the key frame (fragment) at or before the start to the end of the fragment holding end - 1
     slack = _overlaps_ms(rows) + 2   # the recording's own overlaps, and the ms rounding of row starts
@@ -256,14 +281,15 @@ def test_a_range_across_segments_is_one_mp4_of_the_recorded_packets_on_the_utc_t
     drifts = [video.start_ms + p.time_ms - r.utc_ms for p, r in zip(played, recorded[first:])]
     assert -2 <= min(drifts) and max(drifts) <= slack, (min(drifts), max(drifts), slack)
     assert all(a.time_ms < b.time_ms for a, b in zip(played, played[1:]))
-    print(f"\n{len(rows)} segments planned in {planned_ms:.1f} ms: {video.size} bytes, {len(played)} packets, "
-          f"{video.mime_codecs}")
+    print(f"\n{layout}: {len(rows)} segments planned in {planned_ms:.1f} ms: {video.size} bytes, {len(played)} "
+          f"packets, {video.mime_codecs}")
 
 
+@EACH_LAYOUT
 def test_a_player_seeks_across_segments_with_range_requests_without_reading_the_file(
-        recording: Recording) -> None:
+        recording: Recording, layout: str) -> None:
     rows = recording.rows("gate")
-    video = recording.plan("gate", rows[0].start_ms, rows[-1].end_ms)
+    video = recording.plan("gate", rows[0].start_ms, rows[-1].end_ms, layout)
     played = _packets(RangeRequests(video))
     reader = RangeRequests(video)
     with av.open(reader, format="mp4") as container:
@@ -280,16 +306,18 @@ def test_a_player_seeks_across_segments_with_range_requests_without_reading_the_
             # the last key frame at or before the target: within one GOP before it
             assert shown == max(p.time_ms for p in played if p.keyframe and p.time_ms <= target), (target, shown)
             assert frame.key_frame and target - GOP_MS - FRAME_MS <= shown <= target, (target, shown)
-            # the sidx took it straight there: one read of the fragment, not a scan of every moof before it
+            # the sidx (fragmented) or the moov's tables (progressive) took it straight there: one read of the
+            # fragment / samples, not a scan of every moof before it
             assert reader.bytes_read < video.size / 5, (reader.bytes_read, video.size, reader.requests)
-            print(f"\nseek to {target} ms: frame at {shown:.0f} ms after reading {reader.bytes_read} of "
+            print(f"\n{layout}: seek to {target} ms: frame at {shown:.0f} ms after reading {reader.bytes_read} of "
                   f"{video.size} bytes (opening read {opened})")
     assert opened < video.size / 5
 
 
-def test_any_byte_range_is_the_same_bytes_as_the_whole_file(recording: Recording) -> None:
+@EACH_LAYOUT
+def test_any_byte_range_is_the_same_bytes_as_the_whole_file(recording: Recording, layout: str) -> None:
     rows = recording.rows("gate")
-    video = recording.plan("gate", rows[2].start_ms + 100, rows[-3].end_ms - 100)
+    video = recording.plan("gate", rows[2].start_ms + 100, rows[-3].end_ms - 100, layout)
     whole = _whole(video)
     assert len(whole) == video.size
     rng = random.Random(20261130)
@@ -300,6 +328,11 @@ def test_any_byte_range_is_the_same_bytes_as_the_whole_file(recording: Recording
     moofs = [found.start() - 4 for found in re.finditer(b"moof", whole)][:6]
     slices += [(moof + offset, moof + offset + length) for moof in moofs for offset in range(0, 140, 3)
                for length in (1, 2, 5, 9)]
+    # and across the places where the bytes come from another run / fragment / file, and the header's end
+    offsets = video._plan.offsets   # where each fragment (fragmented) or run of samples (progressive) starts
+    edges = list(offsets[:8]) + list(offsets[::max(1, len(offsets) // 20)]) + [offsets[-1]]
+    slices += [(max(0, edge - before), min(video.size, edge + after)) for edge in edges
+               for before in (0, 1, 7) for after in (1, 3, 9, CHUNK_BYTES + 5)]
     for first, end in slices:
         pieces = list(video.chunks(first, end))
         assert all(0 < len(piece) <= CHUNK_BYTES for piece in pieces)
@@ -310,24 +343,32 @@ def test_any_byte_range_is_the_same_bytes_as_the_whole_file(recording: Recording
         video.chunks(10, 5)
     # the same layout gives the same validator (bare: the server quotes it), another range another one
     assert re.fullmatch(r"[0-9a-f]{32}", video.etag), video.etag
-    again = recording.plan("gate", rows[2].start_ms + 100, rows[-3].end_ms - 100)
+    again = recording.plan("gate", rows[2].start_ms + 100, rows[-3].end_ms - 100, layout)
     assert (again.etag, again.size) == (video.etag, video.size) and _whole(again) == whole
-    assert recording.plan("gate", rows[2].start_ms + 100, rows[-4].end_ms - 100).etag != video.etag
+    assert recording.plan("gate", rows[2].start_ms + 100, rows[-4].end_ms - 100, layout).etag != video.etag
+    other = FRAGMENTED if layout == PROGRESSIVE else PROGRESSIVE   # the same range laid out otherwise
+    assert recording.plan("gate", rows[2].start_ms + 100, rows[-3].end_ms - 100, other).etag != video.etag
 
 
-def test_a_camera_with_long_gops_starts_and_seeks_at_key_frames_only(recording: Recording,
-                                                                    tmp_path: Path) -> None:
+@EACH_LAYOUT
+def test_a_camera_with_long_gops_starts_and_seeks_at_key_frames_only(recording: Recording, tmp_path: Path,
+                                                                    layout: str) -> None:
     """Key frames every 3 s, fragments every second: two fragments in three start without a key frame. A range
-    starting in one starts at its GOP's key frame, and the sidx sends a seek to key frames only."""
+    starting in one starts at its GOP's key frame, and the sidx (fragmented) or the stss (progressive: it lists
+    exactly the key frames) sends a seek to key frames only."""
     rows = recording.rows("longgop")
     assert len(rows) >= 5, rows
     scanned = scan_segment(lambda at, length: Path(rows[2].path).read_bytes()[at:at + length], rows[2].bytes)
     assert [scanned.field(i, KEY) for i in range(scanned.count)] == [1, 0, 0], "the recording is not what we test"
-    video = recording.plan("longgop", rows[1].start_ms + 2500, rows[-1].end_ms)
+    video = recording.plan("longgop", rows[1].start_ms + 2500, rows[-1].end_ms, layout)
     assert video.start_ms == rows[1].start_ms
     played = _packets(RangeRequests(video))
     assert [p.payload_sha256 for p in played] == [p.payload_sha256 for p in _recorded(rows[1:])]
     _decodes(_whole(video), tmp_path, rows[1:])
+    if layout == PROGRESSIVE:
+        stss = _table(_whole(video), [b"moov", b"trak", b"mdia", b"minf", b"stbl", b"stss"], 8, ">u4")
+        assert stss.tolist() == [i + 1 for i, p in enumerate(played) if p.keyframe]
+        assert 0 < len(stss) < len(played) / 50
     reader = RangeRequests(video)
     with av.open(reader, format="mp4") as container:
         stream = container.streams.video[0]
@@ -343,6 +384,84 @@ def test_a_camera_with_long_gops_starts_and_seeks_at_key_frames_only(recording: 
             assert reader.bytes_read < video.size / 3, (reader.bytes_read, video.size)
 
 
+def test_the_progressive_layout_is_one_moov_indexing_every_recorded_sample_and_one_mdat(
+        recording: Recording) -> None:
+    """No fragments: ftyp, a moov without mvex whose tables list each recorded sample (its size, decode time
+    on the UTC timeline, key frames) and where it is, then one mdat of the samples as recorded, nothing else."""
+    rows = recording.rows("outage")
+    video = recording.plan("outage", rows[0].start_ms, rows[-1].end_ms)
+    data = _whole(video)
+    assert [box.kind for box in children(data, 0, len(data))] == [b"ftyp", b"moov", b"mdat"]
+    assert video.header_size == _box(data, [b"mdat"])[0]   # the header ends where the samples start
+    moov = data[:video.header_size]
+    assert b"mvex" not in moov and b"moof" not in moov and b"sidx" not in moov
+    stbl = [b"moov", b"trak", b"mdia", b"minf", b"stbl"]
+    sizes = _table(data, stbl + [b"stsz"], 12, ">u4").astype(np.int64)
+    offsets = _table(data, stbl + [b"stco"], 8, ">u4").astype(np.int64)
+    stsc = _table(data, stbl + [b"stsc"], 8, ">u4").reshape(-1, 3).astype(np.int64)
+    stts = _table(data, stbl + [b"stts"], 8, ">u4").reshape(-1, 2).astype(np.int64)
+    # a chunk per recorded fragment (one trun each here), its samples right after each other
+    per_chunk = np.repeat(stsc[:, 1], np.diff(np.append(stsc[:, 0], len(offsets) + 1)))
+    first = np.concatenate(([0], np.cumsum(per_chunk)[:-1]))
+    starts = np.concatenate([offset + np.concatenate(([0], np.cumsum(sizes[a:a + n])[:-1]))
+                             for offset, a, n in zip(offsets, first, per_chunk)])
+    recorded = [p for row in rows for p in _packets(Path(row.path))]
+    assert len(sizes) == len(recorded) and sum(per_chunk) == len(sizes)
+    assert [hashlib.sha256(data[at:at + size]).hexdigest() for at, size in zip(starts, sizes)] == [
+        p.payload_sha256 for p in recorded]
+    assert int(starts[-1] + sizes[-1]) == video.size
+    # decode times add up to the duration; the hole is one long sample duration, not a missing time
+    deltas = np.repeat(stts[:, 1], stts[:, 0]).astype(np.int64)
+    first = Path(rows[0].path).read_bytes()
+    timescale = scan_segment(lambda at, length: first[at:at + length], len(first)).format.timescale
+    assert abs(int(deltas.sum()) * 1000 / timescale - (video.end_ms - video.start_ms)) <= 1
+    hole = next(b.start_ms - a.end_ms for a, b in zip(rows, rows[1:]) if b.start_ms - a.end_ms > 500)
+    assert int(deltas.max()) * 1000 / timescale >= hole
+    # the sample before the hole lasts until the first one after it, which is at its UTC time again
+    after = next(b for a, b in zip(rows, rows[1:]) if b.start_ms - a.end_ms > 500)
+    resumed = sum(len(_packets(Path(row.path))) for row in rows[:rows.index(after)])
+    decoded_ms = int(deltas[:resumed].sum()) * 1000 / timescale
+    assert abs(video.start_ms + decoded_ms - after.start_ms) <= 1, (video.start_ms + decoded_ms, after.start_ms)
+    assert int(deltas[resumed - 1]) * 1000 / timescale >= hole
+
+
+def test_the_progressive_header_uses_64_bit_offsets_when_the_samples_pass_4_gb(recording: Recording) -> None:
+    """Synthetic sample tables (nothing written): 2 h of 25 fps in 1 s chunks of 700 KB each is 5 GB of
+    samples. Chunk offsets past 2^32 need co64, and the mdat's size a 64-bit header; below, stco and a 32-bit
+    mdat header. Equal durations and sizes are one stts entry and no stsz table."""
+    path = Path(recording.rows("gate")[0].path)
+    data = path.read_bytes()
+    track = scan_segment(lambda at, length: data[at:at + length], len(data)).format
+    stbl = [b"moov", b"trak", b"mdia", b"minf", b"stbl"]
+    for chunks, chunk_size, wide in ((7200, 700_000, True), (100, 700_000, False)):
+        samples = 25 * chunks
+        sizes = np.full(samples, chunk_size // 25, np.uint32)
+        sync = np.zeros(samples, bool)
+        sync[::50] = True
+        deltas = np.full(samples, track.timescale // 25, np.int64)
+        header = progressive_header(track, int(deltas.sum()), deltas, sizes, sync, None,
+                                    np.full(chunks, 25, np.int64), np.full(chunks, chunk_size, np.int64))
+        kinds = [box.kind for box in children(header, 0, len(header) - (16 if wide else 8))]
+        assert kinds == [b"ftyp", b"moov"], kinds
+        mdat = header[-16:] if wide else header[-8:]
+        body = chunks * chunk_size
+        if wide:
+            assert mdat[:8] == b"\0\0\0\x01mdat" and int.from_bytes(mdat[8:], "big") == 16 + body
+            offsets = _table(header, stbl + [b"co64"], 8, ">u8")
+            assert b"stco" not in header[:len(header) - 16]
+        else:
+            assert mdat[4:] == b"mdat" and int.from_bytes(mdat[:4], "big") == 8 + body
+            offsets = _table(header, stbl + [b"stco"], 8, ">u4")
+        assert offsets.tolist() == [len(header) + i * chunk_size for i in range(chunks)]
+        assert wide == (int(offsets[-1]) > 0xFFFFFFFF)
+        assert _table(header, stbl + [b"stts"], 4, ">u4").tolist() == [1, samples, track.timescale // 25]
+        assert _table(header, stbl + [b"stss"], 8, ">u4").tolist() == list(range(1, samples + 1, 50))
+        assert _table(header, stbl + [b"stsz"], 4, ">u4").tolist() == [chunk_size // 25, samples]
+        assert _table(header, stbl + [b"stsc"], 4, ">u4").tolist() == [1, 1, 25, 1]
+        print(f"\n{chunks} chunks, {samples} samples: header {len(header)} bytes, "
+              f"{'co64' if wide else 'stco'}")
+
+
 @pytest.mark.parametrize("limit", [20, 5])
 def test_with_more_fragments_than_a_sidx_holds_references_are_whole_segments_or_runs_of_them(
         recording: Recording, monkeypatch: pytest.MonkeyPatch, limit: int) -> None:
@@ -352,9 +471,9 @@ def test_with_more_fragments_than_a_sidx_holds_references_are_whole_segments_or_
     and a seek still lands on a key frame before its target, within the span of one reference."""
     rows = recording.rows("gate")
     start, end = rows[0].start_ms, rows[-1].end_ms
-    usual = recording.plan("gate", start, end)
+    usual = recording.plan("gate", start, end, FRAGMENTED)
     monkeypatch.setattr(playback_video, "SIDX_REFERENCE_LIMIT", limit)
-    video = recording.plan("gate", start, end)
+    video = recording.plan("gate", start, end, FRAGMENTED)
     played = _packets(RangeRequests(video))
     fragments = sum(p.keyframe for p in played)   # a fragment per key frame (GOP = 1 s = fragment length)
     assert fragments > limit
@@ -402,8 +521,9 @@ def test_a_day_long_duration_widens_the_header_fields_that_need_it(recording: Re
     assert int.from_bytes(moov[at + 4:at + 8], "big") == 24 * 3600 * track.movie_timescale
 
 
+@EACH_LAYOUT
 def test_a_hole_in_the_recording_stays_a_hole_and_a_range_inside_it_names_its_reason(
-        recording: Recording, tmp_path: Path) -> None:
+        recording: Recording, tmp_path: Path, layout: str) -> None:
     rows = recording.rows("outage")
     holes = [(a, b) for a, b in zip(rows, rows[1:]) if b.start_ms - a.end_ms > 500]
     assert len(holes) == 1, [(r.start_ms, r.end_ms) for r in rows]
@@ -411,7 +531,7 @@ def test_a_hole_in_the_recording_stays_a_hole_and_a_range_inside_it_names_its_re
     [recorded_gap] = [g for g in recording.gap_rows("outage")
                       if g.start_ms < after.start_ms and g.end_ms > before.end_ms]
 
-    video = recording.plan("outage", before.start_ms + 500, after.end_ms - 500)
+    video = recording.plan("outage", before.start_ms + 500, after.end_ms - 500, layout)
     assert video.ends_early_at_ms is None
     _decodes(_whole(video), tmp_path, rows[rows.index(before):rows.index(after) + 1])
     played = _packets(RangeRequests(video))
@@ -422,36 +542,39 @@ def test_a_hole_in_the_recording_stays_a_hole_and_a_range_inside_it_names_its_re
     assert abs(video.start_ms + played[resumed].time_ms - after.start_ms) <= 1
 
     with pytest.raises(NoRecording) as inside:
-        recording.plan("outage", before.end_ms + 1000, after.start_ms - 1000)
+        recording.plan("outage", before.end_ms + 1000, after.start_ms - 1000, layout)
     assert recorded_gap.reason and recorded_gap.reason in str(inside.value), (str(inside.value), recorded_gap)
     assert str(inside.value).startswith("no recording from ") and " UTC (" in str(inside.value)
     print(f"\n{inside.value}")
 
     # a range starting before the first recording and ending after the last: what there is, whole
-    whole = recording.plan("outage", rows[0].start_ms - 5000, rows[-1].end_ms + 5000)
+    whole = recording.plan("outage", rows[0].start_ms - 5000, rows[-1].end_ms + 5000, layout)
     assert whole.start_ms == rows[0].start_ms, (whole, rows[0])
     assert abs(whole.end_ms - rows[-1].end_ms) <= FRAME_MS + _overlaps_ms(rows) + 2, (whole, rows[-1])
     assert whole.ends_early_at_ms is None
     for start_ms, end_ms in ((rows[0].start_ms - 3_600_000, rows[0].start_ms - 3_000_000),
                              (rows[-1].end_ms + 3_000_000, rows[-1].end_ms + 3_600_000)):
         with pytest.raises(NoRecording, match="^no recording from "):
-            recording.plan("outage", start_ms, end_ms)
+            recording.plan("outage", start_ms, end_ms, layout)
     with pytest.raises(NoRecording, match="no camera 'nobody'"):
-        recording.plan("nobody", rows[0].start_ms, rows[-1].end_ms)
+        recording.plan("nobody", rows[0].start_ms, rows[-1].end_ms, layout)
     with pytest.raises(ValueError):
-        recording.plan("outage", rows[1].start_ms, rows[0].start_ms)
+        recording.plan("outage", rows[1].start_ms, rows[0].start_ms, layout)
+    with pytest.raises(ValueError, match="no video layout 'dash'"):
+        recording.plan("outage", rows[0].start_ms, rows[-1].end_ms, "dash")
 
 
+@EACH_LAYOUT
 @pytest.mark.parametrize("camera", ["switching", "reconfigured"])
 def test_a_codec_or_size_change_ends_the_video_there_and_says_where_the_rest_starts(
-        recording: Recording, tmp_path: Path, camera: str) -> None:
+        recording: Recording, tmp_path: Path, camera: str, layout: str) -> None:
     rows = recording.rows(camera)
     runs = _runs(rows)
     if camera == "switching":
         assert [run[0].codec for run in runs] == ["h264", "hevc"], runs
     else:
         assert {(r.width, r.height) for r in rows} == {(320, 240), (352, 288)} and len(runs) >= 3, runs
-    video = recording.plan(camera, rows[0].start_ms, rows[-1].end_ms)
+    video = recording.plan(camera, rows[0].start_ms, rows[-1].end_ms, layout)
     assert video.ends_early_at_ms == runs[1][0].start_ms
     assert video.start_ms == runs[0][0].start_ms
     assert abs(video.end_ms - runs[0][-1].end_ms) <= FRAME_MS + _overlaps_ms(runs[0]) + 2, (video, runs[0][-1])
@@ -460,7 +583,7 @@ def test_a_codec_or_size_change_ends_the_video_there_and_says_where_the_rest_sta
     assert [p.payload_sha256 for p in played] == [p.payload_sha256 for p in _recorded(runs[0])]
     _decodes(_whole(video), tmp_path, runs[0])
 
-    rest = recording.plan(camera, video.ends_early_at_ms, rows[-1].end_ms)
+    rest = recording.plan(camera, video.ends_early_at_ms, rows[-1].end_ms, layout)
     assert rest.start_ms == runs[1][0].start_ms
     with av.open(str(runs[1][0].path)) as source:
         context = source.streams.video[0].codec_context
@@ -476,11 +599,13 @@ def test_a_codec_or_size_change_ends_the_video_there_and_says_where_the_rest_sta
     _decodes(_whole(rest), tmp_path, runs[1])
 
 
-def test_a_segment_deleted_after_planning_stops_the_bytes_with_an_error_naming_it(recording: Recording) -> None:
+@EACH_LAYOUT
+def test_a_segment_deleted_after_planning_stops_the_bytes_with_an_error_naming_it(recording: Recording,
+                                                                                 layout: str) -> None:
     """As when the ring deletes the oldest video while someone watches it: what came before is right, then
     an error the server turns into an aborted response; never a hang, never bytes of something else."""
     rows = recording.rows("gate")
-    video = recording.plan("gate", rows[3].start_ms, rows[6].end_ms)
+    video = recording.plan("gate", rows[3].start_ms, rows[6].end_ms, layout)
     whole = _whole(video)
     gone = Path(rows[5].path)
     name = recording.layout.relative(gone)
@@ -495,7 +620,7 @@ def test_a_segment_deleted_after_planning_stops_the_bytes_with_an_error_naming_i
             next(video.chunks(len(received) + 10, video.size))
         # planning again names it too
         with pytest.raises(PlaybackError, match=f"segment {re.escape(name)} is gone"):
-            recording.plan("gate", rows[3].start_ms, rows[6].end_ms)
+            recording.plan("gate", rows[3].start_ms, rows[6].end_ms, layout)
     finally:
         gone.with_name(gone.name + ".away").rename(gone)
     assert whole.startswith(received)
@@ -529,8 +654,9 @@ def test_a_damaged_or_truncated_segment_is_refused_at_planning_naming_it(recordi
     assert recording.plan("gate", rows[3].start_ms, rows[5].end_ms).size > 0
 
 
+@EACH_LAYOUT
 def test_a_last_mdat_sized_to_the_end_of_the_file_and_64_bit_box_sizes_are_read(recording: Recording,
-                                                                                 tmp_path: Path) -> None:
+                                                                                 tmp_path: Path, layout: str) -> None:
     """A box of size 0 runs to the end of its file: in the virtual file, where more follows, it is given its
     size. A 64-bit size (size field 1) is read like any other."""
     rows = recording.rows("gate")
@@ -544,7 +670,7 @@ def test_a_last_mdat_sized_to_the_end_of_the_file_and_64_bit_box_sizes_are_read(
         victim.write_bytes(original[:last_mdat.start] + bytes(4) + original[last_mdat.start + 4:])
         reopened = scan_segment(lambda at, length: victim.read_bytes()[at:at + length], len(original))
         assert reopened.open_mdat_at == last_mdat.start
-        video = recording.plan("gate", rows[5].start_ms, rows[7].end_ms)
+        video = recording.plan("gate", rows[5].start_ms, rows[7].end_ms, layout)
         played = _packets(RangeRequests(video))
         assert [p.payload_sha256 for p in played] == expected
         _decodes(_whole(video), tmp_path, rows[5:8])
@@ -597,9 +723,10 @@ def test_malformed_segment_bytes_raise_a_format_error_and_nothing_else(recording
     print(f"\n{outcomes}")
 
 
-def test_streaming_a_long_video_holds_no_more_than_a_chunk_or_two(recording: Recording) -> None:
+@EACH_LAYOUT
+def test_streaming_a_long_video_holds_no_more_than_a_chunk_or_two(recording: Recording, layout: str) -> None:
     rows = recording.rows("gate")
-    video = recording.plan("gate", rows[0].start_ms, rows[-1].end_ms)
+    video = recording.plan("gate", rows[0].start_ms, rows[-1].end_ms, layout)
     assert video.size > 4_000_000, video.size   # the whole recording: holding it would show
     for _ in video.chunks(0, video.size):   # warm: files in the page cache, code paths run once
         pass
@@ -613,7 +740,7 @@ def test_streaming_a_long_video_holds_no_more_than_a_chunk_or_two(recording: Rec
         tracemalloc.stop()
     assert streamed == video.size
     assert peak < 2_000_000, peak
-    print(f"\npeak {peak // 1024} KB traced while streaming {video.size // 1024} KB")
+    print(f"\n{layout}: peak {peak // 1024} KB traced while streaming {video.size // 1024} KB")
 
 
 class _RangeServer(BaseHTTPRequestHandler):
@@ -656,57 +783,72 @@ class _RangeServer(BaseHTTPRequestHandler):
             pass   # the browser has what it wanted, or wants another part
 
 
-class _Browser:
-    """Chromium showing one video served by _RangeServer."""
+BROWSERS = pytest.mark.parametrize("kind", ["chromium", "firefox"])   # issue 11: both play and seek it
 
-    def __init__(self, video: PlaybackVideo, bytes_per_second: int) -> None:
+
+class _Browser:
+    """Chromium (Playwright) or Firefox (Marionette) showing one video served by _RangeServer."""
+
+    def __init__(self, video: PlaybackVideo, bytes_per_second: int, kind: str) -> None:
         self.handler = type("Handler", (_RangeServer,), {"video": video, "bytes_per_second": bytes_per_second,
                                                          "served": []})
         self.video = video
+        self.kind = kind
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self.handler)
         self.server.daemon_threads = True
+        self._closing = contextlib.ExitStack()   # what __exit__ stops, last started first
 
     def __enter__(self) -> _Browser:
-        sync_api = pytest.importorskip("playwright.sync_api")
-        chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-        if chromium is None:
-            pytest.skip("no chromium installed")
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.playwright = sync_api.sync_playwright().start()
-        self.browser = self.playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        self.page = self.browser.new_page()
-        self.page.goto(f"http://127.0.0.1:{self.server.server_address[1]}/")
-        self.page.wait_for_function("document.getElementById('v').readyState >= 1", timeout=20_000)
+        with contextlib.ExitStack() as closing:
+            threading.Thread(target=self.server.serve_forever, daemon=True).start()
+            closing.callback(self.server.server_close)
+            closing.callback(self.server.shutdown)
+            url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+            if self.kind == "firefox":
+                firefox = closing.enter_context(Firefox())
+                self.evaluate, self.wait_for = firefox.evaluate, firefox.wait_for
+                firefox.goto(url)
+            else:
+                sync_api = pytest.importorskip("playwright.sync_api")
+                chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+                if chromium is None:
+                    pytest.skip("no chromium installed")
+                playwright = closing.enter_context(sync_api.sync_playwright())
+                browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+                closing.callback(browser.close)
+                page = browser.new_page()
+                self.evaluate = page.evaluate
+                self.wait_for = lambda expression, timeout_ms: page.wait_for_function(expression, timeout=timeout_ms)
+                page.goto(url)
+            self.wait_for("document.getElementById('v').readyState >= 1", 20_000)
+            self._closing = closing.pop_all()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.browser.close()
-        self.playwright.stop()
-        self.server.shutdown()
-        self.server.server_close()
+        self._closing.close()
 
     @property
     def served(self) -> list[tuple[str | None, int]]:
         return self.handler.served
 
-    def evaluate(self, script: str, argument: object = None) -> object:
-        return self.page.evaluate(script, argument)
-
     def seek(self, utc_ms: int) -> tuple[float, int, int]:
         """Seek to the video time of `utc_ms`; (position, readyState, error code) once 'seeked' fired."""
-        return self.page.evaluate("""async (t) => { const v = document.getElementById('v');
+        return self.evaluate("""async (t) => { const v = document.getElementById('v');
             const seeked = new Promise(ok => v.addEventListener('seeked', ok, {once: true}));
             v.currentTime = t; await seeked;
             return [v.currentTime, v.readyState, v.error ? v.error.code : 0]; }""",
                                   (utc_ms - self.video.start_ms) / 1000)
 
 
-def test_chromium_seeks_far_into_the_video_with_a_range_request(recording: Recording) -> None:
+@pytest.mark.parametrize(("kind", "layout"), [("chromium", PROGRESSIVE), ("firefox", PROGRESSIVE),
+                                              ("chromium", FRAGMENTED)])   # Firefox ignores a sidx
+def test_a_browser_seeks_far_into_the_video_with_a_range_request(recording: Recording, kind: str,
+                                                                 layout: str) -> None:
     rows = recording.rows("gate")
-    video = recording.plan("gate", rows[0].start_ms, rows[-1].end_ms)
+    video = recording.plan("gate", rows[0].start_ms, rows[-1].end_ms, layout)
     rate = 1_000_000   # the whole file would take ~6 s
-    with _Browser(video, rate) as browser:
-        duration = browser.evaluate("document.getElementById('v').duration")
+    with _Browser(video, rate, kind) as browser:
+        duration = browser.evaluate("() => document.getElementById('v').duration")
         assert abs(duration * 1000 - (video.end_ms - video.start_ms)) <= 1, duration
         started = time.monotonic()
         target = rows[-1].start_ms + 700
@@ -716,22 +858,22 @@ def test_chromium_seeks_far_into_the_video_with_a_range_request(recording: Recor
         far = [first for _, first in browser.served if first > video.size * 0.8]
         assert far, browser.served
         assert took < video.size / rate / 2, took
-    print(f"\nChromium seeked {position:.1f} s into {video.size} bytes in {took * 1000:.0f} ms; requests "
-          f"{browser.served}")
+    print(f"\n{kind} seeked {position:.1f} s into {video.size} bytes ({layout}) in {took * 1000:.0f} ms; "
+          f"requests {browser.served}")
 
 
-def test_chromium_plays_on_across_segment_boundaries_and_the_hole(recording: Recording) -> None:
+@BROWSERS
+def test_a_browser_plays_on_across_segment_boundaries_and_the_hole(recording: Recording, kind: str) -> None:
     rows = recording.rows("outage")
     video = recording.plan("outage", rows[0].start_ms, rows[-1].end_ms)
     hole = next((a, b) for a, b in zip(rows, rows[1:]) if b.start_ms - a.end_ms > 500)
-    with _Browser(video, 50_000_000) as browser:
+    with _Browser(video, 50_000_000, kind) as browser:
         for utc_ms in (rows[-1].start_ms + 500, rows[1].start_ms + 700, hole[1].start_ms + 300):
             position, ready, error = browser.seek(utc_ms)
             assert abs(position * 1000 - (utc_ms - video.start_ms)) < 10 and ready >= 2 and error == 0
         # from before a segment boundary and the hole to after both (the hole shows the frame before it)
         browser.seek(hole[0].end_ms - 2600)
-        browser.evaluate("document.getElementById('v').play()")
+        browser.evaluate("() => document.getElementById('v').play()")
         beyond = (hole[1].start_ms + 500 - video.start_ms) / 1000
-        browser.page.wait_for_function(f"document.getElementById('v').currentTime > {beyond}",
-                                       timeout=(OUTAGE_FOR + 15) * 1000)
-        assert browser.evaluate("document.getElementById('v').error") is None
+        browser.wait_for(f"document.getElementById('v').currentTime > {beyond}", (OUTAGE_FOR + 15) * 1000)
+        assert browser.evaluate("() => document.getElementById('v').error") is None

@@ -9,6 +9,7 @@ import io
 import json
 import re
 import sqlite3
+import struct
 import subprocess
 import sys
 import zipfile
@@ -280,6 +281,32 @@ def test_video_of_a_range_plays_and_seeks_by_range_requests_and_playback_is_audi
         assert sum(1 for _ in container.decode(video=0)) > 50
     audit = site.request("GET", "/api/audit?action=playback&camera=gate", token=site.tokens["admin"]).json()["records"]
     assert any(r["actor"] == "viewer" and r["from_ms"] == now - 9000 for r in audit)
+
+
+def test_video_is_progressive_by_default_and_fragmented_when_asked(site: Site) -> None:
+    """Progressive (a moov with every sample, then one mdat: every player seeks in it, Firefox too) unless
+    `layout=fragmented` (moov, sidx, the recorded fragments); the two never share an ETag."""
+    viewer = site.login("viewer")
+    now = site.now_ms()
+    url = f"/api/cameras/gate/video.mp4?start_ms={now - 9000}&end_ms={now - 2000}"
+    progressive = site.request("GET", url, session=viewer)
+    fragmented = site.request("GET", url + "&layout=fragmented", session=viewer)
+    assert progressive.status == fragmented.status == 200
+    def top_boxes(data: bytes) -> list[bytes]:
+        kinds, at = [], 0
+        while at + 8 <= len(data):
+            size, kind = struct.unpack(">I4s", data[at:at + 8])
+            size = struct.unpack(">Q", data[at + 8:at + 16])[0] if size == 1 else size or len(data) - at
+            kinds.append(kind)
+            at += size
+        return kinds
+    assert top_boxes(progressive.body) == [b"ftyp", b"moov", b"mdat"]
+    assert b"mvex" not in progressive.body[:progressive.body.find(b"mdat")]   # no fragments announced
+    fragments = top_boxes(fragmented.body)
+    assert fragments[:3] == [b"ftyp", b"moov", b"sidx"] and set(fragments[3:]) == {b"moof", b"mdat"}
+    assert progressive.headers["etag"] != fragmented.headers["etag"]
+    wrong = site.request("GET", url + "&layout=dash", session=viewer)
+    assert wrong.status == 400 and "layout must be progressive or fragmented" in wrong.body.decode()
 
 
 def test_an_export_downloads_a_zip_that_edgenvr_verify_accepts(site: Site, tmp_path: Path) -> None:

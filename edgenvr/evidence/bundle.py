@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import sqlite3
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -98,6 +99,18 @@ def export_clip(conn: sqlite3.Connection, config: Config, layout: StorageLayout,
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return clip, manifest
+
+
+def zip_export(folder: Path, archive: Path, inside: str = "") -> None:
+    """The export folder as one zip (stored, not compressed: video does not compress), each file under
+    `inside/` if given; nothing is left at `archive` if it fails."""
+    try:
+        with zipfile.ZipFile(archive, "x", compression=zipfile.ZIP_STORED, allowZip64=True) as bundle:
+            for path in sorted(folder.iterdir()):
+                bundle.write(path, f"{inside}/{path.name}" if inside else path.name)
+    except BaseException:
+        archive.unlink(missing_ok=True)
+        raise
 
 
 def _write(path: Path, data: bytes) -> None:

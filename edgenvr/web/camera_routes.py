@@ -49,12 +49,19 @@ from edgenvr.web.api_routes import (
 )
 from edgenvr.web.live_relay import FIRST_PICTURE_SECONDS, LiveRelay
 from edgenvr.web.playback_video import (
+    LAYOUTS,
+    PROGRESSIVE,
     NoRecording,
     PlaybackError,
     PlaybackVideo,
     plan_playback_video,
 )
-from edgenvr.web.request_values import fail, query_range, whole_number
+from edgenvr.web.request_values import (
+    configured_camera,
+    fail,
+    query_range,
+    whole_number,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +72,15 @@ PLAYBACK_AUDIT_MS = 10 * MINUTE_MS   # one audit record per viewer, camera and r
 # makes dozens of Range requests for one video)
 PLAYBACK_SEEN_KEY = web.AppKey("edgenvr_playback_seen", dict)   # (who, camera, start, end) -> when audited
 LIVE_KEY = web.AppKey("edgenvr_live_relay", LiveRelay)
-PLANS_KEY = web.AppKey("edgenvr_playback_plans", dict)   # (camera, start, end) -> (monotonic time, video)
+PLANS_KEY = web.AppKey("edgenvr_playback_plans", dict)   # (camera, start, end, layout) -> (monotonic time, video)
 PLAN_KEPT_SECONDS = 30.0
 PLANS_KEPT = 64
+PLANS_KEPT_BYTES = 32 << 20   # of plan headers: a day's progressive moov is ~10 MB
+VIDEO_LAYOUT = {"name": "layout", "in": "query", "required": False,
+                "schema": {"type": "string", "enum": list(LAYOUTS), "default": PROGRESSIVE},
+                "description": "progressive (default): one moov indexing every sample, so that any player seeks "
+                               "with it alone; fragmented: moof + mdat fragments indexed by a sidx "
+                               "(Chromium seeks with it, Firefox reads up to the time sequentially)."}
 
 
 # --- cameras ---
@@ -134,7 +147,7 @@ async def camera_timeline(request: web.Request) -> web.Response:
     ctx = context(request)
     now = ctx.clock.now_ms()
     start_ms, end_ms = query_range(request, now, longest_ms=LONGEST_TIMELINE_MS)
-    camera = _known_camera(request)
+    camera = known_camera(request)
     return web.json_response(await _index_read(request, _timeline, ctx.layout, camera, start_ms, end_ms, now))
 
 
@@ -143,9 +156,12 @@ async def camera_timeline(request: web.Request) -> web.Response:
 async def camera_video(request: web.Request) -> web.StreamResponse:
     ctx = context(request)
     start_ms, end_ms = query_range(request, ctx.clock.now_ms(), longest_ms=LONGEST_VIDEO_MS)
-    camera = _known_camera(request)
+    kind = request.query.get("layout", PROGRESSIVE)
+    if kind not in LAYOUTS:
+        fail(web.HTTPBadRequest, f"layout must be {' or '.join(LAYOUTS)}, got {kind[:40]!r}")
+    camera = known_camera(request)
     try:
-        video = await _planned_video(request, camera, start_ms, end_ms)
+        video = await _planned_video(request, camera, start_ms, end_ms, kind)
     except NoRecording as gap:
         fail(web.HTTPNotFound, str(gap))
     except PlaybackError as error:
@@ -191,7 +207,7 @@ async def camera_video(request: web.Request) -> web.StreamResponse:
         # Headers are sent: the only honest answer left is a cut connection (the player asks again, and a
         # video whose segment the ring deleted gets a fresh plan without it).
         log.warning("playback of %s cut off: %s", camera, error)
-        request.app[PLANS_KEY].pop((camera, start_ms, end_ms), None)
+        request.app[PLANS_KEY].pop((camera, start_ms, end_ms, kind), None)
         if request.transport is not None:
             request.transport.close()
     finally:
@@ -199,21 +215,29 @@ async def camera_video(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _planned_video(request: web.Request, camera: str, start_ms: int, end_ms: int) -> PlaybackVideo:
+async def _planned_video(request: web.Request, camera: str, start_ms: int, end_ms: int,
+                         kind: str) -> PlaybackVideo:
     """The planned video of a range, kept PLAN_KEPT_SECONDS: a player makes many Range requests for one video,
     and they must all see one layout (the ring may delete its oldest segment meanwhile: then a read of it
-    fails and the player asks again, after the plan has expired)."""
+    fails and the player asks again, after the plan has expired). At most PLANS_KEPT plans and
+    PLANS_KEPT_BYTES of their headers are kept, the oldest dropped first (a plan larger than that on its own
+    is served but not kept)."""
     plans = request.app[PLANS_KEY]
-    key = (camera, start_ms, end_ms)
+    key = (camera, start_ms, end_ms, kind)
     now = time.monotonic()
     kept = plans.get(key)
     if kept is not None and now - kept[0] < PLAN_KEPT_SECONDS:
         return kept[1]
     video: PlaybackVideo = await _index_read(request, plan_playback_video, context(request).layout, camera,
-                                             start_ms, end_ms)
-    if len(plans) >= PLANS_KEPT:
-        for stale in sorted(plans, key=lambda k: plans[k][0])[: PLANS_KEPT // 2]:
-            del plans[stale]
+                                             start_ms, end_ms, kind)
+    plans.pop(key, None)
+    if video.header_size > PLANS_KEPT_BYTES:
+        return video
+    held = sum(plan.header_size for _, plan in plans.values())
+    for stale in sorted(plans, key=lambda k: plans[k][0]):   # oldest first
+        if len(plans) < PLANS_KEPT and held + video.header_size <= PLANS_KEPT_BYTES:
+            break
+        held -= plans.pop(stale)[1].header_size
     plans[key] = (now, video)
     return video
 
@@ -242,11 +266,11 @@ async def _audit_playback(request: web.Request, camera: str, start_ms: int, end_
 
 async def live_view(request: web.Request) -> web.WebSocketResponse:
     """A WebSocket of the camera's live picture (see web.live_relay for what it carries)."""
-    camera = _known_camera(request)
+    camera = known_camera(request)
     relay = request.app[LIVE_KEY]
     if not relay.available:
         fail(web.HTTPServiceUnavailable, "live view is available only under `edgenvr run`")
-    await _audited(request, caller(request).actor, AuditAction.LIVE_VIEW, camera=camera)
+    await audited(request, caller(request).actor, AuditAction.LIVE_VIEW, camera=camera)
     socket = web.WebSocketResponse(heartbeat=20, max_msg_size=4096)
     secure_headers(request, socket)
     await socket.prepare(request)
@@ -327,7 +351,7 @@ def _inside(directory: Path, stored: str | None) -> Path | None:
 
 async def reference_image(request: web.Request) -> web.StreamResponse:
     ctx = context(request)
-    camera = _known_camera(request)
+    camera = known_camera(request)
     row = await _index_read(request, latest_reference, camera)
     path = None if row is None else _inside(ctx.layout.data_dir / "references", str(ctx.layout.absolute(row["image"])))
     if path is None:
@@ -342,10 +366,10 @@ async def approve_reference(request: web.Request) -> web.Response:
     )
 
     ctx = context(request)
-    camera_id = _known_camera(request)
+    camera_id = known_camera(request)
     camera = ctx.config.camera(camera_id)
     who = caller(request).actor
-    await _audited(request, who, AuditAction.REFERENCE_APPROVE, camera=camera_id)
+    await audited(request, who, AuditAction.REFERENCE_APPROVE, camera=camera_id)
     try:
         await asyncio.to_thread(approve_current_view, ctx.layout, camera, who, clock=ctx.clock)
     except (ReferenceError, OSError, sqlite3.Error) as error:
@@ -357,13 +381,9 @@ async def approve_reference(request: web.Request) -> web.Response:
 
 # --- shared ---
 
-def _known_camera(request: web.Request) -> str:
-    camera = request.match_info["camera"]
-    try:
-        context(request).config.camera(camera)
-    except KeyError:
-        fail(web.HTTPNotFound, f"no camera {camera} in this box's config")
-    return camera
+def known_camera(request: web.Request) -> str:
+    """The URL's camera, if the config has it (404 otherwise)."""
+    return configured_camera(context(request).config, request.match_info["camera"])
 
 
 async def _index_read(request: web.Request, query: Any, *args: Any) -> Any:
@@ -376,7 +396,7 @@ async def _index_read(request: web.Request, query: Any, *args: Any) -> Any:
         fail(web.HTTPServiceUnavailable, "the index cannot be read right now; try again")
 
 
-async def _audited(request: web.Request, who: str, action: AuditAction, **fields: Any) -> None:
+async def audited(request: web.Request, who: str, action: AuditAction, **fields: Any) -> None:
     try:
         await context(request).audit(who, action, **fields)
     except Exception as error:   # noqa: BLE001 - no audit record, no action
@@ -393,7 +413,7 @@ ROUTES = [
     ApiRoute("GET", "/api/cameras/{camera}/video.mp4", camera_video, Permission.VIEW,
              "A range (at most 24 h) as one MP4 by stream copy; Range requests seek. Media time 0 is "
              "X-Edgenvr-Start-Ms; holes stay holes",
-             (CAMERA_PATH, START_MS, END_MS), content="video/mp4",
+             (CAMERA_PATH, START_MS, END_MS, VIDEO_LAYOUT), content="video/mp4",
              responses={"206": "Part of the video (a Range request)", "404": "Nothing recorded in the range",
                         "416": "A Range beyond the video"}),
     ApiRoute("GET", "/api/cameras/{camera}/live", live_view, Permission.VIEW,

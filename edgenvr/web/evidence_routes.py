@@ -18,7 +18,6 @@ import logging
 import os
 import shutil
 import sqlite3
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from aiohttp import web
 from edgenvr.core.time_format import basic_utc
 from edgenvr.core.units import DAY_MS
 from edgenvr.evidence.audit import AuditAction, AuditError, AuditTrail, read_records
-from edgenvr.evidence.bundle import ExportError, ExportRequest, export_clip
+from edgenvr.evidence.bundle import ExportError, ExportRequest, export_clip, zip_export
 from edgenvr.evidence.clip_builder import ClipError
 from edgenvr.evidence.identity import IdentityError
 from edgenvr.retention.holds import (
@@ -48,7 +47,7 @@ from edgenvr.web.access import (
 )
 from edgenvr.web.accounts import Permission
 from edgenvr.web.api_routes import CAMERA_QUERY, ApiRoute
-from edgenvr.web.request_values import fail, time_range, whole_number
+from edgenvr.web.request_values import configured_camera, fail, time_range, whole_number
 from edgenvr.web.web_context import WebContext
 
 log = logging.getLogger(__name__)
@@ -65,7 +64,7 @@ async def create_export(request: web.Request) -> web.StreamResponse:
     body: dict[str, Any] = request[BODY_KEY]
     camera = body["camera"]
     start_ms, end_ms = time_range(body["start_ms"], body["end_ms"], ctx.clock.now_ms(), longest_ms=LONGEST_EXPORT_MS)
-    _known_camera(ctx, camera)
+    configured_camera(ctx.config, camera)
     who = caller(request).actor
     if body.get("hold"):
         require(request, Permission.HOLD)
@@ -115,13 +114,7 @@ def _export_zip(ctx: WebContext, export: ExportRequest, archive: Path, name: str
             export_clip(conn, ctx.config, ctx.layout, ctx.identity, trail, export)
         finally:
             trail.close()
-    try:
-        with zipfile.ZipFile(archive, "x", compression=zipfile.ZIP_STORED, allowZip64=True) as bundle:
-            for path in sorted(export.out_dir.iterdir()):
-                bundle.write(path, f"{name}/{path.name}")
-    except BaseException:
-        archive.unlink(missing_ok=True)
-        raise
+    zip_export(export.out_dir, archive, name)
 
 
 # --- holds ---
@@ -175,7 +168,7 @@ async def create_hold(request: web.Request) -> web.Response:
     ctx = context(request)
     body: dict[str, Any] = request[BODY_KEY]
     start_ms, end_ms = time_range(body["start_ms"], body["end_ms"], ctx.clock.now_ms() + 366 * DAY_MS)
-    _known_camera(ctx, body["camera"])
+    configured_camera(ctx.config, body["camera"])
     hold = await _add_hold(ctx, caller(request).actor, body["camera"], start_ms, end_ms, body["reason"])
     return web.json_response(hold, status=201)
 
@@ -227,13 +220,6 @@ async def search_audit(request: web.Request) -> web.Response:
         {"seq": r.seq, "time_ms": r.time_ms, "actor": r.actor, "action": r.action, "camera": r.camera,
          "from_ms": r.from_ms, "to_ms": r.to_ms, "reason": r.reason, "detail": r.detail}
         for r in found[-limit:][::-1]]})
-
-
-def _known_camera(ctx: WebContext, camera: str) -> None:
-    try:
-        ctx.config.camera(camera)
-    except KeyError:
-        fail(web.HTTPNotFound, f"no camera {camera} in this box's config")
 
 
 _RANGE_BODY = "camera, start_ms, end_ms (UTC epoch ms) and reason"

@@ -21,7 +21,7 @@ Invariants:
   camera sends a key frame every fragment (guessed from the previous segment being one fragment; a wrong guess
   costs the fragments up to the next key frame and ends the guessing). This saves a fragment (~1 s) of latency.
 - One `live_view` audit record per user and camera session, written as the WebSocket route writes it
-  (web.camera_routes._audited), before any picture; parts are served only within the caller's own session.
+  (web.camera_routes.audited), before any picture; parts are served only within the caller's own session.
 - Decode times are continuous for the whole HLS session: each recorder segment restarts its timestamps at 0,
   so every fragment's tfdt is rewritten to follow the previous fragment; an EXT-X-DISCONTINUITY (with a new
   EXT-X-MAP) is written only where the track format really changes (another codec, size or timescale).
@@ -35,7 +35,7 @@ Failure paths: no relay (not under `edgenvr run`) -> 503 as the WebSocket route;
 404; a malformed or expired part name, or a part asked for outside the caller's session (no audited playlist
 request in IDLE_SECONDS) -> 404; the camera sends nothing within FIRST_SEGMENT_SECONDS -> 503 saying
 so (the window keeps waiting until the idle timeout); the audit trail cannot be written -> 503 (no record, no
-picture: web.camera_routes._audited).
+picture: web.camera_routes.audited).
 """
 
 from __future__ import annotations
@@ -55,9 +55,8 @@ from edgenvr.web.access import caller
 from edgenvr.web.accounts import Permission
 from edgenvr.web.api_routes import CAMERA_PATH, ApiRoute
 
-# The live view's own checks and audit, so HLS and the WebSocket audit alike (one code path; these two are
-# private there for now: see the report asking to make them public).
-from edgenvr.web.camera_routes import LIVE_KEY, _audited, _known_camera
+# The live view's own checks and audit: HLS and the WebSocket audit alike (one code path).
+from edgenvr.web.camera_routes import LIVE_KEY, audited, known_camera
 from edgenvr.web.live_relay import LiveRelay, Viewer
 from edgenvr.web.mp4_boxes import TrackFormat, children, parse_moof, parse_moov
 from edgenvr.web.request_values import fail
@@ -303,13 +302,13 @@ PLAYLISTS_KEY = web.AppKey("edgenvr_live_playlists", LivePlaylists)
 
 
 async def live_playlist(request: web.Request) -> web.Response:
-    camera = _known_camera(request)
+    camera = known_camera(request)
     playlists = request.app[PLAYLISTS_KEY]
     if not request.app[LIVE_KEY].available:
         fail(web.HTTPServiceUnavailable, "live view is available only under `edgenvr run`")
     actor = caller(request).actor
     if not playlists.watching(actor, camera):
-        await _audited(request, actor, AuditAction.LIVE_VIEW, camera=camera)   # once per user, camera, session
+        await audited(request, actor, AuditAction.LIVE_VIEW, camera=camera)   # once per user, camera, session
     playlists.touch(actor, camera)
     window = playlists.window(camera)
     try:
@@ -320,7 +319,7 @@ async def live_playlist(request: web.Request) -> web.Response:
 
 
 async def live_part(request: web.Request) -> web.Response:
-    camera = _known_camera(request)
+    camera = known_camera(request)
     playlists = request.app[PLAYLISTS_KEY]
     actor = caller(request).actor
     # Parts only within the caller's audited session: no picture without an audit record, even for a script

@@ -1,6 +1,8 @@
 """ISO BMFF (MP4) boxes, only as far as the virtual playback MP4 (web.playback_video) needs them: reading the
-layout of one recorded fragmented segment, and writing the few boxes that change when segments are laid end
-to end (moov with durations, sidx, the moof fields that are renumbered or shifted).
+layout of one recorded fragmented segment (its fragments, and every sample of them: `SampleTable`), and writing
+the few boxes that change when segments are laid end to end (moov with durations, sidx, the moof fields that
+are renumbered or shifted), or the header of a progressive MP4 of their samples (`progressive_header`: ftyp,
+a moov with complete sample tables, the mdat's header).
 
 Owns no files and does no I/O of its own: `scan_segment` reads through the `ReadAt` it is given.
 
@@ -13,7 +15,9 @@ size is 64-bit):
 - moof: the mfhd sequence number's position, tfhd flags and defaults, tfdt (version, position, value), trun
   sample counts, durations, composition offset of the first sample and whether the first sample is a sync
   sample (the fragment's duration is the sum of its sample durations, from trun, else tfhd's default, else
-  trex's).
+  trex's); and each trun's per-sample fields (duration, size, flags, composition offset, each else its tfhd
+  / trex default) and data offset, parsed per segment at once with numpy (big-endian dtype), never per sample
+  in Python.
 
 Invariants of a `SegmentLayout` it returns: fragments are in file order, each is a moof followed (possibly
 with other boxes between) by at least one mdat, and spans [moof start, end of its last mdat); nothing else
@@ -22,7 +26,8 @@ of the file is part of a fragment (an mfra, a trailing free box). Offsets are ab
 Failure paths: bytes that are not a well-formed fragmented MP4 (a box running past its parent or the end of
 the file, 64-bit sizes that do not fit, a moof whose children do not add up, a trun longer than its box,
 an unknown top-level box, an mdat before any moof, a moof without an mdat, no moov / ftyp / mvex / trex,
-more than one track, a non-video track) raise `Mp4FormatError` saying what and at which byte offset; the
+more than one track, a non-video track, a trun of more than 2^20 samples or whose samples are not inside its
+fragment after its moof) raise `Mp4FormatError` saying what and at which byte offset; the
 caller adds the file's name. Nothing else is raised for bad bytes (no IndexError / struct.error: every read
 is bounds-checked first). A well-formed file whose fragments cannot be moved into another file (an explicit
 base-data-offset in tfhd, more than one traf, no tfdt) is not an error here: its layout carries the reason
@@ -38,12 +43,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
+
 ReadAt = Callable[[int, int], bytes]
 """(offset, length) -> the bytes there; shorter only at the end of the file."""
 
 _HEADER = struct.Struct(">I4s")
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
+_I32 = struct.Struct(">i")
 
 U32_MAX = 0xFFFFFFFF
 # In version 0 time fields, all ones means "unknown": the largest value that is a duration is one less.
@@ -53,6 +61,10 @@ _V0_DURATION_MAX = 0xFFFFFFFE
 _TIME_LIMIT = 1 << 53
 # A moov or moof this large is not a recording's (ours are ~1 KB and ~0.3-2 KB): refuse rather than allocate.
 _LARGEST_HEADER_BOX = 16 << 20
+
+# More samples than this in one trun are not a recording's (11.6 h at 25 fps in one fragment): refused, so that
+# a corrupt count in a trun without per-sample fields cannot make sample_table allocate gigabytes.
+_LARGEST_RUN = 1 << 20
 
 # Top-level boxes that may sit in a segment and are not part of the video: passed over.
 _PASSED_OVER = frozenset({b"free", b"skip", b"udta", b"uuid", b"meta", b"mfra", b"pdin", b"wide", b"prft",
@@ -71,6 +83,7 @@ _TRUN_DURATION = 0x000100
 _TRUN_SIZE = 0x000200
 _TRUN_FLAGS = 0x000400
 _TRUN_CTS = 0x000800
+_TRUN_PER_SAMPLE_FLAGS = _TRUN_DURATION | _TRUN_SIZE | _TRUN_FLAGS | _TRUN_CTS
 _NON_SYNC_SAMPLE = 0x00010000   # sample_is_non_sync_sample in sample flags
 
 _CODECS = {b"avc1": "h264", b"avc3": "h264", b"hvc1": "hevc", b"hev1": "hevc"}
@@ -174,6 +187,7 @@ class TrackFormat:
     trex: bytes                  # trex payload: the defaults fragments fall back on
     edit_list: bytes             # the edts box, b"" if none
     default_duration: int        # trex default_sample_duration
+    default_size: int            # trex default_sample_size
     default_flags: int           # trex default_sample_flags
     sample_entry: str            # the stsd entry's type: 'avc1', 'hev1', ...
     codec: str                   # 'h264' | 'hevc' | '' (a codec browsers are not offered)
@@ -234,13 +248,13 @@ def parse_moov(ftyp: bytes, moov: bytes, base: int) -> TrackFormat:
                  and _U32.unpack_from(moov, box.payload + 4)[0] == track_id), None)
     if trex is None:
         raise Mp4FormatError(f"no trex for track {track_id} in the mvex at offset {base + mvex.start}")
-    default_duration, _, default_flags = struct.unpack_from(">III", moov, trex.payload + 12)
+    default_duration, default_size, default_flags = struct.unpack_from(">III", moov, trex.payload + 12)
     codec = _CODECS.get(entry.kind, "")
     return TrackFormat(
         ftyp=ftyp, moov=moov, movie_timescale=movie_timescale, timescale=timescale, track_id=track_id,
         sample_description=moov[stsd.start:stsd.end], trex=moov[trex.payload:trex.end],
         edit_list=moov[edts.start:edts.end] if edts is not None else b"",
-        default_duration=default_duration, default_flags=default_flags, sample_entry=box_name(entry.kind),
+        default_duration=default_duration, default_size=default_size, default_flags=default_flags, sample_entry=box_name(entry.kind),
         codec=codec, mime_codecs=_mime_codecs(moov, entry, base) if codec else "")
 
 
@@ -289,6 +303,12 @@ class SegmentLayout:
     size: int                      # of the file
     open_mdat_at: int              # file offset of a last mdat whose size field is 0 ("to the end"), -1 if none
     unmovable: str                 # why its fragments cannot be moved into another file; "" if they can
+    samples: SampleTable           # every sample of the fragments in `fields`
+
+    @property
+    def nbytes(self) -> int:
+        """Roughly what it holds in memory (its arrays; the format is shared)."""
+        return self.fields.itemsize * len(self.fields) + self.samples.nbytes + 200
 
     @property
     def count(self) -> int:
@@ -296,6 +316,129 @@ class SegmentLayout:
 
     def field(self, fragment: int, which: int) -> int:
         return self.fields[fragment * FRAGMENT_FIELDS + which]
+
+
+class TrackRun(NamedTuple):
+    """One trun of a moof, as parse_moof saw it: what `sample_table` needs to list its samples."""
+    fragment: int          # its fragment's number in the segment
+    moof_at: int           # file offset of its moof: the base of data_offset (one traf, no base_data_offset)
+    moof_end: int
+    flags: int             # which per-sample fields it has (_TRUN_PER_SAMPLE_FLAGS bits)
+    version: int           # 1: composition offsets are signed
+    count: int             # samples, > 0
+    words: bytes           # its per-sample fields, count * (fields) big-endian 32-bit words
+    first_flags: int       # first_sample_flags, -1 if absent
+    data_offset: int | None    # relative to the moof; None: right after the run before it (or at the moof)
+    default_duration: int  # tfhd's, else trex's
+    default_size: int
+    default_flags: int
+
+
+@dataclass(frozen=True)
+class SampleTable:
+    """Every sample of a segment's fragments, in file order, from their truns (with tfhd / trex defaults): what
+    a progressive MP4's sample tables are made of. numpy arrays, not objects: a day at 25 fps is 2.16 M samples
+    (~9 bytes each here; 13 with composition offsets). A run is a trun's samples, contiguous in the file."""
+    durations: np.ndarray      # uint32 per sample, in the track's timescale
+    sizes: np.ndarray          # uint32 per sample, bytes
+    sync: np.ndarray           # bool per sample: a sync sample (key frame)
+    cts: np.ndarray | None     # int32 (or int64) composition offset per sample; None when all are 0
+    run_at: np.ndarray         # int64 per run: file offset of its first sample's bytes
+    run_bytes: np.ndarray      # int64 per run: bytes of its samples
+    run_first: np.ndarray      # int64, runs + 1: each run's first sample; the last is the sample count
+    fragment_runs: np.ndarray  # int64, fragments + 1: each fragment's first run; the last is the run count
+
+    @property
+    def nbytes(self) -> int:
+        arrays = (self.durations, self.sizes, self.sync, self.run_at, self.run_bytes, self.run_first,
+                  self.fragment_runs) + ((self.cts,) if self.cts is not None else ())
+        return sum(a.nbytes + 112 for a in arrays)   # + what numpy keeps per array
+
+
+def _empty_samples(fragments: int) -> SampleTable:
+    return SampleTable(np.zeros(0, np.uint32), np.zeros(0, np.uint32), np.zeros(0, bool), None,
+                       np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(1, np.int64),
+                       np.zeros(fragments + 1, np.int64))
+
+
+def _run_columns(runs: list[TrackRun]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """(durations, sizes, flags, composition offsets or None) of the samples of runs that all have the same
+    per-sample fields and version: their words parsed at once, big-endian, by numpy."""
+    head = runs[0]
+    counts = np.fromiter((run.count for run in runs), np.int64, len(runs))
+    total = int(counts.sum())
+    fields = [bit for bit in (_TRUN_DURATION, _TRUN_SIZE, _TRUN_FLAGS, _TRUN_CTS) if head.flags & bit]
+    words = (np.frombuffer(b"".join(run.words for run in runs), dtype=">u4").reshape(total, len(fields))
+             if fields else np.zeros((total, 0), np.uint32))
+
+    def column(bit: int, default: Callable[[TrackRun], int]) -> np.ndarray:
+        if head.flags & bit:
+            return words[:, fields.index(bit)].astype(np.uint32)
+        return np.repeat(np.fromiter((default(run) for run in runs), np.uint32, len(runs)), counts)
+
+    durations = column(_TRUN_DURATION, lambda run: run.default_duration)
+    sizes = column(_TRUN_SIZE, lambda run: run.default_size)
+    flags = column(_TRUN_FLAGS, lambda run: run.default_flags)
+    if not head.flags & _TRUN_FLAGS:   # first_sample_flags only stands for a first sample without flags
+        starts = np.cumsum(counts) - counts
+        given = [(start, run.first_flags) for start, run in zip(starts.tolist(), runs) if run.first_flags >= 0]
+        if given:
+            at, value = zip(*given)
+            flags[list(at)] = value
+    cts = None
+    if head.flags & _TRUN_CTS:
+        raw = words[:, fields.index(_TRUN_CTS)]
+        # version 1: signed; version 0: unsigned (a value past 2^31 is kept as such, in 64 bits)
+        cts = raw.astype(np.uint32).view(np.int32) if head.version else raw.astype(np.int64)
+        if not cts.any():
+            cts = None
+        elif cts.dtype == np.int64 and int(cts.max()) < 1 << 31:
+            cts = cts.astype(np.int32)
+    return durations, sizes, flags, cts
+
+
+def sample_table(runs: list[TrackRun], fragment_ends: array[int], fragments: int) -> SampleTable:
+    """The samples of a segment from its truns (in file order) and each fragment's end (`fragment_ends`: END of
+    every fragment). Mp4FormatError if a run's bytes are not inside its fragment, after its moof: those of a
+    well-formed file always are, and the progressive layout reads them from there."""
+    if not runs:
+        return _empty_samples(fragments)
+    shape = (runs[0].flags, runs[0].version)
+    if all((run.flags, run.version) == shape for run in runs):
+        durations, sizes, flags, cts = _run_columns(runs)
+    else:   # truns of different layouts in one file (never seen from a recorder): one at a time
+        parts = [_run_columns([run]) for run in runs]
+        durations = np.concatenate([part[0] for part in parts])
+        sizes = np.concatenate([part[1] for part in parts])
+        flags = np.concatenate([part[2] for part in parts])
+        offsets = [part[3] if part[3] is not None else np.zeros(len(part[0]), np.int32) for part in parts]
+        cts = np.concatenate(offsets) if any(part[3] is not None for part in parts) else None
+    counts = np.fromiter((run.count for run in runs), np.int64, len(runs))
+    run_first = np.zeros(len(runs) + 1, np.int64)
+    np.cumsum(counts, out=run_first[1:])
+    run_bytes = np.add.reduceat(sizes.astype(np.int64), run_first[:-1])
+    run_at = np.empty(len(runs), np.int64)
+    previous_fragment, previous_end = -1, 0
+    for number, run in enumerate(runs):
+        if run.data_offset is not None:
+            at = run.moof_at + run.data_offset
+        elif run.fragment == previous_fragment:
+            at = previous_end   # ISO/IEC 14496-12 8.8.8: right after the run before it
+        else:
+            at = run.moof_at    # the base data offset itself (nonsense, refused below)
+        run_at[number] = at
+        previous_fragment, previous_end = run.fragment, at + int(run_bytes[number])
+    fragment_of = np.fromiter((run.fragment for run in runs), np.int64, len(runs))
+    moof_ends = np.fromiter((run.moof_end for run in runs), np.int64, len(runs))
+    ends = np.frombuffer(fragment_ends, np.int64)[fragment_of]
+    outside = np.flatnonzero((run_at < moof_ends) | (run_at + run_bytes > ends))
+    if len(outside):
+        bad = runs[int(outside[0])]
+        raise Mp4FormatError(f"a trun of the moof at offset {bad.moof_at} places its {bad.count} samples outside "
+                             f"its fragment")
+    fragment_runs = np.searchsorted(fragment_of, np.arange(fragments + 1), side="left").astype(np.int64)
+    return SampleTable(durations, sizes, (flags & _NON_SYNC_SAMPLE) == 0, cts, run_at, run_bytes, run_first,
+                       fragment_runs)
 
 
 def _words(data: bytes, start: int, count: int) -> array[int]:
@@ -307,15 +450,19 @@ def _words(data: bytes, start: int, count: int) -> array[int]:
     return words
 
 
-class _Unmovable(Exception):
+class _Unmovable(Mp4FormatError):
     """A well-formed fragment whose data offsets depend on where it is in its file (or a layout this module
-    does not move); the message says why."""
+    does not move); the message says why. A format error to anyone who does not handle it apart (the live
+    relay drops such a fragment instead of stopping)."""
 
 
-def parse_moof(moof: bytes, base: int, track: TrackFormat) -> tuple[int, int, int, int, int, int, int]:
+def parse_moof(moof: bytes, base: int, track: TrackFormat,
+               runs: list[TrackRun] | None = None, fragment: int = 0) -> tuple[int, int, int, int, int, int, int]:
     """(sequence_at, tfdt_at, tfdt_wide, decode_time, duration, key, first_cts) of a whole moof box, offsets
     relative to it (tfdt_at: its version byte). Raises Mp4FormatError if malformed, _Unmovable if it cannot be
-    relocated. (One pass over each box's children, no dicts: a day of fragments is 86,400 calls.)"""
+    relocated. With `runs`, appends there each trun that has samples, for `sample_table`, as the fragment
+    numbered `fragment` of its file. (One pass over each box's children, no dicts: a day of fragments is 86,400
+    calls.)"""
     top = _parse_header(moof, 0, len(moof), base)
     mfhd = traf = None
     trafs = 0
@@ -356,14 +503,16 @@ def parse_moof(moof: bytes, base: int, track: TrackFormat) -> tuple[int, int, in
         raise _Unmovable(f"the moof at offset {base} locates its data by an absolute file offset")
     at += 4
     at += 4 if flags & _TFHD_DESCRIPTION_INDEX else 0
-    default_duration, default_flags = track.default_duration, track.default_flags
+    default_duration, default_size, default_flags = track.default_duration, track.default_size, track.default_flags
     for bit in (_TFHD_DEFAULT_DURATION, _TFHD_DEFAULT_SIZE, _TFHD_DEFAULT_FLAGS):
         if flags & bit:
             if tfhd.end - at < 4:
                 raise Mp4FormatError(f"tfhd at offset {base + tfhd.start} is too short for its flags")
             if bit == _TFHD_DEFAULT_DURATION:
                 default_duration = _U32.unpack_from(moof, at)[0]
-            elif bit == _TFHD_DEFAULT_FLAGS:
+            elif bit == _TFHD_DEFAULT_SIZE:
+                default_size = _U32.unpack_from(moof, at)[0]
+            else:
                 default_flags = _U32.unpack_from(moof, at)[0]
             at += 4
     if tfdt is None:
@@ -382,7 +531,12 @@ def parse_moof(moof: bytes, base: int, track: TrackFormat) -> tuple[int, int, in
         trun_version, trun_flags = _full_box(moof, trun, 8, base)
         count = _U32.unpack_from(moof, trun.payload + 4)[0]
         at = trun.payload + 8
-        at += 4 if trun_flags & _TRUN_DATA_OFFSET else 0
+        data_offset: int | None = None
+        if trun_flags & _TRUN_DATA_OFFSET:
+            if trun.end - at < 4:
+                raise Mp4FormatError(f"trun at offset {base + trun.start} is too short for its flags")
+            data_offset = _I32.unpack_from(moof, at)[0]
+            at += 4
         first_flags = None
         if trun_flags & _TRUN_FIRST_FLAGS:
             if trun.end - at < 4:
@@ -394,6 +548,13 @@ def parse_moof(moof: bytes, base: int, track: TrackFormat) -> tuple[int, int, in
         if count * stride * 4 > trun.end - at:
             raise Mp4FormatError(f"trun at offset {base + trun.start} lists {count} samples, more than it holds")
         words = _words(moof, at, count * stride) if stride and count else array("I")
+        if runs is not None and count:
+            if count > _LARGEST_RUN:
+                raise Mp4FormatError(f"trun at offset {base + trun.start} lists {count} samples, implausibly many")
+            runs.append(TrackRun(fragment, base, base + len(moof), trun_flags & _TRUN_PER_SAMPLE_FLAGS, trun_version,
+                                 count, moof[at:at + 4 * count * stride],
+                                 -1 if first_flags is None else first_flags, data_offset, default_duration,
+                                 default_size, default_flags))
         if trun_flags & _TRUN_DURATION:
             duration += sum(words[per_sample.index(_TRUN_DURATION)::stride])
         else:
@@ -420,6 +581,7 @@ def scan_segment(read_at: ReadAt, size: int) -> SegmentLayout:
     unmovable = ""
     open_mdat_at = -1
     fragment: list[int] | None = None   # the fragment being read: its values, END updated at each mdat
+    runs: list[TrackRun] = []
     known: Box | None = None            # a header already read with the moof before it
     at = 0
     while at < size:
@@ -435,13 +597,15 @@ def scan_segment(read_at: ReadAt, size: int) -> SegmentLayout:
             whole = _read_whole(read_at, box, size, extra=16)
             fragment = None
             if not unmovable:
+                moof_runs: list[TrackRun] = []   # kept only if the moof is: an unmovable one ends the video
                 try:
                     sequence_at, tfdt_at, wide, decode_time, duration, key, cts = parse_moof(
-                        whole[:box.end - box.start], at, track)
+                        whole[:box.end - box.start], at, track, moof_runs, len(fields) // FRAGMENT_FIELDS)
                 except _Unmovable as exc:
                     unmovable = str(exc)
                 else:
                     fragment = [at, 0, decode_time, duration, sequence_at, tfdt_at, wide, key, cts]
+                    runs += moof_runs
             if len(whole) - (box.end - box.start) >= 16:   # the next box's header came with it
                 known = _relocated(_parse_header(whole, box.end - box.start, size - at, at), at)
         elif box.kind == b"mdat":
@@ -470,7 +634,9 @@ def scan_segment(read_at: ReadAt, size: int) -> SegmentLayout:
         if fragment[END] == 0:
             raise Mp4FormatError(f"moof at offset {fragment[MOOF_AT]} has no mdat")
         fields.extend(fragment)
-    return SegmentLayout(track, fields, size, open_mdat_at, unmovable)
+    count = len(fields) // FRAGMENT_FIELDS
+    samples = sample_table(runs, fields[END::FRAGMENT_FIELDS], count)
+    return SegmentLayout(track, fields, size, open_mdat_at, unmovable, samples)
 
 
 # The formats seen lately, by their header bytes: a camera's segments share one (same bytes), so a day of
@@ -540,6 +706,12 @@ def moov_with_duration(track: TrackFormat, duration: int) -> bytes:
     """The track's moov with the whole video's duration (`duration` in media timescale ticks) in mvhd, tkhd
     and mdhd, and an mehd (fragment_duration, in the movie timescale as ISO/IEC 14496-12 8.8.2 defines it)
     first in mvex; every other box as recorded. Box sizes are rebuilt up the tree."""
+    return _rebuilt_moov(track, duration, None)
+
+
+def _rebuilt_moov(track: TrackFormat, duration: int, stbl_payload: bytes | None) -> bytes:
+    """moov_with_duration's moov; with `stbl_payload`, a progressive one instead: no mvex, and that payload
+    in place of the recorded (empty) sample tables."""
     moov = track.moov
     movie_duration = (duration * track.movie_timescale + track.timescale // 2) // track.timescale
 
@@ -551,8 +723,12 @@ def moov_with_duration(track: TrackFormat, duration: int) -> bytes:
             return make_box(b"tkhd", _with_duration(payload, 8, movie_duration))
         if box.kind == b"mdhd":
             return make_box(b"mdhd", _with_duration(payload, 4, duration))
-        if box.kind in (b"trak", b"mdia"):
+        if box.kind in (b"trak", b"mdia", b"minf"):
             return make_box(box.kind, b"".join(rebuilt(child) for child in children(moov, box.payload, box.end)))
+        if box.kind == b"stbl" and stbl_payload is not None:
+            return make_box(b"stbl", stbl_payload)
+        if box.kind == b"mvex" and stbl_payload is not None:
+            return b""   # not fragmented: every sample is in the moov's tables
         if box.kind == b"mvex":
             mehd = (make_box(b"mehd", b"\0\0\0\0" + _U32.pack(movie_duration)) if movie_duration <= _V0_DURATION_MAX
                     else make_box(b"mehd", b"\x01\0\0\0" + _U64.pack(movie_duration)))
@@ -587,3 +763,99 @@ def make_sidx(track_id: int, timescale: int, earliest_presentation_time: int, si
     return make_box(b"sidx", b"\x01\0\0\0" + struct.pack(">IIQQHH", track_id, timescale,
                                                          max(0, earliest_presentation_time), 0, 0, count)
                     + table.tobytes())
+
+
+# --- a progressive (non-fragmented) MP4's header ----------------------------------------------------------
+
+
+def _run_lengths(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(index of the first of each run of equal values, the run's length)."""
+    starts = np.concatenate(([0], np.flatnonzero(values[1:] != values[:-1]) + 1))
+    return starts, np.diff(np.append(starts, len(values)))
+
+
+def _table_box(kind: bytes, head: bytes, columns: list[np.ndarray], dtypes: list[str]) -> list[bytes]:
+    """A full box (version and flags in `head`) whose payload is `head`, an entry count and a table of
+    big-endian columns, interleaved; as pieces (its header, its table) so that a large one is copied once."""
+    count = len(columns[0]) if columns else 0
+    table = np.empty(count, dtype=[(f"c{i}", dtype) for i, dtype in enumerate(dtypes)])
+    for i, column in enumerate(columns):
+        table[f"c{i}"] = column
+    body = table.tobytes()
+    return [_HEADER.pack(8 + len(head) + 4 + len(body), kind) + head + _U32.pack(count), body]
+
+
+def _around_stbl(moov: bytes, grown: int) -> tuple[bytes, bytes]:
+    """A moov rebuilt with an empty stbl (every box header 8 bytes), split where the stbl's contents go, the
+    sizes of the stbl and of the boxes holding it grown by `grown` bytes: moov = before + tables + after,
+    with the tables never copied into a box after box."""
+    out = bytearray(moov)
+    at, end = 0, len(moov)
+    for kind in (b"moov", b"trak", b"mdia", b"minf", b"stbl"):
+        box = next(box for box in children(moov, at, end) if box.kind == kind)
+        size = _U32.unpack_from(out, box.start)[0] + grown
+        if size > U32_MAX:
+            raise ValueError("the sample tables do not fit a moov")
+        _U32.pack_into(out, box.start, size)
+        at, end = box.payload, box.end
+    return bytes(out[:end]), bytes(out[end:])
+
+
+def _brands(track: TrackFormat) -> bytes:
+    """An ftyp for a progressive file of the track: isom, as plain players expect (the recorded ftyp names
+    fragment brands such as iso5)."""
+    brands = [b"isom", b"iso2"] + ([b"avc1"] if track.codec == "h264" else []) + [b"mp41"]
+    return make_box(b"ftyp", b"isom" + _U32.pack(0x200) + b"".join(brands))
+
+
+def progressive_header(track: TrackFormat, duration: int, deltas: np.ndarray, sizes: np.ndarray,
+                       sync: np.ndarray, cts: np.ndarray | None, chunk_samples: np.ndarray,
+                       chunk_bytes: np.ndarray) -> bytes:
+    """ftyp + moov + the mdat's header of a progressive MP4 of the track's samples: per sample its decode
+    duration (`deltas`, ticks; they add up to `duration`), size, whether it is a sync sample and its
+    composition offset (None: all 0); per chunk (its samples contiguous in the mdat, chunks in order, the first
+    right after the mdat's header) its number of samples and bytes. The mdat's body (sum of chunk_bytes)
+    follows these bytes. stco when every chunk offset fits 32 bits, else co64; a 64-bit mdat size when its
+    size does not fit 32 bits. ValueError if a duration does not fit stts."""
+    samples = len(sizes)
+    if samples == 0 or len(deltas) != samples or len(sync) != samples or int(chunk_samples.sum()) != samples:
+        raise ValueError(f"inconsistent sample tables ({samples} samples)")
+    if int(deltas.min()) < 0 or int(deltas.max()) > U32_MAX:
+        raise ValueError("a sample duration does not fit stts")
+    starts, lengths = _run_lengths(deltas)
+    tables = [track.sample_description, *_table_box(b"stts", bytes(4), [lengths, deltas[starts]], [">u4", ">u4"])]
+    if cts is not None and cts.any():
+        signed = int(cts.min()) < 0   # version 1: signed offsets
+        starts, lengths = _run_lengths(cts)
+        tables += _table_box(b"ctts", b"\1\0\0\0" if signed else bytes(4), [lengths, cts[starts]],
+                             [">u4", ">i4" if signed else ">u4"])
+    if not sync.all():   # no stss: every sample is a sync sample
+        tables += _table_box(b"stss", bytes(4), [np.flatnonzero(sync) + 1], [">u4"])
+    if bool((sizes == sizes[0]).all()):
+        tables.append(make_box(b"stsz", bytes(4) + _U32.pack(int(sizes[0])) + _U32.pack(samples)))
+    else:
+        table = sizes.astype(">u4").tobytes()
+        tables += [_HEADER.pack(20 + len(table), b"stsz") + bytes(8) + _U32.pack(samples), table]
+    starts, _ = _run_lengths(chunk_samples)
+    tables += _table_box(b"stsc", bytes(4), [starts + 1, chunk_samples[starts], np.ones(len(starts))],
+                         [">u4", ">u4", ">u4"])
+    body = int(chunk_bytes.sum())
+    ftyp = _brands(track)
+    mdat = (_HEADER.pack(8 + body, b"mdat") if 8 + body <= U32_MAX
+            else _HEADER.pack(1, b"mdat") + _U64.pack(16 + body))
+    frame = _rebuilt_moov(track, duration, b"")   # the moov around empty sample tables
+    relative = np.zeros(len(chunk_bytes), np.int64)
+    np.cumsum(chunk_bytes[:-1], out=relative[1:])
+    chunks = len(chunk_bytes)
+    stbl = sum(map(len, tables))
+    header = len(ftyp) + len(frame) + stbl + 16 + 4 * chunks + len(mdat)
+    if header + int(relative[-1]) <= U32_MAX:
+        tables += [make_box(b"stco", bytes(4) + _U32.pack(chunks) + (relative + header).astype(">u4").tobytes())]
+    else:
+        header += 4 * chunks
+        tables += [make_box(b"co64", bytes(4) + _U32.pack(chunks) + (relative + header).astype(">u8").tobytes())]
+    before, after = _around_stbl(frame, sum(map(len, tables)))
+    whole = b"".join([ftyp, before, *tables, after, mdat])
+    if len(whole) != header:
+        raise AssertionError(f"the progressive header is {len(whole)} bytes, {header} were planned")
+    return whole

@@ -3,11 +3,29 @@
 HTTP Range requests). Its bytes are computed on demand from the segment files: nothing is copied, written, or
 held in memory beyond one piece being read.
 
-Owns: the layout of the virtual file, producing any byte range of it, and a small cache of parsed segment
+Owns: the layouts of the virtual file, producing any byte range of it, and a small cache of parsed segment
 layouts. It never writes, deletes or locks anything; the index is read only while planning (the rows, and the
 gaps when there is nothing to show).
 
-The file (the moonfire-nvr idea, done with fragments; the boxes themselves are edgenvr.web.mp4_boxes):
+Two layouts of the same samples (the boxes themselves are edgenvr.web.mp4_boxes):
+
+PROGRESSIVE, the default (moonfire-nvr's): a plain, non-fragmented MP4 that every player seeks in with its
+moov alone:
+  [ftyp isom] [moov: the first segment's, durations set, no mvex; its stbl the first segment's stsd and the
+  sample tables of every included sample: stts, ctts (only if a composition offset is not 0), stss (the sync
+  samples; none if all are), stsz, stsc + stco (co64 once a chunk offset passes 2^32), a chunk per recorded
+  trun (one per fragment from our recorder)] [one mdat (64-bit size past 4 GB) whose body is every included
+  trun's sample bytes, byte for byte as recorded: nothing is patched]
+The per-sample values come from each fragment's trun (with tfhd / trex defaults), parsed per segment with
+numpy (mp4_boxes.sample_table). A sample keeps its recorded duration, except the last one before a fragment,
+which lasts until that fragment's planned decode time (below): that is where a hole, or the rounding of a
+row start, is taken, so that sample decode times are exactly the fragmented layout's tfdt times. The moov of
+a day at 25 fps is ~9.5 MB (2.16 M samples: 4 bytes each in stsz, plus stts / stss / stsc / stco); a player
+reads it first, then the samples it wants with one Range request. Measured with 10 minutes of 1080p (300 MB)
+served at 20 MB/s, a seek 9 minutes in: Firefox ESR 153 0.03 s, Chromium 0.07 s, each with one Range request
+(Firefox on the fragmented layout: 15.2 s, reading 277 MB sequentially: its MoofParser ignores a sidx).
+
+FRAGMENTED (`layout=fragmented`; Chromium seeks in it with the sidx, Firefox reads up to the time):
   [ftyp of the first segment] [its moov: mvhd/tkhd/mdhd durations set, an mehd (movie timescale, as ISO/IEC
   14496-12 defines it) first in its mvex] [one sidx, version 1] [every included fragment (moof + its mdat) of
   every segment, byte for byte, except mfhd sequence_number (1..N over the file) and tfdt
@@ -41,17 +59,23 @@ Invariants:
 - Every included segment has the first one's timescale, track id, trex defaults, edit list and sample
   description bytes (codec, size, SPS/PPS/VPS): one moov describes them all. The video ENDS before the first
   segment that differs (a camera reconfigured, or switched codec), whose fragments cannot be moved (data at
-  absolute file offsets), whose tfdt is version 0 (32-bit) while its new decode time is not (handled like a
-  parameter change: nothing is widened, since that would move every data offset after it), or that follows
-  a hole longer than a sidx duration holds (2^32 ticks: 13.2 h at 90 kHz). `ends_early_at_ms` is then that
-  segment's UTC start, so the UI can ask for the rest separately.
+  absolute file offsets: the same rule in both layouts), whose tfdt is version 0 (32-bit) while its new
+  decode time is not (fragmented layout only; handled like a parameter change: nothing is widened, since that
+  would move every data offset after it), or that follows a hole longer than a sidx duration or an stts
+  sample delta holds (2^32 ticks: 13.2 h at 90 kHz). `ends_early_at_ms` is then that segment's UTC start, so
+  the UI can ask for the rest separately.
 - Moved fragments stay valid: their data offsets are relative to their moof (default-base-is-moof, or the
-  moof of a single track fragment), and each patched field keeps its recorded width.
+  moof of a single track fragment), and each patched field keeps its recorded width. In the progressive
+  layout each trun's samples are read from where its data offset says (inside its fragment, after its moof:
+  mp4_boxes refuses a file where they are not), so its chunk offsets point at exactly the recorded bytes.
 - `size`, the header and every fragment's place in the file are fixed at planning; `chunks` only reads, and
   holds each source file open only while it reads from it.
-- A cached segment layout is keyed by (path, inode, size, mtime_ns): closed segment files never change, and a
-  file that did is parsed again. The cache holds at most _CACHED_FRAGMENTS fragments, least recently used
-  out first: ~13 MB when full, a day of one camera (10 s segments, 1 s fragments; measured with tracemalloc).
+- A cached segment layout (its fragments and its sample table, what both layouts need) is keyed by (path,
+  inode, size, mtime_ns): closed segment files never change, and a file that did is parsed again. The cache
+  holds at most _CACHED_BYTES (48 MB) by SegmentLayout.nbytes, least recently used out first: a day of one
+  camera (10 s segments, 1 s fragments, 25 fps) is 37 MB of it.
+- The ETag hashes the layout's name with the files and fragments included: the two layouts of one range have
+  different ETags (an If-Range of one never gets bytes of the other).
 
 Failure paths:
 - nothing recorded in the range (no fragment inside it, or no such camera): NoRecording, its message naming
@@ -61,18 +85,27 @@ Failure paths:
   replaced), malformed (edgenvr.web.mp4_boxes.Mp4FormatError), or, for the first one, not playable in a
   browser: PlaybackError naming it relative to the data dir. Its SHA-256 is not checked (far too slow per
   request; the export path does that);
+- at planning, in the progressive layout, a range whose samples' decode times would not fit stts (not
+  expected: the cut above prevents it) or whose moov would pass 4 GB: PlaybackError;
+- `kind` not one of LAYOUTS: ValueError (the route answers 400 before planning);
 - in `chunks`, a segment deleted after planning (the retention ring deletes the oldest video), replaced or
-  shortened: PlaybackError naming it, raised before any byte of that file is yielded; a `chunks` call
+  shortened: PlaybackError naming it, raised before any byte of that file is yielded (in the progressive
+  layout a piece never mixes two files, and the file is checked (inode, size, mtime) before it is read); a `chunks` call
   starting there raises at its first step. Bytes already yielded are right, so the server must ABORT the
   response (close the connection without finishing it): the browser then sees a failed request and plans
   again, never a complete-looking response with a hole in it. A file deleted while it is being read is read
   to the end (an open file outlives its name).
 
-Planning time, measured (page cache warm; a 2-core x86-64 Xeon VM; 1080p segments of 10 s, key frames every
-2 s, fragments every 1 s, as a real camera gives; /tmp benchmark with hard-linked copies of one segment):
-- 60 segments (10 min): 14 ms with the layout cache empty, 3.7 ms with it warm (median of 20);
-- 8,640 segments (24 h, 86,400 fragments): 1.9 s with the cache empty, 0.34 s with it warm (median of 5),
-  about half of that in index.queries.segments building each row's path.
+Planning time, measured (page cache warm; a 2-core x86-64 Xeon VM; 1080p segments of 10 s at 25 fps, key
+frames every 2 s, fragments every 1 s, as a real camera gives; /tmp benchmark with hard-linked copies of one
+segment; the index query left out (rows made by the benchmark): with the index, add ~0.2 s a day for
+index.queries.segments building each row's path):
+- 60 segments (10 min): progressive 22 ms with the layout cache empty, 2 ms with it warm (median of 5);
+  fragmented 19 ms and 1 ms; the progressive header is 64 KB;
+- 8,640 segments (24 h, 86,400 fragments, 2.16 M samples): progressive 2.5 s with the cache empty, 0.24 s
+  with it warm (header 9.5 MB; 102 MB traced at the peak of a cold plan, the cache's 37 MB included);
+  fragmented 2.4 s and 0.18 s (header 0.5 MB). Parsing the sample tables costs ~0.1 ms a segment when the
+  cache is empty (fragmented alone was 1.65 s cold before they were parsed).
 `chunks` then gives its first piece in 0.01-0.1 ms.
 """
 
@@ -91,6 +124,8 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from edgenvr.core.camera_ids import is_camera_id
 from edgenvr.index.queries import SegmentRow, camera_states, gaps, segments
@@ -113,12 +148,16 @@ from edgenvr.web.mp4_boxes import (
     TrackFormat,
     make_sidx,
     moov_with_duration,
+    progressive_header,
     scan_segment,
 )
 
 CHUNK_BYTES = 256 * 1024           # the most `chunks` yields at once
-_LAYOUT_VERSION = 1                # in every etag: a change of how the file is laid out changes them all
-_CACHED_FRAGMENTS = 100_000        # ~72 bytes each (FRAGMENT_FIELDS 64-bit integers), + 1 a file
+PROGRESSIVE = "progressive"        # the layouts of the virtual file (module docstring); the first is the default
+FRAGMENTED = "fragmented"
+LAYOUTS = (PROGRESSIVE, FRAGMENTED)
+_LAYOUT_VERSION = 2                # in every etag: a change of how the file is laid out changes them all
+_CACHED_BYTES = 48 << 20           # parsed segment layouts kept: a day of one camera at 25 fps is ~37 MB
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 
@@ -136,13 +175,13 @@ class PlaybackError(Exception):
 
 
 class _LayoutCache:
-    """Least recently used segment layouts, bounded by their total number of fragments. Thread-safe: the
-    server plans in several threads."""
+    """Least recently used segment layouts, bounded by the bytes they hold (SegmentLayout.nbytes). Thread-safe:
+    the server plans in several threads."""
 
-    def __init__(self, max_fragments: int) -> None:
+    def __init__(self, max_bytes: int) -> None:
         self._entries: OrderedDict[tuple[str, int, int, int], SegmentLayout] = OrderedDict()
-        self._fragments = 0
-        self._max_fragments = max_fragments
+        self._bytes = 0
+        self._max_bytes = max_bytes
         self._lock = threading.Lock()
 
     def get(self, key: tuple[str, int, int, int]) -> SegmentLayout | None:
@@ -157,18 +196,18 @@ class _LayoutCache:
             if key in self._entries:
                 return
             self._entries[key] = value
-            self._fragments += value.count + 1   # + 1: an empty layout still costs its entry
-            while self._fragments > self._max_fragments and len(self._entries) > 1:
+            self._bytes += value.nbytes
+            while self._bytes > self._max_bytes and len(self._entries) > 1:
                 _, dropped = self._entries.popitem(last=False)
-                self._fragments -= dropped.count + 1
+                self._bytes -= dropped.nbytes
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
-            self._fragments = 0
+            self._bytes = 0
 
 
-_LAYOUTS = _LayoutCache(_CACHED_FRAGMENTS)
+_LAYOUTS = _LayoutCache(_CACHED_BYTES)
 
 
 @dataclass(frozen=True)
@@ -232,7 +271,7 @@ class _Source:
 
 
 @dataclass(frozen=True)
-class _Plan:
+class _FragmentedPlan:
     """Everything `chunks` needs: the header, and for the N fragments of the video their place in the file
     (`offsets`, N + 1 entries, the last being the size), their new decode times and their sources."""
     header: bytes
@@ -323,6 +362,65 @@ class _Plan:
         return [(offset, value) for offset, value in patches if offset < end and offset + max(len(value), 4) > at]
 
 
+@dataclass(frozen=True)
+class _ProgressivePlan:
+    """Everything `chunks` needs for the progressive layout: the header (ftyp, moov, the mdat's header), and
+    for the R runs of samples (one per trun: a chunk of the moov) their place in the video (`offsets`, R + 1
+    entries, the last being the size), in their file, and their source."""
+    header: bytes
+    sources: tuple[_Source, ...]
+    offsets: array[int]          # 'q'
+    file_at: array[int]          # 'q'
+    source_of: array[int]        # 'q': index into sources
+
+    def read(self, first: int, end: int) -> Iterator[bytes]:
+        """Bytes [first, end) of the file, in pieces of at most CHUNK_BYTES, each from one segment file (so
+        that a file found deleted or changed stops the bytes before any of its own); the sample bytes are
+        read as recorded, nothing is patched."""
+        header = self.header
+        at = first
+        while at < end and at < len(header):
+            stop = min(end, len(header), at + CHUNK_BYTES)
+            yield header[at:stop]
+            at = stop
+        if at >= end:
+            return
+        offsets, file_at, source_of = self.offsets, self.file_at, self.source_of
+        run = bisect.bisect_right(offsets, at) - 1
+        fd = -1
+        open_source = -1
+        try:
+            while at < end:
+                number = source_of[run]
+                source = self.sources[number]
+                if number != open_source:
+                    if fd >= 0:
+                        os.close(fd)
+                        fd = -1
+                    fd = _open_unchanged(source.file)   # PlaybackError: gone or changed since planned
+                    open_source = number
+                limit = min(end, at + CHUNK_BYTES)
+                pieces = []
+                # The runs of one file, up to a piece's size: each is contiguous in its file (a moof between two)
+                while at < limit and source_of[run] == number:
+                    stop = min(limit, offsets[run + 1])
+                    try:
+                        data = os.pread(fd, stop - at, file_at[run] + at - offsets[run])
+                    except OSError as exc:
+                        raise PlaybackError(f"segment {source.file.name} cannot be read: {exc.strerror}") from exc
+                    if len(data) != stop - at:
+                        raise PlaybackError(f"segment {source.file.name} is shorter than when the video was "
+                                            f"planned")
+                    pieces.append(data)
+                    at = stop
+                    if at == offsets[run + 1]:
+                        run += 1
+                yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+
 def _apply(buffer: bytearray, at: int, patches: list[tuple[int, bytes]], name: str) -> None:
     """Write the patches over `buffer` (video bytes from offset `at`), each only as far as it overlaps it."""
     end = at + len(buffer)
@@ -369,7 +467,10 @@ class PlaybackVideo:
     codec: str               # 'h264' or 'hevc' (from the stsd entry: avc1/avc3 -> h264, hvc1/hev1 -> hevc)
     mime_codecs: str         # RFC 6381, e.g. 'avc1.64001f' / 'hev1.1.6.L93.B0', for the UI's canPlayType
     ends_early_at_ms: int | None   # UTC start of the first segment in the range NOT included, None if none
-    _plan: _Plan = field(repr=False, compare=False)
+    layout: str              # PROGRESSIVE or FRAGMENTED
+    header_size: int         # bytes of the header held in memory (ftyp, moov, sidx / mdat header): what a
+    #                          cache of plans is bounded by (a day's progressive moov is ~10 MB)
+    _plan: _FragmentedPlan | _ProgressivePlan = field(repr=False, compare=False)
 
     def chunks(self, first: int, end: int) -> Iterator[bytes]:
         """Bytes [first, end) of the file, in pieces <= 256 KiB; opens each source file only while reading it.
@@ -390,9 +491,10 @@ def _round_div(value: int, divisor: int) -> int:
 class _Builder:
     """Collects the fragments of consecutive segments while they can share the first one's header."""
 
-    def __init__(self, start_ms: int, end_ms: int) -> None:
+    def __init__(self, start_ms: int, end_ms: int, kind: str) -> None:
         self.start_ms = start_ms
         self.end_ms = end_ms
+        self.kind = kind
         self.track: TrackFormat | None = None
         self.origin = 0                 # ticks of UTC media time 0, as round(ms * timescale / 1000)
         self.video_start_ms = 0
@@ -467,8 +569,10 @@ class _Builder:
 
     def _take(self, file: _SegmentFile, first: int, last: int) -> bool:
         """Fragments first..last of the segment onto the timeline, unless a decode time does not fit its tfdt
-        or follows the previous fragment by more than a sidx duration holds (then nothing is taken)."""
+        (fragmented layout only: the progressive one has no tfdt) or follows the previous fragment by more than
+        a sidx duration or an stts sample delta holds (then nothing is taken)."""
         fields = file.layout.fields
+        tfdt_matters = self.kind == FRAGMENTED
         low, high = first * FRAGMENT_FIELDS, (last + 1) * FRAGMENT_FIELDS
         shift = _round_div(file.start_ms * file.layout.format.timescale, 1000) - self.origin
         times = array("q")
@@ -480,7 +584,7 @@ class _Builder:
             time = shift + decode_time
             if time < end:
                 time = end
-            if (not wide and time > U32_MAX) or time - previous > U32_MAX:
+            if (tfdt_matters and not wide and time > U32_MAX) or time - previous > U32_MAX:
                 return False
             times.append(time)
             end = time + duration
@@ -496,6 +600,80 @@ class _Builder:
     def build(self, camera: str) -> PlaybackVideo:
         track = self.track
         assert track is not None and self.decode_times
+        total = self.end_ticks
+        plan = self._fragmented() if self.kind == FRAGMENTED else self._progressive()
+        digest = hashlib.sha256(f"{_LAYOUT_VERSION}\0{self.kind}\0{camera}".encode())
+        for source in self.sources:
+            file = source.file
+            digest.update(f"\0{file.name}\0{file.inode}\0{file.size}\0{file.mtime_ns}\0{source.first}\0"
+                          f"{source.count}".encode())
+        return PlaybackVideo(
+            camera=camera, start_ms=self.video_start_ms,
+            end_ms=self.video_start_ms + _round_div(total * 1000, track.timescale), size=plan.offsets[-1],
+            etag=digest.hexdigest()[:32], codec=track.codec, mime_codecs=track.mime_codecs,
+            ends_early_at_ms=self.ends_early_at_ms, layout=self.kind, header_size=len(plan.header), _plan=plan)
+
+    def _progressive(self) -> _ProgressivePlan:
+        """ftyp + moov (complete sample tables) + one mdat of every included run of samples, as recorded.
+        Sample decode times follow the fragments' planned times: the last sample before a fragment lasts up to
+        that fragment's start, so that holes and the ms rounding of row starts stay on the UTC timeline."""
+        track = self.track
+        assert track is not None
+        durations, sizes, sync, cts, per_fragment, run_samples, run_bytes, run_at, run_source = (
+            [], [], [], [], [], [], [], [], [])
+        with_cts = any(source.file.layout.samples.cts is not None for source in self.sources)
+        for number, source in enumerate(self.sources):
+            table = source.file.layout.samples
+            runs = table.fragment_runs[source.first:source.first + source.count + 1]
+            low, high = int(runs[0]), int(runs[-1])
+            firsts = table.run_first[low:high + 1]
+            begin, stop = int(firsts[0]), int(firsts[-1])
+            durations.append(table.durations[begin:stop])
+            sizes.append(table.sizes[begin:stop])
+            sync.append(table.sync[begin:stop])
+            if with_cts:
+                cts.append(table.cts[begin:stop] if table.cts is not None else np.zeros(stop - begin, np.int32))
+            per_fragment.append(np.diff(table.run_first[runs]))
+            run_samples.append(np.diff(firsts))
+            run_bytes.append(table.run_bytes[low:high])
+            run_at.append(table.run_at[low:high])
+            run_source.append(np.full(high - low, number, np.int64))
+        deltas = np.concatenate(durations)   # a copy: the cached tables are not changed below
+        if not len(deltas):
+            name = self.sources[0].file.name
+            raise PlaybackError(f"segment {name} cannot be played: its fragments hold no samples")
+        # Each fragment's samples keep their recorded durations but the last, which lasts until the next
+        # fragment's planned time (the end, for the last): a hole, or the rounding of row starts, is taken
+        # there. Per fragment, not per sample: a day is 86,400 fragments but 2.16 M samples.
+        counts = np.concatenate(per_fragment)
+        kept = counts > 0   # a fragment without samples has nothing to stretch
+        times = np.frombuffer(self.decode_times, np.int64)[kept]
+        ends = np.cumsum(counts[kept])
+        lasts = ends - 1
+        sums = np.add.reduceat(deltas, ends - counts[kept], dtype=np.int64)
+        stretched = np.append(times[1:], self.end_ticks) - (times + sums - deltas[lasts])
+        if int(stretched.min()) < 0 or int(stretched.max()) > U32_MAX:   # _take keeps them apart by 0..2^32
+            raise PlaybackError("the range cannot be one progressive video (sample times out of order or too "
+                                "far apart); ask for a shorter one")
+        deltas[lasts] = stretched
+        chunk_bytes = np.concatenate(run_bytes)
+        try:
+            header = progressive_header(track, self.end_ticks, deltas, np.concatenate(sizes),
+                                        np.concatenate(sync), np.concatenate(cts) if with_cts else None,
+                                        np.concatenate(run_samples), chunk_bytes)
+        except ValueError as exc:   # not expected: _take keeps fragment starts within 2^32 ticks of each other
+            raise PlaybackError(f"the range cannot be one progressive video ({exc}); ask for a shorter one") from exc
+        offsets = np.zeros(len(chunk_bytes) + 1, np.int64)
+        np.cumsum(chunk_bytes, out=offsets[1:])
+        offsets += len(header)
+        return _ProgressivePlan(header, tuple(self.sources), array("q", offsets.tobytes()),
+                                array("q", np.concatenate(run_at).tobytes()),
+                                array("q", np.concatenate(run_source).tobytes()))
+
+    def _fragmented(self) -> _FragmentedPlan:
+        """ftyp + moov + sidx + every included fragment, with mfhd / tfdt patched."""
+        track = self.track
+        assert track is not None
         count = len(self.decode_times)
         total = self.end_ticks
         starts = list(itertools.compress(range(count), self.keys))
@@ -525,28 +703,21 @@ class _Builder:
         source_of = array("l")
         for number, source in enumerate(self.sources):
             source_of.extend(array("l", [number]) * source.count)
-        digest = hashlib.sha256(f"{_LAYOUT_VERSION}\0{camera}".encode())
-        for source in self.sources:
-            file = source.file
-            digest.update(f"\0{file.name}\0{file.inode}\0{file.size}\0{file.mtime_ns}\0{source.first}\0"
-                          f"{source.count}".encode())
-        plan = _Plan(header, tuple(self.sources), offsets, times, source_of)
-        return PlaybackVideo(
-            camera=camera, start_ms=self.video_start_ms,
-            end_ms=self.video_start_ms + _round_div(total * 1000, track.timescale), size=offsets[-1],
-            etag=digest.hexdigest()[:32], codec=track.codec, mime_codecs=track.mime_codecs,
-            ends_early_at_ms=self.ends_early_at_ms, _plan=plan)
+        return _FragmentedPlan(header, tuple(self.sources), offsets, times, source_of)
 
 
 def plan_playback_video(conn: sqlite3.Connection, layout: StorageLayout, camera: str, start_ms: int,
-                        end_ms: int) -> PlaybackVideo:
-    """Plan `camera`'s recording of [start_ms, end_ms) as one virtual MP4 (see the module docstring for the
-    layout, the cut, and every failure: NoRecording, PlaybackError, ValueError)."""
+                        end_ms: int, kind: str = PROGRESSIVE) -> PlaybackVideo:
+    """Plan `camera`'s recording of [start_ms, end_ms) as one virtual MP4 laid out as `kind` (PROGRESSIVE or
+    FRAGMENTED; see the module docstring for the layouts, the cut, and every failure: NoRecording,
+    PlaybackError, ValueError, also for an unknown `kind`)."""
+    if kind not in LAYOUTS:
+        raise ValueError(f"no video layout {kind!r}: {' or '.join(LAYOUTS)}")
     if end_ms <= start_ms:
         raise ValueError(f"the range ends ({end_ms}) before it starts ({start_ms})")
     # Read the rows at once: a generator would hold a read transaction while the files are parsed.
     rows = list(segments(conn, layout, camera, start_ms, end_ms)) if is_camera_id(camera) else []
-    builder = _Builder(start_ms, end_ms)
+    builder = _Builder(start_ms, end_ms, kind)
     data_dir = os.path.join(str(layout.data_dir), "")
     for row in rows:
         if not builder.add(_segment_file(data_dir, row)):

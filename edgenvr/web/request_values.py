@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 import jsonschema_rs
 from aiohttp import web
 
+from edgenvr.config.records import Config
 from edgenvr.core.camera_ids import CAMERA_ID_RULE, is_camera_id
 from edgenvr.core.time_format import format_ms
 from edgenvr.core.units import HOUR_MS, LATEST_TIME_MS, MINUTE_MS
@@ -28,6 +29,15 @@ _VALIDATORS = {name: jsonschema_rs.validator_for(schema) for name, schema in BOD
 class HTTPLocked(web.HTTPClientError):
     """423: the account is locked (aiohttp has no class for it)."""
     status_code = 423
+
+
+def configured_camera(config: Config, camera: str) -> str:
+    """`camera` if the box's config has it; 404 otherwise (a camera removed from the config is not served)."""
+    try:
+        config.camera(camera)
+    except KeyError:
+        fail(web.HTTPNotFound, f"no camera {camera} in this box's config")
+    return camera
 
 
 def fail(status: type[web.HTTPException], message: str) -> NoReturn:
