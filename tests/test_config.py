@@ -28,10 +28,14 @@ from edgenvr.config.records import (
     Quota,
     RecordingConfig,
     StorageConfig,
+    SyncConfig,
+    TimeWindow,
+    section_keys,
 )
 from edgenvr.config.values import parse_size
 from edgenvr.config.writing import config_example, config_reference, config_to_toml
 from edgenvr.core.url_redaction import redact_text, redact_url
+from tests.conftest import edgenvr
 
 PASSWORD = "S3cr3t-pw"
 MAIN_URL = f"rtsp://admin:{PASSWORD}@192.0.2.10:554/Streaming/Channels/101"
@@ -622,6 +626,8 @@ def _with_setting(key: ConfigKey, value: str) -> str:
         return CAMERA + f"{key.name} = {value}\n"
     if key.section == "cameras.motion":
         return CAMERA + f"[cameras.motion]\n{key.name} = {value}\n"
+    if key.section == "sync":   # a [sync] table must name its hub
+        return f'[sync]\nhub_url = "{HUB_URL}"\n{key.name} = {value}\n'
     return f"[{key.section}]\n{key.name} = {value}\n"
 
 
@@ -725,3 +731,197 @@ def test_min_free_must_leave_room_on_the_data_filesystem(tmp_path: Path) -> None
     assert_one_problem(_machine_problems(_storage(tmp_path, tmp_path / "data", str(disk))), "storage.min_free",
                        "not less than the whole data filesystem")
     check_data_dir(_storage(tmp_path, tmp_path / "data", str(disk - 1)))
+
+
+# --- [sync]: store-and-forward to the city hub ----------------------------------------------------------
+
+
+HUB_URL = "https://hub.example.id:8443"
+TOKEN = "enrol_Q7vX2-kLmN9pR4sT6uW8yZ0aBcDeFgHi"
+FINGERPRINT = "ab:cd:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89"
+FINGERPRINT_SHOWN = FINGERPRINT.upper()   # as a browser and `edgenvr identity` show it
+
+SYNC_CONFIG = f"""
+[sync]
+hub_url = "{HUB_URL}"
+enrolment_token = "{TOKEN}"
+hub_fingerprint = "{FINGERPRINT}"
+upload_kbps = 2000
+continuous_windows = ["22:00-06:00", "12:30-13:15"]
+"""
+
+
+def test_a_full_sync_table_loads_with_every_value() -> None:
+    sync = parse_config(SYNC_CONFIG).sync
+    assert sync == SyncConfig(hub_url=HUB_URL, enrolment_token=TOKEN, hub_fingerprint=FINGERPRINT_SHOWN,
+                              upload_kbps=2000,
+                              continuous_windows=(TimeWindow(22 * 60, 6 * 60), TimeWindow(12 * 60 + 30, 13 * 60 + 15)),
+                              enabled=True)
+    assert [str(window) for window in sync.continuous_windows] == ["22:00-06:00", "12:30-13:15"]
+
+
+def test_a_config_without_sync_does_not_sync() -> None:
+    config = parse_config(CAMERA)
+    assert config.sync.enabled is False
+    assert config.sync == SyncConfig()
+    assert config.sync.allows_continuous(0) is False
+
+
+def test_a_sync_table_with_only_the_hub_gets_the_defaults() -> None:
+    sync = parse_config(f'[sync]\nhub_url = "{HUB_URL}"\n').sync
+    assert sync == SyncConfig(hub_url=HUB_URL, enabled=True)
+    assert (sync.enrolment_token, sync.hub_fingerprint, sync.upload_kbps, sync.continuous_windows) == (
+        None, None, 0, ())
+    # No windows: continuous video is never sent.
+    assert not any(sync.allows_continuous(minute) for minute in range(24 * 60))
+
+
+def test_a_plain_http_hub_is_accepted_and_its_doc_says_when_to_use_one() -> None:
+    assert parse_config('[sync]\nhub_url = "http://10.0.0.2:8080/hub"\n').sync.hub_url == "http://10.0.0.2:8080/hub"
+    hub_url = next(key for key in section_keys("sync") if key.name == "hub_url")
+    assert "http://" in hub_url.doc and "proxy" in hub_url.doc and "TLS" in hub_url.doc
+
+
+@pytest.mark.parametrize("written", [
+    FINGERPRINT, FINGERPRINT.upper(), FINGERPRINT.replace(":", ""), FINGERPRINT.replace(":", "").upper(),
+    f"  {FINGERPRINT}  ",
+])
+def test_the_hub_fingerprint_is_kept_in_one_form(written: str) -> None:
+    text = f'[sync]\nhub_url = "{HUB_URL}"\nhub_fingerprint = "{written}"\n'
+    assert parse_config(text).sync.hub_fingerprint == FINGERPRINT_SHOWN
+
+
+def test_time_windows_wrap_past_midnight() -> None:
+    night = TimeWindow(22 * 60, 6 * 60)
+    assert [night.allows(minute) for minute in (21 * 60 + 59, 22 * 60, 23 * 60 + 59, 0, 5 * 60 + 59, 6 * 60)] == [
+        False, True, True, True, True, False]   # from the start up to, not including, the end
+    noon = TimeWindow(12 * 60, 13 * 60)
+    assert [noon.allows(minute) for minute in (12 * 60 - 1, 12 * 60, 13 * 60 - 1, 13 * 60)] == [
+        False, True, True, False]
+    until_midnight = TimeWindow(23 * 60, 0)
+    assert until_midnight.allows(23 * 60 + 59) and not until_midnight.allows(0)
+    with pytest.raises(ValueError):
+        night.allows(24 * 60)
+
+    sync = parse_config(f'[sync]\nhub_url = "{HUB_URL}"\ncontinuous_windows = ["23:30-00:30", "3:00-04:00"]\n').sync
+    allowed = [minute for minute in range(24 * 60) if sync.allows_continuous(minute)]
+    assert allowed == [*range(0, 30), *range(180, 240), *range(23 * 60 + 30, 24 * 60)]
+
+
+@pytest.mark.parametrize(("setting", "key_path", "fragment"), [
+    # The hub's URL: https:// (or http://), a host, no credentials, fragment or query.
+    ('hub_url = "ftp://hub.example.id"', "sync.hub_url", "is not an https:// URL"),
+    ('hub_url = "hub.example.id:8443"', "sync.hub_url", "is not an https:// URL"),
+    ('hub_url = "rtsp://hub.example.id"', "sync.hub_url", "is not an https:// URL"),
+    ('hub_url = "https://box:pw@hub.example.id"', "sync.hub_url", "user name or password"),
+    ('hub_url = "https://hub.example.id/#top"', "sync.hub_url", "fragment"),
+    ('hub_url = "https://hub.example.id/?x=1"', "sync.hub_url", "query"),
+    ('hub_url = "https:///api"', "sync.hub_url", "no host"),
+    ('hub_url = "https://hub.example.id:99999"', "sync.hub_url", "invalid port"),
+    ('hub_url = "https://hub example.id"', "sync.hub_url", "spaces"),
+    ('hub_url = ""', "sync.hub_url", "must not be empty"),
+    ("hub_url = 8443", "sync.hub_url", "expected a string, got integer 8443"),
+    # The certificate's fingerprint: 64 hex digits.
+    ('hub_fingerprint = "AB:CD:EF"', "sync.hub_fingerprint", "64 hex digits"),
+    (f'hub_fingerprint = "{"ab" * 20}"', "sync.hub_fingerprint", "SHA-1"),
+    (f'hub_fingerprint = "{"gh" * 32}"', "sync.hub_fingerprint", "64 hex digits"),
+    (f'hub_fingerprint = "{"ab" * 33}"', "sync.hub_fingerprint", "this has 66"),
+    ("hub_fingerprint = true", "sync.hub_fingerprint", "expected a string, got boolean true"),
+    # The upload cap: a whole number of kbit/s, 0 to 10 Gbit/s.
+    ("upload_kbps = -1", "sync.upload_kbps", "must be from 0 to 10000000, got -1"),
+    ("upload_kbps = 10000001", "sync.upload_kbps", "must be from 0 to 10000000"),
+    ("upload_kbps = 1.5", "sync.upload_kbps", "expected a whole number, got float 1.5"),
+    ('upload_kbps = "2000"', "sync.upload_kbps", 'expected a whole number, got string "2000"'),
+    # Windows: "HH:MM-HH:MM", hours 0-23, minutes 0-59, start != end.
+    ('continuous_windows = "22:00-06:00"', "sync.continuous_windows", 'expected an array of windows'),
+    ('continuous_windows = ["22:00-06:00", "24:00-06:00"]', "sync.continuous_windows[1]", "hour 24 is not 0-23"),
+    ('continuous_windows = ["22:00-06:60"]', "sync.continuous_windows[0]", "minute 60 is not 0-59"),
+    ('continuous_windows = ["06:00-06:00"]', "sync.continuous_windows[0]", "starts and ends at the same time"),
+    ('continuous_windows = ["10pm-6am"]', "sync.continuous_windows[0]", '"10pm-6am" is not a window "HH:MM-HH:MM"'),
+    ('continuous_windows = ["22:00"]', "sync.continuous_windows[0]", "is not a window"),
+    ("continuous_windows = [2200]", "sync.continuous_windows[0]", "got integer 2200"),
+    # The token: a string, one word.
+    ('enrolment_token = ""', "sync.enrolment_token", "must not be empty"),
+    ("enrolment_token = 12345", "sync.enrolment_token", "expected a string, got integer"),
+    ('enrolment_token = "enrol_abc def"', "sync.enrolment_token", "spaces"),
+    # A misspelt key.
+    ('enrollment_token = "enrol_abc"', "sync.enrollment_token", 'did you mean "enrolment_token"'),
+])
+def test_bad_sync_values_name_the_key(setting: str, key_path: str, fragment: str) -> None:
+    hub = "" if setting.startswith("hub_url") else f'hub_url = "{HUB_URL}"\n'
+    with pytest.raises(ConfigError) as refused:
+        parse_config(f"[sync]\n{hub}{setting}\n")
+    assert_one_problem(refused.value.problems, key_path, fragment)
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("[sync]\n", "required"),
+    ('[sync]\nupload_kbps = 100\n', "required"),
+])
+def test_a_sync_table_must_name_its_hub(text: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse_config(text)
+    assert_one_problem(refused.value.problems, "sync.hub_url", fragment, "https://")
+
+
+def test_sync_that_is_not_a_table_is_one_problem() -> None:
+    for text in ("sync = true\n", f'[[sync]]\nhub_url = "{HUB_URL}"\n'):
+        with pytest.raises(ConfigError) as refused:
+            parse_config(text)
+        assert_one_problem(refused.value.problems, "sync", "expected a table ([sync])")
+
+
+@pytest.mark.parametrize("settings", [
+    f'enrolment_token = "{TOKEN} "',                                    # pasted with a space
+    f'enrolment_token = "{TOKEN}\\n"',                                  # and with a line break
+    f'enrolment_token = "{TOKEN}"\nupload_kbps = "{TOKEN}"',            # and under another key
+    f'enrolment_token = "{TOKEN}"\ncontinuous_windows = ["{TOKEN}"]',
+    f'enrolment_token = "{TOKEN}"\nhub_fingerprint = "{TOKEN}"',
+    f'enrolment_token = "{TOKEN}"\n[storage]\nquota = "{TOKEN}"',
+    f'enrolment_token = "{TOKEN}"\n[box]\nid = "{TOKEN}"',
+])
+def test_the_enrolment_token_is_in_no_error_message(settings: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse_config(f'[sync]\nhub_url = "{HUB_URL}"\n{settings}\n')
+    assert refused.value.problems
+    assert TOKEN not in str(refused.value) and TOKEN not in repr(refused.value)
+    assert all(TOKEN not in problem for problem in refused.value.problems)
+
+
+def test_the_enrolment_token_under_the_hub_url_is_not_shown_either() -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse_config(f'[sync]\nhub_url = "{TOKEN}"\nenrolment_token = "{TOKEN}"\n')
+    assert_one_problem(refused.value.problems, "sync.hub_url", "is not an https:// URL")
+    assert TOKEN not in str(refused.value)
+
+
+def test_the_enrolment_token_is_not_in_the_repr_of_the_config() -> None:
+    config = parse_config(SYNC_CONFIG)
+    assert config.sync.enrolment_token == TOKEN   # the sync process needs it as written
+    for text in (repr(config), str(config), repr(config.sync), str(config.sync), f"{config.sync}"):
+        assert TOKEN not in text
+        assert "enrolment_token='***'" in text and HUB_URL in text   # still says a token is set, and where to
+    assert "enrolment_token=None" in repr(SyncConfig(hub_url=HUB_URL))
+
+
+def test_check_config_never_shows_the_enrolment_token(tmp_path: Path) -> None:
+    good = write(tmp_path, f'[storage]\ndata_dir = "{tmp_path}/data"\n{SYNC_CONFIG}', "good.toml")
+    checked = edgenvr("check-config", str(good))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert TOKEN not in checked.stdout + checked.stderr
+
+    bad = write(tmp_path, f'[storage]\ndata_dir = "{tmp_path}/data"\n{SYNC_CONFIG}upload_kbps_max = 1\n'
+                          f'hub_fingerprint_sha = "{TOKEN}"\n[box]\nname = 5\nid = "{TOKEN}"\n', "bad.toml")
+    checked = edgenvr("check-config", str(bad))
+    assert checked.returncode == 1
+    assert "sync.upload_kbps_max" in checked.stdout and "box.id" in checked.stdout
+    assert TOKEN not in checked.stdout + checked.stderr
+
+
+def test_config_with_sync_round_trips_through_toml() -> None:
+    original = parse_config(SYNC_CONFIG + "\n" + CAMERA)
+    text = config_to_toml(original)
+    assert "[sync]" in text and 'continuous_windows = ["22:00-06:00", "12:30-13:15"]' in text
+    assert parse_config(text) == original
+    without = parse_config(CAMERA)
+    assert "[sync]" not in config_to_toml(without) and parse_config(config_to_toml(without)) == without

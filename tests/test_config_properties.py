@@ -18,6 +18,7 @@ from edgenvr.config.writing import config_to_toml
 from edgenvr.core.units import DAY_MS, OPEN_END_MS, SECOND_MS
 
 PROPERTY = settings(max_examples=200, deadline=None)
+TOKEN = "enrol_Q7vX2-kLmN9pR4sT6uW8"   # [sync]'s enrolment token: a secret no message may show
 
 # TOML literals of every type, weighted to the values that break things: huge, tiny, negative, not finite,
 # sizes and percentages as text, wrong types.
@@ -75,6 +76,19 @@ def _likely_value(key: ConfigKey) -> st.SearchStrategy[str]:
             return st.sampled_from(['"/var/lib/edgenvr"', '"data"', '"~/x"', '""'])
         case Kind.URL:
             return st.sampled_from(['"rtsp://192.0.2.10/x"', '"rtsps://a:b@192.0.2.10:322/x"', '"http://h/x"'])
+        case Kind.HUB_URL:
+            return st.sampled_from(['"https://hub.example.id:8443"', '"http://10.0.0.2/hub"', '"https://a:b@h/"',
+                                    '"ftp://h"', '"https://h/#x"', '"https://h:0"', '""'])
+        case Kind.SECRET:
+            return st.sampled_from([toml_string(TOKEN), '""', '"enrol_a b"', '"enrol_\\u0007"'])
+        case Kind.FINGERPRINT:
+            return st.one_of(st.binary(min_size=30, max_size=34).map(lambda digest: toml_string(digest.hex(":"))),
+                             st.binary(min_size=32, max_size=32).map(lambda digest: toml_string(digest.hex())))
+        case Kind.TIME_WINDOWS:
+            times = st.tuples(st.integers(min_value=0, max_value=25), st.integers(min_value=0, max_value=61)).map(
+                lambda time: f"{time[0]:02d}:{time[1]:02d}")
+            windows = st.tuples(times, times).map(lambda ends: toml_string("-".join(ends)))
+            return st.lists(windows, max_size=3).map(lambda items: "[" + ", ".join(items) + "]")
     return VALUES
 
 
@@ -94,6 +108,10 @@ def config_documents(draw: st.DrawFn) -> str:
     for section in ("storage", "recording", "motion", "logging"):
         if draw(st.booleans()):
             text += f"[{section}]\n" + draw(_table(section))
+    if draw(st.booleans()):   # [sync], most often with the hub it requires
+        hub = 'hub_url = "https://hub.example.id:8443"\n' if draw(st.integers(min_value=0, max_value=9)) else ""
+        text += "[sync]\n" + hub + draw(_table("sync").map(lambda body: "\n".join(
+            line for line in body.splitlines() if not (hub and line.startswith("hub_url ="))) + "\n"))
     for number in range(draw(st.integers(min_value=0, max_value=2))):
         text += f'[[cameras]]\nid = "cam-{number}"\nurl = "rtsp://192.0.2.10/{number}"\n'
         if draw(st.integers(min_value=0, max_value=9)) == 0:   # now and then a camera without its id and url
@@ -135,7 +153,7 @@ def _usable(key: ConfigKey, value: Any) -> bool:
 
 def _bounded_values(config: Config) -> list[tuple[ConfigKey, Any]]:
     records: list[tuple[str, object]] = [("storage", config.storage), ("recording", config.recording),
-                                         ("motion", config)]
+                                         ("motion", config), ("sync", config.sync)]
     for camera in config.cameras:
         records += [("cameras", camera), ("cameras.motion", camera.motion)]
     return [(key, getattr(record, key.attribute)) for section, record in records
@@ -164,6 +182,31 @@ def test_any_text_gives_a_config_or_a_config_error(text: str) -> None:
         parse_config(text)
     except ConfigError:
         pass
+
+
+# Keys of top-level tables whose value is one TOML string or number: where a token may be pasted by mistake.
+_SCALAR_KEYS = [key for key in CONFIG_KEYS if "." not in key.section and key.section != "cameras"
+                and key.kind not in (Kind.TABLE, Kind.ZONES, Kind.POLYGON, Kind.POLYGONS)]
+
+
+@PROPERTY
+@given(st.sets(st.sampled_from(_SCALAR_KEYS), max_size=4),
+       st.sampled_from([TOKEN, f" {TOKEN}", f"{TOKEN}\n", f'{TOKEN}"', f"{TOKEN}\\"]))
+def test_the_enrolment_token_is_in_no_message_whatever_key_it_is_pasted_under(
+        pasted_under: set[ConfigKey], token: str) -> None:
+    tables: dict[str, dict[str, str]] = {"sync": {"enrolment_token": token}}
+    for key in pasted_under:
+        value = f"[{toml_string(token)}]" if key.kind is Kind.TIME_WINDOWS else toml_string(token)
+        tables.setdefault(key.section, {})[key.name] = value
+    text = "".join(f"[{section}]\n" + "".join(f"{name} = {value}\n" for name, value in table.items())
+                   for section, table in tables.items())
+    try:
+        config = parse_config(text)
+    except ConfigError as refused:
+        assert refused.problems
+        assert TOKEN not in str(refused), refused.problems
+        return
+    assert TOKEN not in repr(config) and TOKEN not in str(config)
 
 
 def test_every_number_and_size_has_an_upper_bound() -> None:

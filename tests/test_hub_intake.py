@@ -11,8 +11,6 @@ import asyncio
 import hashlib
 import json
 import shutil
-import subprocess
-import sys
 import time
 import zipfile
 from collections.abc import Iterator
@@ -28,8 +26,8 @@ from edgenvr.simulator import SimulatedCamera
 from edgenvr.storage.layout import StorageLayout
 from edgenvr.sync.hub_client import Delivered, HubClient, HubRefused, HubUnreachable
 from tests.conftest import config_text, edgenvr, start_supervisor
+from tests.hub_site import Hub, running_hub
 from tests.link_faults import FaultyLink
-from tests.web_site import free_port
 
 BOX = "rt08-kuningan"
 pytestmark = pytest.mark.slow
@@ -87,48 +85,14 @@ def _zip(folder: Path, archive: Path, extra: dict[str, bytes] | None = None) -> 
     return archive
 
 
-@dataclass
-class Hub:
-    config: Path
-    data_dir: Path
-    url: str
-    process: subprocess.Popen[bytes]
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return edgenvr("hub", *args[:1], "--config", str(self.config), *args[1:])
-
-
 @pytest.fixture
 def hub(tmp_path: Path) -> Iterator[Hub]:
-    port = free_port()
-    config = tmp_path / "hub.toml"
-    config.write_text(f'[hub]\nlisten = "127.0.0.1:{port}"\ntls = false\ndata_dir = "{tmp_path / "hub-data"}"\n'
-                      "max_clip_mb = 64\n")
-    log = open(tmp_path / "hub.log", "ab")
-    process = subprocess.Popen([sys.executable, "-m", "edgenvr", "hub", "--config", str(config)], stdout=log,
-                               stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if requests.get(url + "/api/health", timeout=2).json()["status"] == "ok":
-                break
-        except (requests.ConnectionError, ValueError):
-            pass
-        assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "hub.log").read_text()
-        time.sleep(0.2)
-    try:
-        yield Hub(config, tmp_path / "hub-data", url, process)
-    finally:
-        process.terminate()
-        assert process.wait(timeout=20) == 0, (tmp_path / "hub.log").read_text()
-        log.close()
+    with running_hub(tmp_path) as running:
+        yield running
 
 
 def _token(hub: Hub, box: str = BOX) -> str:
-    result = hub.cli("enrol", "--box", box, "--site", "Pos RT 08, Kuningan")
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
+    return hub.token(box)
 
 
 def _metadata(export: Export, key: str, camera: str | None = None) -> dict[str, str]:
@@ -272,8 +236,7 @@ def test_an_upload_through_a_link_that_keeps_dropping_arrives_once_resending_at_
     chunk = max(4096, size // 40)
     hub_key, _ = asyncio.run(_send(hub, box.identity, _token(hub), box.exports[0].archive,
                                    _metadata(box.exports[0], "warm-up")))
-    port = int(hub.url.rsplit(":", 1)[1])
-    with FaultyLink(("127.0.0.1", port)) as link:
+    with FaultyLink(("127.0.0.1", hub.port)) as link:
         link.drop_at_random(mean_bytes=size // 12, seed=12)
         known: list[str] = []
 
@@ -305,8 +268,7 @@ def test_an_upload_through_a_link_that_keeps_dropping_arrives_once_resending_at_
 def test_a_chunk_altered_in_flight_is_refused_sent_again_and_the_clip_is_right(
         box: Box, hub: Hub, caplog: pytest.LogCaptureFixture) -> None:
     archive = box.exports[1].archive
-    port = int(hub.url.rsplit(":", 1)[1])
-    with FaultyLink(("127.0.0.1", port)) as link:
+    with FaultyLink(("127.0.0.1", hub.port)) as link:
         async def send() -> Delivered:
             async with HubClient(f"http://127.0.0.1:{link.port}", box.identity, chunk_bytes=32 * 1024) as client:
                 await client.enrol(_token(hub))
@@ -317,4 +279,4 @@ def test_a_chunk_altered_in_flight_is_refused_sent_again_and_the_clip_is_right(
         assert link.corruptions, "nothing was altered: the test proves nothing"
     assert any(" 460 " in record.getMessage() for record in caplog.records), caplog.text
     assert delivered.receipt["sha256"] == hashlib.sha256(archive.read_bytes()).hexdigest()
-    assert "does not match its sha256 checksum" in (hub.config.parent / "hub.log").read_text()
+    assert "does not match its sha256 checksum" in hub.log.read_text()

@@ -31,6 +31,7 @@ from edgenvr.core.records import COMMISSIONING, EventKind, RecorderState
 from edgenvr.core.time_format import TIME_FORMS, format_ms, parse_time_ms
 from edgenvr.index.schema import IndexVersionError
 from edgenvr.storage.layout import StorageLayout
+from edgenvr.sync import outbox
 
 log = logging.getLogger("edgenvr")
 
@@ -215,6 +216,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         states = {row["id"]: row for row in camera_states(conn)}
         last_video = {camera: last_video_ms(conn, layout, camera, row["last_end_ms"]) for camera, row in states.items()}
         references = {camera.id: latest_reference(conn, camera.id) for camera in config.cameras}
+        waiting = outbox.backlog(conn) if config.sync.enabled else None
     for camera in config.cameras:
         row = states.get(camera.id)
         if row is None:
@@ -243,6 +245,15 @@ def cmd_status(args: argparse.Namespace) -> int:
                     f"taken automatically {format_ms(reference['approved_ms'])} ({layout.absolute(reference['image'])});"
                     f" once you have checked that the camera shows what it must watch, approve its view:"
                     f" `edgenvr reference approve --camera {camera.id}`"))
+    if waiting is not None:
+        if args.json:
+            print(json.dumps({"sync": {"hub_url": config.sync.hub_url, "backlog": waiting.count,
+                                       "backlog_bytes_built": waiting.bytes_known, "oldest_ms": waiting.oldest_ms,
+                                       "last_error": waiting.last_error}}))
+        else:
+            oldest = f", the oldest from {format_ms(waiting.oldest_ms)}" if waiting.oldest_ms is not None else ""
+            problem = f"; last problem: {waiting.last_error}" if waiting.last_error else ""
+            print(f"sync to {config.sync.hub_url}: {waiting.count} clip(s) waiting{oldest}{problem}")
     return 0
 
 

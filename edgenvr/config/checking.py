@@ -3,12 +3,14 @@
 This module owns every rule about what a valid configuration is. The generic ones (unknown keys, types,
 bounds, defaults) come from the key descriptions on the records (records.py); the special ones are here:
 sizes and quotas, the data directory, camera ids (``edgenvr.core.camera_ids``), camera URLs, zones and
-polygons; and, in `check_data_dir`, what only the machine can tell (data_dir writable, min_free below the
-filesystem's size). Validation collects every problem in one pass, each message starting with the key path it is
-about, so ``edgenvr check-config`` can show a user everything to fix at once. Parsing is done by the
-standard library's ``tomllib``.
+polygons, and [sync]'s hub URL, certificate fingerprint, enrolment token and time windows; and, in
+`check_data_dir`, what only the machine can tell (data_dir writable, min_free below the filesystem's size).
+Validation collects every problem in one pass, each message starting with the key path it is about, so
+``edgenvr check-config`` can show a user everything to fix at once. Parsing is done by the standard library's
+``tomllib``.
 
-Camera URLs carry passwords. No message produced here contains one; see ``edgenvr.core.url_redaction``.
+Camera URLs carry passwords and [sync] an enrolment token. No message produced here contains either; see
+``edgenvr.core.url_redaction`` and ``ConfigError``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from urllib.parse import urlsplit
 
 from edgenvr.config.keys import ConfigKey, Kind, keys_of
 from edgenvr.config.records import (
+    CONFIG_KEYS,
     TOP_LEVEL_KEYS,
     BoxConfig,
     CameraConfig,
@@ -38,6 +41,8 @@ from edgenvr.config.records import (
     Quota,
     RecordingConfig,
     StorageConfig,
+    SyncConfig,
+    TimeWindow,
     WebConfig,
     Zone,
     section_keys,
@@ -45,9 +50,17 @@ from edgenvr.config.records import (
 )
 from edgenvr.config.values import format_size, parse_size, plain_number, quote
 from edgenvr.core.camera_ids import CAMERA_ID_RULE, is_camera_id
-from edgenvr.core.url_redaction import redact_text, redact_url
+from edgenvr.core.url_redaction import REDACTED, redact_text, redact_url
 
 _URL_SCHEMES = ("rtsp", "rtsps")
+# http:// is accepted for a hub behind a proxy on the same host or LAN that adds TLS (the key's doc says so).
+_HUB_URL_SCHEMES = ("https", "http")
+_HUB_URL_EXAMPLE = '"https://hub.example.id:8443"'
+_FINGERPRINT_DIGITS = re.compile(r"[0-9A-Fa-f]*")
+_SHA256_HEX_DIGITS = 64
+# One or two digits of hour (people write "6:00"), always two of minute; spaces around "-" are harmless.
+_TIME_WINDOW = re.compile(r"\s*([0-9]{1,2}):([0-9]{2})\s*-\s*([0-9]{1,2}):([0-9]{2})\s*")
+_TIME_WINDOW_RULE = '"HH:MM-HH:MM" on the 24 h clock, like "22:00-06:00"'
 _PERCENT_TEXT = re.compile(r"\s*([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))\s*%\s*")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -59,13 +72,24 @@ class ConfigError(Exception):
     (or the file name, for problems with the file itself).
     """
 
-    def __init__(self, problems: Iterable[str] | str) -> None:
+    def __init__(self, problems: Iterable[str] | str, secrets: Iterable[str] = ()) -> None:
         if isinstance(problems, str):
             problems = [problems]
-        # Messages about URLs are built with redact_url already; redacting
-        # again here means a value echoed from an unexpected place (a URL
-        # pasted under the wrong key) cannot carry a password out either.
-        self.problems: list[str] = [redact_text(problem) for problem in problems]
+        # ``secrets`` are the values of the file's secret keys (the enrolment token). Their own reader never
+        # shows them, but the same text pasted under another key would be echoed by that key's message:
+        # taking every occurrence out here keeps it out of every message, whatever key it is under.
+        # Also as quote() escapes it and without the spaces it may have been pasted with.
+        hidden = {form for secret in secrets for form in (secret, secret.strip(), quote(secret)[1:-1])
+                  if form.strip()}
+        cleaned: list[str] = []
+        for problem in problems:
+            for secret in sorted(hidden, key=len, reverse=True):   # the longest first: no part of it left behind
+                problem = problem.replace(secret, REDACTED)
+            # Messages about URLs are built with redact_url already; redacting
+            # again here means a value echoed from an unexpected place (a URL
+            # pasted under the wrong key) cannot carry a password out either.
+            cleaned.append(redact_text(problem))
+        self.problems: list[str] = cleaned
         super().__init__("\n".join(self.problems))
 
     def __str__(self) -> str:
@@ -175,10 +199,24 @@ def _parse(text: str, source: str, base_dir: Path) -> Config:
     config_values |= checker.values(checker.section(document, "logging"), "logging", keys_of(Config, "logging"))
     web = WebConfig(**checker.values(checker.section(document, "web"), "web", section_keys("web")),
                     enabled="web" in document)
+    sync = checker.sync(document)
     if checker.problems:
-        raise ConfigError(checker.problems)
-    return Config(storage=storage, recording=recording, box=box, web=web, cameras=cameras, source=source,
-                  **config_values)
+        raise ConfigError(checker.problems, secrets=_secrets(document))
+    return Config(storage=storage, recording=recording, box=box, web=web, sync=sync, cameras=cameras,
+                  source=source, **config_values)
+
+
+def _secrets(document: dict[str, Any]) -> list[str]:
+    """The values the file gives its secret keys, for ConfigError to keep out of every message."""
+    found: list[str] = []
+    for key in CONFIG_KEYS:
+        if key.kind is Kind.SECRET:
+            assert "." not in key.section, f"{key.path}: a secret is looked up in a top-level table only"
+            table = document.get(key.section)
+            value = table.get(key.name) if isinstance(table, dict) else None
+            if isinstance(value, str) and value:
+                found.append(value)
+    return found
 
 
 class _Checker:
@@ -270,6 +308,14 @@ class _Checker:
             case Kind.POLYGONS:
                 return tuple(self.polygon(entry, f"{_key_path(prefix, name)}[{i}]")
                              for i, entry in enumerate(self.array(table, prefix, name)))
+            case Kind.HUB_URL:
+                return self.hub_url(table, prefix, name, default)
+            case Kind.SECRET:
+                return self.secret(table, prefix, name, default)
+            case Kind.FINGERPRINT:
+                return self.fingerprint(table, prefix, name, default)
+            case Kind.TIME_WINDOWS:
+                return self.time_windows(table, prefix, name, default)
         raise AssertionError(f"{key.path}: {key.kind} is read by its table's own reader")
 
     # --- typed readers ---
@@ -429,7 +475,106 @@ class _Checker:
             points.append((float(point[0]), float(point[1])))
         return tuple(points)
 
+    def hub_url(self, table: dict[str, Any], prefix: str, key: str, default: str) -> str:
+        url = self.string(table, prefix, key)
+        if url is None:
+            return default
+        where = _key_path(prefix, key)
+        if not url.strip():
+            self.add(where, f"must not be empty: the city hub's URL, like {_HUB_URL_EXAMPLE}")
+            return default
+        problem = _hub_url_problem(url)
+        if problem is not None:
+            self.add(where, problem)
+            return default
+        return url
+
+    def secret(self, table: dict[str, Any], prefix: str, key: str, default: str | None) -> str | None:
+        """A secret string (the enrolment token). No message shows the value, not even a number or a part
+        of it: what the user wrote there may be the secret, typed without quotes or pasted with a space."""
+        if key not in table:
+            return default
+        where = _key_path(prefix, key)
+        value = table[key]
+        if not isinstance(value, str):
+            self.add(where, f"expected a string, got {_type_name(value)} (not shown: it is a secret)")
+            return default
+        if not value.strip():
+            self.add(where, "must not be empty (leave the key out once the box is enrolled)")
+            return default
+        if any(character.isspace() or not character.isprintable() for character in value):
+            # A token copied with a line break or a space would be refused by the hub as unknown, which
+            # says much less than this does.
+            self.add(where, "contains spaces or control characters (not shown: it is a secret); copy the token "
+                            "again without them")
+            return default
+        return value
+
+    def fingerprint(self, table: dict[str, Any], prefix: str, key: str, default: str | None) -> str | None:
+        """A SHA-256 certificate fingerprint in any case, with or without ":"; kept as browsers and
+        `edgenvr identity` show one ("AB:CD:..."), so the same certificate always compares equal."""
+        raw = self.string(table, prefix, key)
+        if raw is None:
+            return default
+        digits = raw.strip().replace(":", "")
+        if len(digits) != _SHA256_HEX_DIGITS or not _FINGERPRINT_DIGITS.fullmatch(digits):
+            rule = (f'a SHA-256 fingerprint is {_SHA256_HEX_DIGITS} hex digits (0-9, A-F), with or without ":" '
+                    "between pairs")
+            if _FINGERPRINT_DIGITS.fullmatch(digits):
+                rule += f"; this has {len(digits)}" + (" (a SHA-1 fingerprint?)" if len(digits) == 40 else "")
+            self.add(_key_path(prefix, key), f"{quote(raw)}: {rule}")
+            return default
+        return bytes.fromhex(digits).hex(":").upper()
+
+    def time_windows(self, table: dict[str, Any], prefix: str, key: str,
+                     default: tuple[TimeWindow, ...]) -> tuple[TimeWindow, ...]:
+        if key not in table:
+            return default
+        where = _key_path(prefix, key)
+        value = table[key]
+        if not isinstance(value, list):
+            self.add(where, f'expected an array of windows like ["22:00-06:00"], got {_describe(value)}')
+            return default
+        windows = (self.time_window(entry, f"{where}[{index}]") for index, entry in enumerate(value))
+        return tuple(window for window in windows if window is not None)
+
+    def time_window(self, value: Any, where: str) -> TimeWindow | None:
+        if not isinstance(value, str):
+            self.add(where, f"expected a window {_TIME_WINDOW_RULE}, got {_describe(value)}")
+            return None
+        match = _TIME_WINDOW.fullmatch(value)
+        if match is None:
+            self.add(where, f"{quote(value)} is not a window {_TIME_WINDOW_RULE}")
+            return None
+        start_hour, start_minute, end_hour, end_minute = (int(group) for group in match.groups())
+        for hour, minute in ((start_hour, start_minute), (end_hour, end_minute)):
+            if hour > 23:
+                self.add(where, f"{quote(value)}: hour {hour} is not 0-23 (midnight is 00:00)")
+                return None
+            if minute > 59:
+                self.add(where, f"{quote(value)}: minute {minute} is not 0-59")
+                return None
+        window = TimeWindow(start_hour * 60 + start_minute, end_hour * 60 + end_minute)
+        if window.start_minute == window.end_minute:
+            # Equal ends could mean nothing or all day; all day is written as two windows.
+            self.add(where, f'{quote(value)} starts and ends at the same time; for the whole day write '
+                            '"00:00-12:00", "12:00-00:00"')
+            return None
+        return window
+
     # --- tables with rules of their own ---
+
+    def sync(self, document: dict[str, Any]) -> SyncConfig:
+        """[sync]: its presence turns syncing on, and then the hub's URL is required."""
+        if "sync" not in document:
+            return SyncConfig()
+        table = self.section(document, "sync")
+        # Not a table: section() said so, and a missing hub_url would be a second message about the same line.
+        if isinstance(document["sync"], dict) and "hub_url" not in table:
+            self.add("sync.hub_url",
+                     f"required when [sync] is present: the city hub's URL, like {_HUB_URL_EXAMPLE}")
+        return SyncConfig(**self.values(table, "sync", section_keys("sync")), enabled=True)
+
 
     def zones(self, value: Any, where: str) -> tuple[Zone, ...]:
         if not isinstance(value, list):
@@ -587,6 +732,40 @@ def _url_problem(url: str) -> str | None:
         _ = parts.port  # urlsplit validates the port only when it is read
     except ValueError:
         # urlsplit's own message can quote part of the password; use ours.
+        return f"{shown} has an invalid port (use 1-65535)"
+    return None
+
+
+def _hub_url_problem(url: str) -> str | None:
+    """What is wrong with the hub's URL, or None. Messages never show a password."""
+    shown = quote(redact_url(url))
+    if any(character.isspace() or not character.isprintable() for character in url):
+        return f"{shown} contains spaces or control characters; percent-encode them (a space is %20)"
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return f"{shown} is not a valid URL"
+    scheme = parts.scheme.lower()
+    if scheme not in _HUB_URL_SCHEMES or not url.lower().startswith(f"{scheme}://"):
+        return (f"{shown} is not an https:// URL: use https:// (http:// only to a proxy on this host or its LAN "
+                "that adds TLS)")
+    if "@" in url:
+        # Not shown: where a password ends cannot be known for sure. The hub needs none: the box signs each
+        # request with its device key.
+        return ("has a user name or password (an \"@\"): leave them out, the box signs its requests with its "
+                "device key")
+    if "#" in url:
+        return f"{quote(url.split('#', 1)[0])} is followed by a fragment (#...): leave it out"
+    if "?" in url:
+        # The hub's API paths are appended to the URL: "https://hub/?a=1" + "/api/v1/enrol" would be broken.
+        return f"{quote(url.split('?', 1)[0])} is followed by a query (?...): leave it out"
+    if not parts.hostname:
+        return f"{shown} has no host"
+    try:
+        port = parts.port  # urlsplit validates the port only when it is read
+    except ValueError:
+        port = 0
+    if port == 0:
         return f"{shown} has an invalid port (use 1-65535)"
     return None
 

@@ -39,6 +39,10 @@ class Kind(StrEnum):
     POLYGON = "[[x, y], ...]: 3 or more points, x and y 0..1 from the picture's top left"
     POLYGONS = "array of polygons, each [[x, y], ...] like a zone's"
     ZONES = "array of tables"
+    HUB_URL = "https:// URL (http:// only to a TLS-terminating proxy on the same host or LAN)"
+    SECRET = "string, a secret: never shown in logs, messages or check-config output"
+    FINGERPRINT = 'SHA-256 fingerprint: 64 hex digits, with or without ":" between pairs, any case'
+    TIME_WINDOWS = 'array of local-time windows "HH:MM-HH:MM" (24 h clock, may wrap past midnight)'
     TABLE = "table"
 
 

@@ -4,20 +4,21 @@ its kind, default, bounds, unit and one-line doc, declared once with `setting(..
 
 The constructors do not validate (beyond ``Quota``'s own invariant): code and tests build records
 directly, and ``parse_config`` is the one place that decides what a config file may contain. Camera URLs
-carry passwords: ``repr()`` and ``str()`` never show them (see ``edgenvr.core.url_redaction``).
+carry passwords and [sync] an enrolment token: ``repr()`` and ``str()`` never show either (see
+``edgenvr.core.url_redaction``).
 """
 
 from __future__ import annotations
 
 import re
 import socket
-from dataclasses import MISSING, dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 from edgenvr.config.keys import ConfigKey, Kind, keys_of, setting
 from edgenvr.config.values import format_size, plain_number
 from edgenvr.core.camera_ids import is_camera_id
-from edgenvr.core.url_redaction import redact_url
+from edgenvr.core.url_redaction import REDACTED, redact_url
 
 # Upper bounds of the numbers every retention computation multiplies (days to ms, bytes), so none can overflow
 # a 64-bit SQLite integer or a datetime (`max_age_days = 1e12` once crashed the first sweep):
@@ -25,6 +26,9 @@ from edgenvr.core.url_redaction import redact_url
 MAX_DAYS = 36_500
 # 10 PB is more than any disk an edge recorder has.
 MAX_BYTES = 10 * 1000**5
+# 10 Gbit/s: more than any uplink a box has, and small enough that bytes per second stay exact in a float.
+MAX_UPLOAD_KBPS = 10_000_000
+MINUTES_PER_DAY = 24 * 60
 
 
 @dataclass(frozen=True)
@@ -265,6 +269,70 @@ def split_listen(listen: str) -> tuple[str, int]:
 
 
 @dataclass(frozen=True)
+class TimeWindow:
+    """A daily window of the box's local time, from ``start_minute`` up to (not including) ``end_minute``,
+    both minutes of the day (0-1439). A window whose end is before its start wraps past midnight:
+    22:00-06:00 is 1320-360. Start and end are never equal: that would mean either nothing or the whole day."""
+
+    start_minute: int
+    end_minute: int
+
+    def allows(self, minute_of_day: int) -> bool:
+        """Whether the window is open at ``minute_of_day`` (0-1439, local time)."""
+        if not 0 <= minute_of_day < MINUTES_PER_DAY:
+            raise ValueError(f"a minute of the day is 0-{MINUTES_PER_DAY - 1}, got {minute_of_day}")
+        if self.start_minute < self.end_minute:
+            return self.start_minute <= minute_of_day < self.end_minute
+        return minute_of_day >= self.start_minute or minute_of_day < self.end_minute   # wraps past midnight
+
+    def __str__(self) -> str:
+        """As the config file writes it: "22:00-06:00"."""
+        return f"{_clock_time(self.start_minute)}-{_clock_time(self.end_minute)}"
+
+
+def _clock_time(minute_of_day: int) -> str:
+    return f"{minute_of_day // 60:02d}:{minute_of_day % 60:02d}"
+
+
+@dataclass(frozen=True, repr=False)
+class SyncConfig:
+    """Store-and-forward of clips to the city hub: done by `edgenvr run` only when the file has a [sync] table.
+    ``repr()``/``str()`` never show the enrolment token."""
+
+    # "" only so records can be built by keyword and a config without [sync] has one; a [sync] table must give it.
+    hub_url: str = setting(Kind.HUB_URL, "", required=True, doc=(
+        "The city hub, like https://hub.example.id:8443. http:// only to a proxy on this host or its LAN that "
+        "adds TLS: otherwise the clips and the enrolment token cross the network unencrypted."))
+    enrolment_token: str | None = setting(Kind.SECRET, None, doc=(
+        "The one-time token from the city IT office (`edgenvr hub enrol`), sent once, at the first contact; "
+        "the box then signs every request with its own device key. Not set: the box is already enrolled."))
+    hub_fingerprint: str | None = setting(Kind.FINGERPRINT, None, doc=(
+        "Pins the hub's TLS certificate, self-signed or not: the SHA-256 of its DER bytes, as a browser shows "
+        "it; not set: the certificate must be signed by an authority the box trusts."))
+    upload_kbps: int = setting(Kind.WHOLE_NUMBER, 0, unit="kbit/s", at_least=0, at_most=MAX_UPLOAD_KBPS, doc=(
+        "Upload cap, so syncing leaves room on a shared uplink; 0: no cap."))
+    continuous_windows: tuple[TimeWindow, ...] = setting(Kind.TIME_WINDOWS, (), doc=(
+        "When continuous video may be sent (events are sent at any time), like [\"22:00-06:00\"] for the "
+        "night's idle uplink; empty: continuous video is never sent."))
+    enabled: bool = False   # not a key: true when the config file has a [sync] table
+
+    def __post_init__(self) -> None:
+        # A list would make the frozen record mutable and unhashable.
+        object.__setattr__(self, "continuous_windows", tuple(self.continuous_windows))
+
+    def allows_continuous(self, minute_of_day: int) -> bool:
+        """Whether continuous video may be sent at ``minute_of_day`` (0-1439, the box's local time)."""
+        return any(window.allows(minute_of_day) for window in self.continuous_windows)
+
+    def __repr__(self) -> str:
+        # Every field but the token as the dataclass would show it, so a field added later is not left out.
+        shown = {item.name: getattr(self, item.name) for item in fields(self)}
+        if self.enrolment_token is not None:
+            shown["enrolment_token"] = REDACTED
+        return "SyncConfig(" + ", ".join(f"{name}={value!r}" for name, value in shown.items()) + ")"
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole, validated edgenvr configuration."""
 
@@ -272,6 +340,7 @@ class Config:
     recording: RecordingConfig = field(default_factory=RecordingConfig)
     box: BoxConfig = field(default_factory=BoxConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
     cameras: tuple[CameraConfig, ...] = ()
     log_level: str = setting(Kind.LOG_LEVEL, "info", choices=("debug", "info", "warning", "error"),
                              section="logging", name="level", doc=(
@@ -322,6 +391,7 @@ SECTIONS: dict[str, tuple[type, ...]] = {
     "cameras.motion": (MotionConfig,),
     "cameras.motion.zones": (Zone,),
     "web": (WebConfig,),
+    "sync": (SyncConfig,),
     "logging": (Config,),
 }
 CONFIG_KEYS: tuple[ConfigKey, ...] = tuple(

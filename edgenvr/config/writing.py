@@ -17,6 +17,7 @@ from edgenvr.config.records import (
     Polygon,
     RecordingConfig,
     StorageConfig,
+    SyncConfig,
     WebConfig,
     Zone,
     section_keys,
@@ -24,6 +25,7 @@ from edgenvr.config.records import (
 from edgenvr.config.values import format_size, toml_number, toml_string
 
 _ARRAYS_OF_TABLES = ("cameras", "cameras.motion.zones")
+_TURNED_ON_BY_PRESENCE = ("web", "sync")   # tables whose presence in the file turns a process on
 
 
 def config_to_toml(config: Config) -> str:
@@ -38,6 +40,8 @@ def config_to_toml(config: Config) -> str:
         ("motion", config, Config), ("logging", config, Config))   # the camera tables hold the motion settings
     if config.web.enabled:   # the table's presence is what turns the web server on
         tables += (("web", config.web, WebConfig),)
+    if config.sync.enabled:   # likewise for syncing to the hub
+        tables += (("sync", config.sync, SyncConfig),)
     if config.box != BoxConfig():
         tables += (("box", config.box, BoxConfig),)
     for section, record, record_type in tables:
@@ -53,14 +57,14 @@ def config_to_toml(config: Config) -> str:
 def config_example() -> str:
     """Every key of the config file: its doc as a comment, its default, and the values it accepts.
 
-    Keys without a default are commented out, and so are the camera tables and [web] (whose presence turns
-    the web server on), so the text parses to the default configuration.
+    Keys without a default are commented out, and so are the camera tables, [web] and [sync] (whose presence
+    turns the web server and syncing on), so the text parses to the default configuration.
     """
     lines = ["# edgenvr configuration: every key with its default and the values it accepts. Keys shown",
              "# commented out have no default; the [[cameras]] tables are an outline, one per camera;",
-             "# uncomment [web] to serve the web UI and HTTP API."]
+             "# uncomment [web] to serve the web UI and HTTP API, [sync] to send clips to the city hub."]
     for section in SECTIONS:
-        comment = "# " if section.startswith("cameras") or section == "web" else ""
+        comment = "# " if section.startswith("cameras") or section in _TURNED_ON_BY_PRESENCE else ""
         parent, _, name = section.rpartition(".")
         holder = [key for key in section_keys(parent) if key.name == name] if parent else []
         lines += ["", *(f"# {key.doc}" for key in holder),
@@ -100,7 +104,9 @@ def toml_value(kind: Kind, value: Any) -> str:
         return _toml_polygon(value)
     if kind is Kind.POLYGONS:
         return "[" + ", ".join(_toml_polygon(polygon) for polygon in value) + "]"
-    return toml_string(str(value))   # strings, camera ids, URLs, paths, quotas, log levels
+    if kind is Kind.TIME_WINDOWS:
+        return "[" + ", ".join(toml_string(str(window)) for window in value) + "]"
+    return toml_string(str(value))   # strings, camera ids, URLs, paths, quotas, log levels, fingerprints, secrets
 
 
 def _assignments(record: object, keys: tuple[ConfigKey, ...]) -> list[str]:

@@ -137,6 +137,33 @@ MIGRATIONS: list[str] = [
     DROP INDEX segments_camera_class;
     CREATE INDEX segments_camera_class ON segments(camera, retention_class, start_ms, end_ms, deleting, codec);
     """,
+    # 6: the outbox of clips for the city hub (issue 12; sync.outbox owns its rows, written by the sync process
+    # in short transactions like holds). One row per clip: an event's padded range, a pull's range, ...
+    """
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,            -- tamper | requested | motion | continuous
+        priority INTEGER NOT NULL,     -- 0 tamper, 1 requested, 2 motion, 3 continuous: lowest goes first
+        camera TEXT NOT NULL,
+        start_ms INTEGER NOT NULL,
+        end_ms INTEGER NOT NULL,
+        event_id INTEGER UNIQUE,       -- the event it was made for (NULL: not an event's)
+        created_ms INTEGER NOT NULL,
+        state TEXT NOT NULL DEFAULT 'queued',  -- queued | synced | unavailable
+        upload TEXT,                   -- the hub's upload path once made: a restart resumes there
+        bytes INTEGER,                 -- of the clip file being sent
+        sha256 TEXT,
+        receipt TEXT,                  -- the hub's signed receipt (evidence.hub_receipts), once synced
+        done_ms INTEGER,               -- when it was synced or found unavailable
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT NOT NULL DEFAULT '',
+        next_attempt_ms INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX outbox_due ON outbox(state, priority, start_ms);
+    -- when this box started syncing: events that ended before are not sent (enabling sync on a box with years
+    -- of events does not flood the link)
+    CREATE TABLE sync_since (id INTEGER PRIMARY KEY CHECK (id = 1), since_ms INTEGER NOT NULL);
+    """,
 ]
 
 

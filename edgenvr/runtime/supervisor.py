@@ -73,7 +73,7 @@ TAMPER_KINDS = tuple(TamperKind)
 class _WorkerSlot:
     """One worker process (recorders or motion workers) and the cameras it serves."""
     name: str
-    kind: str   # "recorders" | "motion" | "web"
+    kind: str   # "recorders" | "motion" | "web" | "sync"
     cameras: tuple[CameraConfig, ...]
     process: BaseProcess | None = None
     restarts: int = 0
@@ -100,6 +100,8 @@ class Supervisor:
                               self.config.motion_cameras_per_process)
         if self.config.web.enabled:
             self._slots.append(_WorkerSlot("web", "web", ()))
+        if self.config.sync.enabled:
+            self._slots.append(_WorkerSlot("sync", "sync", ()))
         self._motion_slot_of = {c.id: slot for slot in self._slots if slot.kind == "motion" for c in slot.cameras}
         # spawn, not fork: a forked child would share the event loop's signal wake-up socket and zmq state.
         # The recorder's parent is then this process, so PR_SET_PDEATHSIG kills it if we are killed.
@@ -179,6 +181,13 @@ class Supervisor:
             slot.process.start()
             slot.started_at = self.clock.monotonic()
             log.info("web server started (pid %s) on %s", slot.process.pid, self.config.web.listen)
+            return
+        if slot.kind == "sync":
+            from edgenvr.sync.uploader import run_sync_process
+            slot.process = self._context.Process(target=run_sync_process, name=slot.name, args=(self.config, slot.name))
+            slot.process.start()
+            slot.started_at = self.clock.monotonic()
+            log.info("sync to %s started (pid %s)", self.config.sync.hub_url, slot.process.pid)
             return
         if slot.kind == "recorders":
             from edgenvr.recording.recorder import run_recorder_group as target

@@ -63,6 +63,17 @@ class StorageLayout:
         return self.data_dir / "audit.sqlite3"
 
     @property
+    def hub_key_path(self) -> Path:
+        """The city hub's receipt key (public, PEM), learnt at enrolment (sync.uploader): receipts that do not
+        verify with it are not receipts."""
+        return self.data_dir / "hub.pub"
+
+    @property
+    def outbox_dir(self) -> Path:
+        """Where the sync process builds a clip (an export's folder, then its zip) while it is being sent."""
+        return self.data_dir / "outbox"
+
+    @property
     def users_path(self) -> Path:
         """The web users' accounts (web.accounts): its own SQLite file like the audit trail, so accounts outlive
         an index rebuild."""

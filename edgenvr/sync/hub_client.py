@@ -24,7 +24,7 @@ import hashlib
 import json
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,12 +75,13 @@ def _checksum(data: bytes) -> str:
 class HubClient:
     def __init__(self, hub_url: str, identity: DeviceIdentity, *, hub_key_pem: bytes | None = None,
                  tls_fingerprint: str | None = None, clock: Clock = SYSTEM_CLOCK,
-                 chunk_bytes: int = CHUNK_BYTES) -> None:
+                 chunk_bytes: int = CHUNK_BYTES, pace: Callable[[int], Awaitable[None]] | None = None) -> None:
         self.hub_url = hub_url.rstrip("/")
         self.identity = identity
         self.hub_key = load_public_key(hub_key_pem, "the hub's key") if hub_key_pem else None
         self.clock = clock
         self.chunk_bytes = chunk_bytes
+        self.pace = pace   # awaited with each chunk's size before it is sent: the upload cap
         self._ssl: ssl.SSLContext | aiohttp.Fingerprint | bool = True
         if tls_fingerprint:
             self._ssl = aiohttp.Fingerprint(bytes.fromhex(tls_fingerprint.replace(":", "").replace(" ", "")))
@@ -163,6 +164,8 @@ class HubClient:
             while receipt is None:
                 handle.seek(at)
                 chunk = handle.read(min(self.chunk_bytes, size - at))
+                if self.pace is not None:
+                    await self.pace(len(chunk))
                 status, headers, text = await self._request(
                     "PATCH", upload, {"Content-Type": "application/offset+octet-stream", "Upload-Offset": str(at),
                                       "Upload-Checksum": _checksum(chunk)}, chunk)

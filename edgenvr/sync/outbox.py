@@ -1,0 +1,147 @@
+"""The durable outbox of clips for the city hub: the `outbox` table of the box's index (index migration 6).
+
+Owns its rows, written by the sync process in short transactions of their own (as holds are), never by the
+recording path. Invariants:
+- Nothing is lost: a clip is queued from what the index already holds (closed motion and tamper events,
+  found again after any crash by `enqueue_closed_events`, idempotent through the unique event id), and a row
+  leaves `queued` only with the hub's verified receipt (`synced`) or when its video is no longer on the box
+  (`unavailable`, with the reason). Nothing is ever deleted from it here.
+- Order: priority (tamper 0 > requested 1 > motion 2 > continuous 3), then the oldest first.
+- An event is queued only once its padded range is over and the segment holding its end is closed (`settle_ms`
+  after keep_to_ms: a segment's length and SETTLE_MARGIN_MS; the export reads closed files not indexed yet),
+  and only if it ended after the box started syncing (`since_ms`): enabling sync does not send years of past
+  events at once.
+Failure paths: sqlite3 errors propagate (the sync process logs them and tries again later).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from enum import StrEnum
+
+from edgenvr.index import schema as index_schema
+
+SETTLE_MARGIN_MS = 5_000   # after an event's padded end and one segment: its last segment file is closed
+
+
+class ClipKind(StrEnum):
+    TAMPER = "tamper"
+    REQUESTED = "requested"
+    MOTION = "motion"
+    CONTINUOUS = "continuous"
+
+
+PRIORITY = {ClipKind.TAMPER: 0, ClipKind.REQUESTED: 1, ClipKind.MOTION: 2, ClipKind.CONTINUOUS: 3}
+
+
+class OutboxState(StrEnum):
+    QUEUED = "queued"
+    SYNCED = "synced"
+    UNAVAILABLE = "unavailable"
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    kind: ClipKind
+    camera: str
+    start_ms: int
+    end_ms: int
+    event_id: int | None
+    upload: str | None       # the hub's upload path, once made
+    attempts: int
+
+    @property
+    def idempotency_key(self) -> str:
+        """The same clip is the same upload at the hub, whatever happens to this box's outbox row."""
+        return f"{self.kind}/{self.camera}/{self.start_ms}-{self.end_ms}/{self.event_id or 0}"
+
+
+@dataclass(frozen=True)
+class Backlog:
+    count: int               # clips queued, not yet receipted
+    oldest_ms: int | None    # start of the oldest of them
+    bytes_known: int         # sizes of those whose clip file is built (the rest is not known until exported)
+    last_error: str          # why the clip tried last did not go (the link, the hub's answer), "" if none
+
+
+def sync_since(conn: sqlite3.Connection, now_ms: int) -> int:
+    """When this box started syncing (set to `now_ms` the first time)."""
+    row = conn.execute("SELECT since_ms FROM sync_since WHERE id = 1").fetchone()
+    if row is not None:   # read first: no write transaction (and no wait for the recorder's writer) each round
+        return int(row[0])
+    with index_schema.write_transaction(conn):
+        conn.execute("INSERT OR IGNORE INTO sync_since (id, since_ms) VALUES (1, ?)", (now_ms,))
+        return int(conn.execute("SELECT since_ms FROM sync_since WHERE id = 1").fetchone()[0])
+
+
+def enqueue_closed_events(conn: sqlite3.Connection, since_ms: int, now_ms: int, settle_ms: int) -> int:
+    """Queue every closed motion/tamper event that keeps video, ended at or after `since_ms` and settled;
+    how many were new. Writes only when there is something to queue (the recorder's writer never waits on an
+    idle round)."""
+    waiting = (" FROM events e WHERE e.kind IN ('motion', 'tamper') AND e.end_ms IS NOT NULL AND e.end_ms >= :since"
+               " AND e.keep_from_ms IS NOT NULL AND e.keep_to_ms + :settle <= :now"
+               " AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.event_id = e.id)")
+    values = {"tamper": PRIORITY[ClipKind.TAMPER], "motion": PRIORITY[ClipKind.MOTION], "now": now_ms,
+              "since": since_ms, "settle": settle_ms}
+    if conn.execute("SELECT EXISTS (SELECT 1" + waiting + ")", values).fetchone()[0] == 0:
+        return 0
+    with index_schema.write_transaction(conn):
+        return conn.execute(
+            "INSERT INTO outbox (kind, priority, camera, start_ms, end_ms, event_id, created_ms)"
+            " SELECT e.kind, CASE e.kind WHEN 'tamper' THEN :tamper ELSE :motion END, e.camera, e.keep_from_ms,"
+            " e.keep_to_ms, e.id, :now" + waiting, values).rowcount
+
+
+def next_due(conn: sqlite3.Connection, now_ms: int) -> OutboxItem | None:
+    row = conn.execute("SELECT id, kind, camera, start_ms, end_ms, event_id, upload, attempts FROM outbox"
+                       " WHERE state = 'queued' AND next_attempt_ms <= ? ORDER BY priority, start_ms, id LIMIT 1",
+                       (now_ms,)).fetchone()
+    if row is None:
+        return None
+    return OutboxItem(row[0], ClipKind(row[1]), row[2], row[3], row[4], row[5], row[6], row[7])
+
+
+def note_upload(conn: sqlite3.Connection, item_id: int, upload: str, size: int, sha256: str) -> None:
+    """The hub made an upload for it: a restart resumes there instead of sending it all again."""
+    with index_schema.write_transaction(conn):
+        conn.execute("UPDATE outbox SET upload = ?, bytes = ?, sha256 = ? WHERE id = ?", (upload, size, sha256, item_id))
+
+
+def mark_synced(conn: sqlite3.Connection, item_id: int, receipt: str, now_ms: int) -> None:
+    with index_schema.write_transaction(conn):
+        conn.execute("UPDATE outbox SET state = 'synced', receipt = ?, done_ms = ?, last_error = '' WHERE id = ?",
+                     (receipt, now_ms, item_id))
+
+
+def mark_unavailable(conn: sqlite3.Connection, item_id: int, reason: str, now_ms: int) -> None:
+    with index_schema.write_transaction(conn):
+        conn.execute("UPDATE outbox SET state = 'unavailable', last_error = ?, done_ms = ? WHERE id = ?",
+                     (reason, now_ms, item_id))
+
+
+def retry_later(conn: sqlite3.Connection, item_id: int, error: str, at_ms: int, *, forget_upload: bool = False) -> None:
+    """Try it again at `at_ms`; `forget_upload`: the hub no longer has the upload (start a new one)."""
+    with index_schema.write_transaction(conn):
+        conn.execute("UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_ms = ?,"
+                     " upload = CASE WHEN ? THEN NULL ELSE upload END WHERE id = ?",
+                     (error[:500], at_ms, forget_upload, item_id))
+
+
+def note_problem(conn: sqlite3.Connection, problem: str) -> None:
+    """Why nothing goes now (the link is down, the hub refuses to enrol us), on the clip that waits first, for
+    `edgenvr status`. Written only when it changed (a link down for a week is not a write every round)."""
+    row = conn.execute("SELECT id, last_error FROM outbox WHERE state = 'queued' ORDER BY priority, start_ms, id"
+                       " LIMIT 1").fetchone()
+    if row is not None and row[1] != problem[:500]:
+        with index_schema.write_transaction(conn):
+            conn.execute("UPDATE outbox SET last_error = ? WHERE id = ?", (problem[:500], row[0]))
+
+
+def backlog(conn: sqlite3.Connection) -> Backlog:
+    count, oldest, known = conn.execute("SELECT COUNT(*), MIN(start_ms), COALESCE(SUM(bytes), 0) FROM outbox"
+                                        " WHERE state = 'queued'").fetchone()
+    error = conn.execute("SELECT last_error FROM outbox WHERE state = 'queued' AND last_error != ''"
+                         " ORDER BY priority, start_ms, id LIMIT 1").fetchone()
+    return Backlog(count, oldest, known, error[0] if error else "")

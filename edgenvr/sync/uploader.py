@@ -1,0 +1,237 @@
+"""The sync process (`edgenvr run` starts it when the config has [sync]): store-and-forward of the outbox to the
+city hub whenever the link is up.
+
+Owns: the loop that enrols once, queues closed events (sync.outbox), builds each clip (the evidence export of
+its range, zipped, in <data>/outbox/), uploads it with the hub client, and marks it synced with the receipt.
+Invariants:
+- It only reads the index and writes outbox rows in short transactions of its own: a slow or absent hub, a
+  full link or this process dying never touches recording (a process of its own, restarted by the supervisor).
+- A clip leaves the outbox only with a verified receipt naming the SHA-256 of the file this box sent; the
+  file is removed only then. A restart goes on with the same file and the hub's offset (the upload path is
+  kept in the row), so nothing is sent twice but the chunk in flight when it stopped.
+- The link: one attempt, then, while the hub is unreachable, waits that double from BACKOFF_FIRST_S up to
+  BACKOFF_MAX_S with jitter (several boxes after a city-wide cut do not come back in step), never spinning;
+  an attempt that got chunks through before the link dropped starts the waits over (a flaky link that still
+  carries bytes is used, not waited out). Chunks halve (down to MIN_CHUNK_BYTES) after an attempt that got
+  nothing through and double back after each one committed: what a drop costs fits what the link carries.
+  A hub that refuses a clip (422, 413) is not retried blindly: that clip waits REFUSED_RETRY_S, others go on.
+- The upload cap (`upload_kbps`) is held over every chunk sent (a token bucket).
+Failure paths: not enrolled and no token -> logged once an hour, nothing sent; enrolment refused -> logged
+with the hub's reason, tried again after REFUSED_RETRY_S; a clip's range no longer on the box (the ring
+deleted it) -> the row ends `unavailable` with the reason; a sqlite3 or OS error -> logged, tried again on the
+next round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import shutil
+import signal
+import sqlite3
+from pathlib import Path
+
+from edgenvr.config.records import Config
+from edgenvr.core.clock import SYSTEM_CLOCK, Clock
+from edgenvr.core.process_setup import become_child_process
+from edgenvr.evidence.audit import AuditTrail
+from edgenvr.evidence.bundle import ExportError, ExportRequest, export_clip, zip_export
+from edgenvr.evidence.identity import DeviceIdentity, IdentityError, device_identity
+from edgenvr.index import schema as index_schema
+from edgenvr.recording.segment_files import sha256_of
+from edgenvr.storage.durable_writes import write_durably
+from edgenvr.storage.layout import StorageLayout
+from edgenvr.sync import outbox
+from edgenvr.sync.hub_client import CHUNK_BYTES, HubClient, HubRefused, HubUnreachable
+from edgenvr.sync.outbox import OutboxItem
+
+log = logging.getLogger(__name__)
+
+ROUND_SECONDS = 5.0          # how often the outbox is looked at while there is nothing to send
+BACKOFF_FIRST_S = 2.0
+BACKOFF_MAX_S = 300.0
+REFUSED_RETRY_S = 3600.0
+EXPORTED_BY = "sync"
+MIN_CHUNK_BYTES = 64 * 1024
+
+
+class Throttle:
+    """A token bucket of `kbps` (0: no cap) that `spend` waits on before each chunk is sent."""
+
+    def __init__(self, kbps: int, clock: Clock) -> None:
+        self.rate = kbps * 1000 / 8
+        self.clock = clock
+        self._level = 0.0
+        self._at = clock.monotonic()
+
+    async def spend(self, size: int) -> None:
+        if self.rate <= 0:
+            return
+        now = self.clock.monotonic()
+        self._level = max(0.0, self._level - (now - self._at) * self.rate) + size
+        self._at = now
+        ahead = self._level / self.rate - 1.0   # a second's worth may go at once
+        if ahead > 0:
+            await asyncio.sleep(ahead)
+
+
+class Uploader:
+    def __init__(self, config: Config, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.config = config
+        self.sync = config.sync
+        self.clock = clock
+        self.layout = StorageLayout(config.storage.data_dir)
+        self.identity: DeviceIdentity = device_identity(self.layout, config.box.box_id, config.box.box_name)
+        self.throttle = Throttle(self.sync.upload_kbps, clock)
+        self._backoff = 0.0
+        self._progressed = False   # the hub committed a chunk since the last failure
+        self._chunk = CHUNK_BYTES  # halved after an attempt that got nothing through, doubled after a chunk
+        self._rng = random.Random()
+
+    # --- one round --------------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                wait = await self.round()
+            except (sqlite3.Error, OSError) as exc:
+                log.error("sync: %s; trying again in %.0f s", exc, ROUND_SECONDS)
+                wait = ROUND_SECONDS
+            try:
+                await asyncio.wait_for(stop.wait(), wait)
+            except asyncio.TimeoutError:
+                pass
+
+    async def round(self) -> float:
+        """Queue, then send what is due while the link holds; how long to wait before the next round."""
+        conn = index_schema.connect(self.layout.index_path)
+        try:
+            now = self.clock.now_ms()
+            settle_ms = int(self.config.recording.segment_seconds * 1000) + outbox.SETTLE_MARGIN_MS
+            queued = outbox.enqueue_closed_events(conn, outbox.sync_since(conn, now), now, settle_ms)
+            if queued:
+                log.info("sync: %d clip(s) queued for the hub", queued)
+            if outbox.next_due(conn, now) is None and self.layout.hub_key_path.exists():
+                return ROUND_SECONDS
+            async with HubClient(self.sync.hub_url, self.identity, hub_key_pem=self._hub_key(),
+                                 tls_fingerprint=self.sync.hub_fingerprint, pace=self.throttle.spend,
+                                 chunk_bytes=self._chunk) as client:
+                try:
+                    if client.hub_key is None and not await self._enrol(conn, client):
+                        return REFUSED_RETRY_S
+                    while (item := outbox.next_due(conn, self.clock.now_ms())) is not None:
+                        await self._send(conn, client, item)
+                        self._backoff = 0.0
+                except HubUnreachable as exc:
+                    if self._progressed:   # a flaky link that still carries bytes: go on at once, not later
+                        self._backoff = 0.0
+                    else:                  # nothing got through: smaller chunks fit between the drops
+                        self._chunk = max(MIN_CHUNK_BYTES, self._chunk // 2)
+                    self._progressed = False
+                    self._backoff = min(BACKOFF_MAX_S, max(BACKOFF_FIRST_S, self._backoff * 2))
+                    wait = self._backoff * self._rng.uniform(0.5, 1.0)
+                    log.warning("sync: the hub is unreachable (%s); %d clip(s) wait; trying again in %.0f s",
+                                exc, outbox.backlog(conn).count, wait)
+                    outbox.note_problem(conn, f"the hub is unreachable: {exc}")
+                    return wait
+        finally:
+            conn.close()
+        return ROUND_SECONDS
+
+    def _hub_key(self) -> bytes | None:
+        try:
+            return self.layout.hub_key_path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    async def _enrol(self, conn: sqlite3.Connection, client: HubClient) -> bool:
+        if not self.sync.enrolment_token:
+            outbox.note_problem(conn, "not enrolled at the hub and [sync] has no enrolment_token")
+            log.error("sync: this box is not enrolled at %s and [sync] has no enrolment_token: nothing is sent "
+                      "(ask the city IT office for `edgenvr hub enrol`)", self.sync.hub_url)
+            return False
+        try:
+            pem = await client.enrol(self.sync.enrolment_token)   # HubUnreachable: the caller backs off
+        except HubRefused as exc:
+            log.error("sync: enrolment refused: %s", exc)
+            outbox.note_problem(conn, f"enrolment refused: {exc}")
+            return False
+        write_durably(self.layout.hub_key_path, pem)
+        log.info("sync: enrolled at %s", self.sync.hub_url)
+        return True
+
+    # --- one clip ---------------------------------------------------------------------------------------
+
+    async def _send(self, conn: sqlite3.Connection, client: HubClient, item: OutboxItem) -> None:
+        archive = self.layout.outbox_dir / f"{item.id}.zip"
+        if not archive.exists():
+            try:
+                await asyncio.to_thread(self._build, item, archive)
+            except ExportError as exc:
+                log.warning("sync: clip %d (%s %s %d-%d) is no longer on this box: %s", item.id, item.kind,
+                            item.camera, item.start_ms, item.end_ms, exc)
+                outbox.mark_unavailable(conn, item.id, str(exc), self.clock.now_ms())
+                return
+        digest = await asyncio.to_thread(sha256_of, archive)
+        metadata = {"camera": item.camera, "kind": str(item.kind), "start_ms": str(item.start_ms),
+                    "end_ms": str(item.end_ms), "idempotency_key": item.idempotency_key}
+
+        def remember(upload: str, _at: int, size: int) -> None:
+            if _at:   # a chunk was committed: the link carries this much; try more next time
+                self._progressed = True
+                self._chunk = min(CHUNK_BYTES, self._chunk * 2)
+                client.chunk_bytes = self._chunk
+            if upload != item.upload:
+                outbox.note_upload(conn, item.id, upload, size, digest)
+
+        try:
+            delivered = await client.upload(archive, metadata, upload=item.upload, progress=remember)
+        except HubRefused as exc:
+            forget = exc.status in (403, 404, 410)   # the upload is gone or not ours any more: start anew
+            log.error("sync: clip %d refused by the hub: %s; trying it again in %.0f s", item.id, exc,
+                      REFUSED_RETRY_S)
+            outbox.retry_later(conn, item.id, str(exc), self.clock.now_ms() + int(REFUSED_RETRY_S * 1000),
+                               forget_upload=forget)
+            return
+        outbox.mark_synced(conn, item.id, delivered.receipt_text, self.clock.now_ms())
+        archive.unlink(missing_ok=True)
+        log.info("sync: clip %d (%s %s) delivered: %s", item.id, item.kind, item.camera, delivered.receipt["clip"])
+
+    def _build(self, item: OutboxItem, archive: Path) -> None:
+        """The evidence export of the clip's range, zipped (the folder is removed once zipped)."""
+        folder = self.layout.outbox_dir / f"{item.id}"
+        shutil.rmtree(folder, ignore_errors=True)   # a leftover of a build that was killed
+        self.layout.outbox_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        conn = index_schema.connect(self.layout.index_path, readonly=True)
+        trail = AuditTrail(self.layout, self.identity, self.clock)
+        try:
+            export_clip(conn, self.config, self.layout, self.identity, trail,
+                        ExportRequest(item.camera, item.start_ms, item.end_ms, folder,
+                                      f"upload to the city hub ({item.kind} clip {item.id})", EXPORTED_BY))
+        finally:
+            trail.close()
+            conn.close()
+        partial = archive.with_suffix(".partial")
+        partial.unlink(missing_ok=True)
+        zip_export(folder, partial)
+        partial.rename(archive)   # whole or absent: a killed build starts over
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def run_sync_process(config: Config, name: str) -> None:
+    """Process entry point (started by the supervisor when the config has [sync])."""
+    become_child_process(None, name, config.log_level)
+    try:
+        uploader = Uploader(config)
+    except IdentityError as exc:
+        log.error("sync: cannot use the box's key: %s", exc)
+        raise SystemExit(1) from None
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await uploader.run(stop)
+    asyncio.run(main())
