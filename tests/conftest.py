@@ -7,6 +7,7 @@ supervisors and other subprocesses.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import sys
@@ -19,6 +20,20 @@ from typing import Iterator
 import pytest
 
 from edgenvr.simulator import CLIP_CACHE, make_clip, simulator_unavailable_reason
+
+
+@pytest.fixture
+def current_event_loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """A fresh event loop set as the thread's current one, for code that drives the bus's asyncio zmq socket
+    without running a loop (BusReceiver.receive_waiting). Needed because `asyncio.run` in an earlier test
+    leaves no current loop behind (and asking for one then raises)."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        yield loop
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
 
 # What makes a test `rtsp` or `slow`: fixtures it requests (directly or through other fixtures), or names
 # that its code or its fixtures' code uses (nested functions included).

@@ -212,6 +212,7 @@ def test_the_bus_listens_in_a_private_directory_removed_at_close(tmp_path: Path,
     assert not receiver.directory.exists()
 
 
+@pytest.mark.usefixtures("current_event_loop")
 def test_a_flood_of_bad_messages_is_dropped_and_logged_a_bounded_number_of_times(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path))

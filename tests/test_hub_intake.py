@@ -8,8 +8,10 @@ revoked, other boxes' requests, re-signed or unsafe zips, spent or foreign token
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
+import os
 import shutil
 import time
 import zipfile
@@ -20,11 +22,14 @@ from pathlib import Path
 import pytest
 import requests
 
+from edgenvr.core.clock import SYSTEM_CLOCK
+from edgenvr.evidence.bundle import zip_export
 from edgenvr.evidence.identity import DeviceIdentity, device_identity, signing_key
 from edgenvr.evidence.request_signing import sign_request
 from edgenvr.simulator import SimulatedCamera
 from edgenvr.storage.layout import StorageLayout
 from edgenvr.sync.hub_client import Delivered, HubClient, HubRefused, HubUnreachable
+from edgenvr.sync.uploader import Throttle
 from tests.conftest import config_text, edgenvr, start_supervisor
 from tests.hub_site import Hub, running_hub
 from tests.link_faults import FaultyLink
@@ -77,9 +82,9 @@ def box(tmp_path_factory: pytest.TempPathFactory, h264_clip: Path, simulator_rea
 
 
 def _zip(folder: Path, archive: Path, extra: dict[str, bytes] | None = None) -> Path:
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as out:
-        for path in sorted(folder.iterdir()):
-            out.write(path, path.name)
+    """The folder zipped as the sync process sends it, plus `extra` entries (what a forger might add)."""
+    zip_export(folder, archive)
+    with zipfile.ZipFile(archive, "a") as out:
         for name, data in (extra or {}).items():
             out.writestr(name, data)
     return archive
@@ -280,3 +285,28 @@ def test_a_chunk_altered_in_flight_is_refused_sent_again_and_the_clip_is_right(
     assert any(" 460 " in record.getMessage() for record in caplog.records), caplog.text
     assert delivered.receipt["sha256"] == hashlib.sha256(archive.read_bytes()).hexdigest()
     assert "does not match its sha256 checksum" in hub.log.read_text()
+
+
+def test_the_upload_cap_holds_within_ten_percent_over_thirty_seconds(box: Box, hub: Hub, tmp_path: Path) -> None:
+    """[sync] upload_kbps = 2000: what crosses the link (counted by the proxy, headers included) stays within
+    10% of 2 Mbit/s over 30 s, however fast the link is."""
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(12 * 1024 * 1024))   # more than 30 s at the cap
+    throttle = Throttle(2000, SYSTEM_CLOCK)
+    with FaultyLink(("127.0.0.1", hub.port)) as link:
+        async def send_for(seconds: float) -> tuple[int, float]:
+            async with HubClient(f"http://127.0.0.1:{link.port}", box.identity, chunk_bytes=256 * 1024,
+                                 pace=throttle.spend) as client:
+                await client.enrol(_token(hub))
+                before, started = link.bytes_up, time.monotonic()
+                task = asyncio.create_task(client.upload(big, _metadata(box.exports[0], "big")))
+                await asyncio.sleep(seconds)
+                sent, took = link.bytes_up - before, time.monotonic() - started
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, HubRefused, HubUnreachable):
+                    await task
+                return sent, took
+        sent, took = asyncio.run(send_for(30))
+    rate_kbps = sent * 8 / took / 1000
+    print(f"\nupload capped at 2000 kbit/s: {rate_kbps:.0f} kbit/s over {took:.1f} s")
+    assert 1800 <= rate_kbps <= 2200, rate_kbps

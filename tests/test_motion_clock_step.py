@@ -57,6 +57,7 @@ class _Container:
 
 
 @pytest.mark.parametrize("step_ms", [365 * DAY_MS, -365 * DAY_MS])
+@pytest.mark.usefixtures("current_event_loop")
 def test_an_event_open_while_the_clock_steps_ends_before_the_step(tmp_path: Path, step_ms: int) -> None:
     config = parse_config(f"""
         [storage]

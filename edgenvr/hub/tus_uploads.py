@@ -299,8 +299,8 @@ class TusUploads:
         return parts[0], digest
 
     async def _receive(self, request: web.Request, row: Any, token: str,
-                       checksum: tuple[str, bytes] | None) -> bool:
-        """Write the body at the committed offset and commit what the rules allow; True if anything was."""
+                       checksum: tuple[str, bytes] | None) -> None:
+        """Write the body at the committed offset and commit what the rules allow."""
         room = row.length - row.offset
         hasher = CHECKSUMS[checksum[0]]() if checksum else None
         written = 0
@@ -353,7 +353,7 @@ class TusUploads:
                 raise _error(_TooLarge, f"the body passes Upload-Length {row.length}",
                              **{"Upload-Offset": str(row.offset)})
             if checksum is not None and not whole:
-                return False   # all or nothing: the client sends the chunk again
+                return   # all or nothing: the client sends the chunk again
             if hasher is not None and checksum is not None and hasher.digest() != checksum[1]:
                 log.info("upload %s: a chunk of %d bytes at %d does not match its %s checksum: not kept", row.id,
                          written, row.offset, checksum[0])
@@ -368,14 +368,13 @@ class TusUploads:
         finally:
             os.close(fd)
         if not written:
-            return False
+            return
         new_offset = row.offset + written
         now = self.clock.now_ms()
         await self._db(lambda c: c.execute(sa.update(UPLOADS).where(UPLOADS.c.id == row.id, UPLOADS.c.lock_token == token)
                                             .values(offset=new_offset, expires_ms=now + EXPIRES_AFTER_MS)))
         if wanted:
             log.info("upload %s: let go of a stalled PATCH at %d bytes for a newer request", row.id, new_offset)
-        return True
 
     async def _complete(self, row: Any, request: web.Request, owner: str) -> Any:
         """Hand the complete bytes to on_complete; store its receipt, or reject the upload."""
