@@ -27,6 +27,7 @@ class AlertKind(StrEnum):
     DELETED_EARLY = "deleted_early"   # event video deleted before its time for lack of space
     DISK_FULL = "disk_full"           # only held video is left and the free-space floor is still violated
     CLOCK_JUMP = "clock_jump"         # the wall clock was stepped (NTP, a wrong RTC): how far is in the detail
+    UNSENT_VIDEO_DELETED = "unsent_video_deleted"  # the free-space floor deleted video queued for the hub
 
 
 class RecorderState(StrEnum):

@@ -1,12 +1,15 @@
-"""Retention tiers: which class each segment is in, kept up to date as events and holds come and go.
+"""Retention tiers: which class each segment is in, kept up to date as events, holds and the outbox change.
 
-Classes (segments.retention_class): 0 continuous ring, 1 event video (overlaps an event's padded range),
-2 held (overlaps a hold in force). The sweep deletes lower classes first and never class 2, through the
-(retention_class, start_ms) and (camera, retention_class, start_ms) indexes, so a sweep never has to look
-at events or holds. A class is recomputed for a camera and time range whenever something there changes:
-segments indexed, an event indexed, closed or deleted, a hold added or released. Callers run `classify`
-inside the same write transaction as the change, so a crash never leaves a class out of step with its
-cause. `classes_after` answers the same question without writing, for predicting a sweep.
+Classes (segments.retention_class), first match wins: 2 held (overlaps a hold in force), 3 awaiting upload
+(overlaps a clip queued for the city hub: an outbox row in state 'queued'), 1 event video (overlaps an
+event's padded range), 0 continuous ring. The numbers are not the deletion order (3 was added after 2, and
+no row is renumbered): the sweep deletes 0 then 1 for age and space; 3 only under the free-space floor once 0
+and 1 are gone; 2 never. It finds them through the (retention_class, timeline_ms, start_ms) and (camera,
+retention_class, ...) indexes, so a sweep never has to look at events, holds or the outbox. A class is
+recomputed for a camera and time range whenever something there changes: segments indexed, an event
+indexed, closed or deleted, a hold added or released, an outbox row queued or leaving 'queued'. Callers run
+`classify` inside the same write transaction as the change, so a crash never leaves a class out of step
+with its cause. `classes_after` answers the same question without writing, for predicting a sweep.
 """
 
 from __future__ import annotations
@@ -17,9 +20,13 @@ from typing import Any, Mapping
 CONTINUOUS = 0
 EVENT = 1
 HOLD = 2
-CLASS_NAMES = {CONTINUOUS: "continuous", EVENT: "event", HOLD: "held"}
-# What the ring may delete: everything below HOLD. Held video is only ever deleted by releasing its hold.
+AWAITING_UPLOAD = 3
+CLASS_NAMES = {CONTINUOUS: "continuous", EVENT: "event", HOLD: "held", AWAITING_UPLOAD: "awaiting upload"}
+# What the ring may delete for age and for the quota: everything below HOLD. Video awaiting upload is deleted
+# only by the free-space floor, after all of that; held video only ever by releasing its hold.
 DELETABLE_BELOW = HOLD
+# Every class, for `retention_class IN (...)` in a camera's index scans (one range scan per class).
+_EVERY_CLASS = ", ".join(str(value) for value in sorted(CLASS_NAMES))
 
 # Bounds the start_ms index scans. The recorder cuts every segment at the first key frame after
 # segment_seconds (at most 10 min) and, for a camera that sends no key frame, reconnects after
@@ -40,27 +47,36 @@ def _wanted(event_condition: str) -> str:
 
     Holds and events are looked up once for the range, then joined to their segments by time, so the cost
     is the segments in the range plus the segments they keep, however many events the camera has.
-    `retention_class IN (0, 1, 2)` (every class there is) lets SQLite walk the (camera, retention_class,
-    start_ms) index by time for each class instead of every segment of the camera."""
+    `retention_class IN (0, 1, 2, 3)` (every class there is) lets SQLite walk the (camera, retention_class,
+    start_ms) index by time for each class instead of every segment of the camera. Queued clips are found
+    through outbox_waiting (camera, state, end_ms, start_ms, index migration 7): the queued rows of the camera
+    ending after the range starts, a few however long the outbox's history."""
     return f"""
         WITH held(id) AS (
             SELECT s.id FROM holds h JOIN segments s
-              ON s.camera = h.camera AND s.retention_class IN ({CONTINUOUS}, {EVENT}, {HOLD})
+              ON s.camera = h.camera AND s.retention_class IN ({_EVERY_CLASS})
              AND s.start_ms >= MAX(h.from_ms - {LONGEST_SEGMENT_MS}, :lower) AND s.start_ms < MIN(h.to_ms, :to_ms)
              AND s.end_ms > h.from_ms
             WHERE h.camera = :camera AND h.released_ms IS NULL AND h.from_ms < :upper AND h.to_ms > :lower),
+        queued(id) AS (
+            SELECT s.id FROM outbox o JOIN segments s
+              ON s.camera = o.camera AND s.retention_class IN ({_EVERY_CLASS})
+             AND s.start_ms >= MAX(o.start_ms - {LONGEST_SEGMENT_MS}, :lower) AND s.start_ms < MIN(o.end_ms, :to_ms)
+             AND s.end_ms > o.start_ms
+            WHERE o.camera = :camera AND o.state = 'queued' AND o.end_ms > :lower AND o.start_ms < :upper),
         kept(id) AS (
             SELECT s.id FROM events e JOIN segments s
-              ON s.camera = e.camera AND s.retention_class IN ({CONTINUOUS}, {EVENT}, {HOLD})
+              ON s.camera = e.camera AND s.retention_class IN ({_EVERY_CLASS})
              AND s.start_ms >= MAX(e.keep_from_ms - {LONGEST_SEGMENT_MS}, :lower)
              AND s.start_ms < MIN(e.keep_to_ms, :to_ms) AND s.end_ms > e.keep_from_ms
             WHERE e.camera = :camera AND e.keep_to_ms > :lower AND e.keep_from_ms < :upper AND ({event_condition}))
         SELECT s.id, s.camera, s.start_ms, s.end_ms, s.bytes, s.retention_class, s.timeline_ms, CASE
             WHEN s.id IN (SELECT id FROM held) THEN {HOLD}
+            WHEN s.id IN (SELECT id FROM queued) THEN {AWAITING_UPLOAD}
             WHEN s.id IN (SELECT id FROM kept) THEN {EVENT}
             ELSE {CONTINUOUS} END AS class
         FROM segments s
-        WHERE s.camera = :camera AND s.retention_class IN ({CONTINUOUS}, {EVENT}, {HOLD})
+        WHERE s.camera = :camera AND s.retention_class IN ({_EVERY_CLASS})
           AND s.start_ms >= :lower AND s.start_ms < :to_ms AND s.end_ms > :from_ms AND s.deleting = 0"""
 
 

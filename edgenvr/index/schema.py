@@ -164,6 +164,19 @@ MIGRATIONS: list[str] = [
     -- of events does not flood the link)
     CREATE TABLE sync_since (id INTEGER PRIMARY KEY CHECK (id = 1), since_ms INTEGER NOT NULL);
     """,
+    # 7: video of clips queued for the hub is retention class 3, awaiting upload (index.retention_classes):
+    # kept by the age rules and the quota, deleted only by the free-space floor. classify finds a camera's
+    # queued clips overlapping a range through outbox_waiting (end_ms: classifying new video reads only the
+    # clips that reach it, not a week's backlog). Video of clips queued before this migration is put in its
+    # class here (1200000: retention_classes.LONGEST_SEGMENT_MS when this was written); held video stays held.
+    """
+    CREATE INDEX outbox_waiting ON outbox(camera, state, end_ms, start_ms);
+    UPDATE segments SET retention_class = 3 WHERE id IN (
+        SELECT s.id FROM outbox o JOIN segments s
+          ON s.camera = o.camera AND s.retention_class IN (0, 1)
+         AND s.start_ms >= o.start_ms - 1200000 AND s.start_ms < o.end_ms AND s.end_ms > o.start_ms
+        WHERE o.state = 'queued') AND deleting = 0;
+    """,
 ]
 
 

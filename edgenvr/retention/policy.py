@@ -17,17 +17,26 @@ A full sweep (see below for when), in this order:
    - event video (class 1) older than both event_days and max_age_days. After step 1 this is only the
      video of long or still-open events (a camera covered for weeks): it bounds what such an event keeps;
    - retention_max_days is a legal maximum: every class 0 and 1 segment older than it.
-   Held video (class 2) is never deleted by age. "Older" is by a segment's start on the recording timeline
-   (index.recording_timeline: the boot-time clocks of the box's boots end to end), never by the wall clock:
-   a clock stepped forward (NTP after a boot at 1970, a false NTP answer, a wrong RTC) or back can make no
-   video due early. The timeline counts only the time the box was up, so video outlives its days by the
-   time the box was off. Rows indexed before the timeline existed were put on it by index migration 4.
+   Held video (class 2) and video awaiting upload (class 3: a clip queued for the city hub, sync.outbox) are
+   never deleted by age, retention_max_days included: a clip's video goes by these rules once the hub has it
+   (or it is given up). "Older" is by a segment's start on the recording timeline (index.recording_timeline:
+   the boot-time clocks of the box's boots end to end), never by the wall clock: a clock stepped forward (NTP
+   after a boot at 1970, a false NTP answer, a wrong RTC) or back can make no video due early. The timeline
+   counts only the time the box was up, so video outlives its days by the time the box was off. Rows indexed before the timeline existed were put on it by index migration 4.
 3. Disk pressure (quota, or free space under min_free, each with headroom for what recorders write
    before the next sweep): oldest first in recording order, (retention_class, timeline position): every
    continuous segment of every camera before any event video, and never held video. The free-space floor wins over event
    retention: event video deleted before its event_days is reported by one alert event per camera and
-   sweep. If only held video is left and free space is still under min_free, an ALERT is logged and
-   indexed, once until free space recovers.
+   sweep. Video awaiting upload is not deleted for the quota: like held video it may keep the ring over
+   the quota (logged once, naming how much). Only the free-space floor deletes it, once every continuous and
+   event segment is gone, oldest first, and only what the floor and its headroom need (not the extra room a
+   full sweep frees of other video): a full filesystem would stop all recording. Each clip that loses
+   video so is logged as an error, one ALERT event (unsent_video_deleted) per camera and sweep names them,
+   and their outbox rows become `unavailable` with the reason, in the transaction that marks the video:
+   that row is the record reported upstream. The rest of such a clip's video is ordinary again (it
+   cannot be sent whole), so the floor takes it before the video of clips still whole. If only held video
+   is left and free space is still under min_free, an ALERT is logged and indexed, once until free space
+   recovers.
 
 Every query runs on an index, (camera, retention_class, timeline_ms, start_ms), (retention_class,
 timeline_ms, start_ms) and events (camera, timeline_keep_to_ms, keep_to_ms), so a sweep costs what it
@@ -41,11 +50,13 @@ few minutes carries both the new rows and the deletions, and expired video lives
 longer. Every `sweep_seconds` in between, an urgent-only sweep checks that the quota and the floor will last until
 the next one, and deletes at once (with commits of its own) if they will not.
 
-Deleting segments: choose them and mark them `deleting` in one write transaction, then unlink (every file,
-snapshots and reference views too, through storage.deletion: only files the layout names) and fsync
-the directories; the rows are dropped with the next commit. Choosing inside the transaction matters: a
-hold added by the CLI at the same moment either commits first (its segments are class 2 and not chosen)
-or waits for the mark. A crash after the mark is finished by the start-up reconcile (`index.reconcile`).
+Deleting segments: choose them (and give up the clips whose video they are) and mark them `deleting` in one
+write transaction, then unlink (every file, snapshots and reference views too, through storage.deletion:
+only files the layout names) and fsync the directories; the rows are dropped with the next commit.
+Choosing inside the transaction matters: a hold added by the CLI (or a clip queued by the sync process) at
+the same moment either commits first (its segments are class 2 or 3 and not chosen as ring video) or waits
+for the mark. A crash after the mark is finished by the start-up reconcile (`index.reconcile`); a crash
+before it leaves the clips queued and their video in class 3.
 """
 
 from __future__ import annotations
@@ -66,6 +77,7 @@ from edgenvr.core.records import AlertKind, EventKind, EventRecord
 from edgenvr.core.time_format import format_ms
 from edgenvr.core.units import DAY_MS, OPEN_END_MS
 from edgenvr.index.retention_classes import (
+    AWAITING_UPLOAD,
     CONTINUOUS,
     DELETABLE_BELOW,
     EVENT,
@@ -99,6 +111,15 @@ AGE_VICTIMS = ("FROM segments INDEXED BY segments_camera_age WHERE camera = ? AN
 # older than old video. Uses segments_ring for the filter and the order.
 PRESSURE_VICTIMS = (f"FROM segments INDEXED BY segments_ring WHERE retention_class < {DELETABLE_BELOW} AND deleting = 0"
                     " ORDER BY retention_class, timeline_ms, start_ms")
+# What the free-space floor deletes once PRESSURE_VICTIMS is exhausted: video awaiting upload, oldest first in
+# recording order (segments_ring again). Never the quota, never the age rules.
+UNSENT_VICTIMS = (f"FROM segments INDEXED BY segments_ring WHERE retention_class = {AWAITING_UPLOAD} AND deleting = 0"
+                  " ORDER BY timeline_ms, start_ms")
+# The outbox rows (sync.outbox owns them; retention sits below sync in the layers, so the SQL is here) whose
+# clip overlaps a segment the floor deletes: given up in the same transaction, through outbox_waiting.
+GIVE_UP_CLIPS = ("UPDATE outbox SET state = 'unavailable', last_error = :reason, done_ms = :now"
+                 " WHERE camera = :camera AND state = 'queued' AND end_ms > :start_ms AND start_ms < :end_ms"
+                 " RETURNING id, kind, camera, start_ms, end_ms, event_id")
 # An event's age is its kept video's end (its own end if it keeps none) on the timeline (timeline_keep_to_ms,
 # NULL while it is open). Uses events_expiry (camera, timeline_keep_to_ms, keep_to_ms): reads the expired events
 # only (held ones among them are read and left alone at every sweep; a hold keeps few).
@@ -115,6 +136,7 @@ class SweepResult:
     reason: str   # "" when nothing was due
     events_deleted: int = 0
     deleted_early: int = 0   # event-video segments deleted before their event_days for lack of space
+    unsent_deleted: int = 0  # segments awaiting upload to the hub deleted by the free-space floor
 
 
 @dataclass(frozen=True)
@@ -211,6 +233,12 @@ def pressure_victims(conn: sqlite3.Connection, limit: int | None = None) -> sqli
     return conn.execute(f"SELECT {SEGMENT_COLUMNS} {PRESSURE_VICTIMS}{_limit(limit)}")
 
 
+def unsent_victims(conn: sqlite3.Connection, limit: int | None = None) -> sqlite3.Cursor:
+    """Step 3 under the free-space floor, once `pressure_victims` has nothing left: video awaiting upload
+    (SEGMENT_COLUMNS), oldest first; at most `limit`."""
+    return conn.execute(f"SELECT {SEGMENT_COLUMNS} {UNSENT_VICTIMS}{_limit(limit)}")
+
+
 def _limit(limit: int | None) -> str:
     return "" if limit is None else f" LIMIT {int(limit)}"
 
@@ -283,6 +311,11 @@ class DiskUsage:
             return 0, ""
         return need, (FLOOR if under_floor >= over_quota else QUOTA)
 
+    def floor_short(self, headroom: int) -> int:
+        """What the free-space floor alone needs deleted now, with `headroom` to spare (0: it holds). Only this
+        may cost video awaiting upload, whatever the quota says."""
+        return max(self.min_free + headroom - self.free, 0)
+
 
 def disk_usage(layout: StorageLayout, storage: StorageConfig, segment_bytes: int,
                disk_space: DiskSpace = shutil.disk_usage) -> DiskUsage:
@@ -309,6 +342,23 @@ class _Choice:
     victims: list[tuple[sqlite3.Row, str]] = field(default_factory=list)
     more: bool = False              # a query hit BATCH: another transaction follows
     found_for_space: bool = True    # space was needed and video to delete for it was found
+    lost_clips: list[sqlite3.Row] = field(default_factory=list)  # outbox rows given up for the floor
+
+
+# Clips named in an unsent_video_deleted alert's detail; every one is logged and its outbox row says why.
+UNSENT_CLIPS_NAMED = 10
+
+
+@dataclass
+class _Unsent:
+    """Video awaiting upload of one camera deleted by the floor in one sweep, and the clips given up."""
+    segments: int = 0
+    bytes: int = 0
+    clips: list[sqlite3.Row] = field(default_factory=list)
+
+    def add(self, row: sqlite3.Row) -> None:
+        self.segments += 1
+        self.bytes += row["bytes"]
 
 
 @dataclass
@@ -339,7 +389,8 @@ class RetentionPolicy:
         self.disk_space = disk_space
         self.segment_seconds = config.recording.segment_seconds
         self._written: deque[tuple[float, int]] = deque()  # (monotonic time, bytes) of recent segments
-        self._starved = False  # the floor cannot be met by deleting video; alerted once until it recovers
+        # "" or why (QUOTA, FLOOR) the disk is short with nothing left to delete: said once until it recovers
+        self._starved = ""
 
     def note_written(self, size: int) -> None:
         now = self.clock.monotonic()
@@ -372,7 +423,7 @@ class RetentionPolicy:
         conn = self.writer.conn
         short, why = self.bytes_to_free()
         if short == 0:
-            self._starved = False
+            self._starved = ""
             if urgent_only:
                 return SweepResult(0, 0, "")
         timeline_ms = self.writer.timeline.now_ms()   # ages are counted there (see AgeRule)
@@ -381,16 +432,23 @@ class RetentionPolicy:
         need, why = self.bytes_to_free(extra_room=True)
         if need == 0 and not self._due(rules):
             return SweepResult(0, 0, "")
+        floor_need = self.usage().floor_short(self.headroom_bytes())   # what may cost video awaiting upload
         by_camera = {rule.camera: rule for rule in rules}
         deleted = freed = events_deleted = 0
         reasons: list[str] = []
         early: dict[str, _Early] = {}
+        unsent: dict[str, _Unsent] = {}
         while True:
             choice = _Choice()
-            self.writer.commit(also=functools.partial(self._choose, rules, need, why, choice))
+            self.writer.commit(also=functools.partial(self._choose, rules, need, why, floor_need, at_ms, choice))
             events_deleted += choice.events
             gone, gone_bytes = self._unlink([row for row, _ in choice.victims])
             deleted, freed = deleted + len(gone), freed + gone_bytes
+            for clip in choice.lost_clips:
+                unsent.setdefault(clip["camera"], _Unsent()).clips.append(clip)
+            for row in gone:
+                if row["retention_class"] == AWAITING_UPLOAD:
+                    unsent.setdefault(row["camera"], _Unsent()).add(row)
             for row, reason in choice.victims:
                 reasons.append(reason)
                 camera = row["camera"]
@@ -399,7 +457,9 @@ class RetentionPolicy:
                 if reason in (QUOTA, FLOOR) and row["retention_class"] == EVENT \
                         and by_camera[camera].within_event_days(row):
                     early.setdefault(camera, _Early()).add(row, reason)
-            short, why = self.bytes_to_free()
+            usage, headroom = self.usage(), self.headroom_bytes()   # one measure for both
+            short, why = usage.bytes_to_free(headroom)
+            floor_need = usage.floor_short(headroom)
             if short > 0 and not choice.found_for_space:
                 self._nothing_left_to_delete(why, short)
                 break
@@ -416,6 +476,8 @@ class RetentionPolicy:
             self.writer.add_event(EventRecord(camera, EventKind.ALERT, at_ms, at_ms, subkind=AlertKind.DELETED_EARLY, detail=detail))
         if early:
             self._commit_alerts()
+        if unsent:
+            self._unsent_deleted(unsent, at_ms)
 
         reason = ", ".join(dict.fromkeys(reasons))
         if deleted:
@@ -423,7 +485,8 @@ class RetentionPolicy:
             log_fn("retention: deleted %d segments (%.1f MB): %s", deleted, freed / 1e6, reason)
         if events_deleted:
             log.info("retention: deleted %d events past their retention", events_deleted)
-        return SweepResult(deleted, freed, reason, events_deleted, sum(e.segments for e in early.values()))
+        return SweepResult(deleted, freed, reason, events_deleted, sum(e.segments for e in early.values()),
+                           sum(u.segments for u in unsent.values()))
 
     def _due(self, rules: Iterable[CameraRules]) -> bool:
         """Whether an event or a segment has outlived its retention (index seeks only, no write)."""
@@ -433,9 +496,12 @@ class RetentionPolicy:
 
     # -- deleting ---------------------------------------------------------------------------------
 
-    def _choose(self, rules: list[CameraRules], need: int, why: str, choice: _Choice, conn: sqlite3.Connection) -> None:
+    def _choose(self, rules: list[CameraRules], need: int, why: str, floor_need: int, at_ms: int, choice: _Choice,
+                conn: sqlite3.Connection) -> None:
         """Inside the commit's transaction: delete expired events, mark expired video, then mark the
-        oldest deletable video until `need` bytes (less what age frees) are marked."""
+        oldest deletable video until `need` bytes (less what age frees) are marked; if that is all of it and
+        the free-space floor still needs more (`floor_need`, never more than `need`), the oldest video
+        awaiting upload too, giving up its clips."""
         for rule in rules:
             expired = self._expire_events(conn, rule)
             choice.events += expired
@@ -446,13 +512,43 @@ class RetentionPolicy:
                 choice.more |= len(rows) >= BATCH
                 choice.victims += [(row, age.why) for row in rows]
         self._mark(conn, [row for row, _ in choice.victims])
-        need -= sum(row["bytes"] for row, _ in choice.victims)
+        by_age = sum(row["bytes"] for row, _ in choice.victims)
+        need -= by_age
         if need > 0:
-            chosen = choose_until(pressure_victims(conn, BATCH).fetchall(), need)
-            choice.found_for_space = bool(chosen)
+            ring = pressure_victims(conn, BATCH).fetchall()
+            chosen = choose_until(ring, need)
             choice.more |= len(chosen) >= BATCH
             self._mark(conn, chosen)
             choice.victims += [(row, why) for row in chosen]
+            floor_need -= by_age + sum(row["bytes"] for row in chosen)
+            # Only once classes 0 and 1 are exhausted (fewer than BATCH left, all of them chosen: need >=
+            # floor_need, so a remaining floor_need means every row was taken).
+            unsent: list[sqlite3.Row] = []
+            if floor_need > 0 and len(ring) < BATCH:
+                unsent = choose_until(unsent_victims(conn, BATCH).fetchall(), floor_need)
+                choice.more |= len(unsent) >= BATCH
+                self._mark(conn, unsent)
+                choice.victims += [(row, FLOOR) for row in unsent]
+                choice.lost_clips += self._give_up_clips(conn, unsent, at_ms)
+            choice.found_for_space = bool(chosen or unsent)
+
+    @staticmethod
+    def _give_up_clips(conn: sqlite3.Connection, victims: list[sqlite3.Row], at_ms: int) -> list[sqlite3.Row]:
+        """Inside the transaction that marks `victims` (video awaiting upload): their queued clips become
+        `unavailable` with the reason, and what is left of those clips' video is re-classified (the marked
+        rows keep their class until they go: classify skips them). Returns the outbox rows given up.
+
+        Reporting them to the hub is the sync process's later step (issue 12): the row, with this reason, is
+        the record it sends. A victim whose unlink then fails stays on disk as ordinary video; its clip stays
+        given up (part of it was chosen to go, and will be with the next sweep that can)."""
+        reason = f"deleted by the free-space floor before it reached the hub at {format_ms(at_ms)}"
+        lost: list[sqlite3.Row] = []
+        for row in victims:
+            lost += conn.execute(GIVE_UP_CLIPS, {"reason": reason, "now": at_ms, "camera": row["camera"],
+                                                 "start_ms": row["start_ms"], "end_ms": row["end_ms"]}).fetchall()
+        for clip in lost:
+            classify(conn, clip["camera"], clip["start_ms"], clip["end_ms"])
+        return lost
 
     @staticmethod
     def _mark(conn: sqlite3.Connection, rows: list[sqlite3.Row]) -> None:
@@ -557,18 +653,26 @@ class RetentionPolicy:
 
     # -- alerts -----------------------------------------------------------------------------------
 
+    def _kept(self, retention_class: int) -> tuple[dict[str, int], str]:
+        """Bytes per camera of a class the quota never deletes (held, awaiting upload), and as text."""
+        kept = {row[0]: row[1] for row in self.writer.conn.execute(
+            "SELECT camera, SUM(bytes) FROM segments WHERE retention_class = ? AND deleting = 0 GROUP BY camera",
+            (retention_class,))}
+        text = ", ".join(f"{camera} {size / 1e6:.1f} MB" for camera, size in sorted(kept.items())) if kept else "none"
+        return kept, text
+
     def _nothing_left_to_delete(self, why: str, need: int) -> None:
-        """The ring is empty but for held video (if any) and the disk is still short."""
-        if self._starved:
+        """The ring is empty but for held video and (quota) video awaiting upload, and the disk is still short."""
+        if self._starved == why:
             return
-        self._starved = True
-        held = {row[0]: row[1] for row in self.writer.conn.execute(
-            f"SELECT camera, SUM(bytes) FROM segments WHERE retention_class = {HOLD} AND deleting = 0 GROUP BY camera")}
-        held_text = (", ".join(f"{camera} {size / 1e6:.1f} MB" for camera, size in sorted(held.items()))
-                     if held else "none")
+        self._starved = why
+        held, held_text = self._kept(HOLD)
         if why != FLOOR:
-            log.warning("retention: quota reached and nothing but held video is left (held: %s); "
-                        "held video is kept over the quota until its hold is released", held_text)
+            _, unsent_text = self._kept(AWAITING_UPLOAD)
+            log.warning("retention: quota reached (%.1f MB short) and nothing but held video and video awaiting"
+                        " upload is left (held: %s; awaiting upload: %s); held video is kept over the quota until"
+                        " its hold is released, video awaiting upload until the hub has it (only the free-space"
+                        " floor deletes it)", need / 1e6, held_text, unsent_text)
             return
         detail = (f"free space below min_free ({need / 1e6:.1f} MB short) and no recording left to delete"
                   f" (held video: {held_text}): something else is filling the disk")
@@ -579,6 +683,27 @@ class RetentionPolicy:
             self.writer.add_event(EventRecord(camera, EventKind.ALERT, at_ms, at_ms, subkind=AlertKind.DISK_FULL, detail=detail))
         if cameras:
             self._commit_alerts()
+
+    def _unsent_deleted(self, unsent: dict[str, _Unsent], at_ms: int) -> None:
+        """The floor deleted video of clips queued for the hub: an error per clip, an ALERT per camera. What
+        exactly was lost is in the outbox rows, marked in the deletion's transaction (_give_up_clips)."""
+        for camera, lost in sorted(unsent.items()):
+            for clip in lost.clips:
+                log.error("retention: free space below min_free: deleted video of the %s clip of %s from %s to %s"
+                          " (outbox %d) before it reached the hub", clip["kind"], camera, format_ms(clip["start_ms"]),
+                          format_ms(clip["end_ms"]), clip["id"])
+            named = [f"{clip['kind']} {format_ms(clip['start_ms'])} to {format_ms(clip['end_ms'])}"
+                     for clip in lost.clips[:UNSENT_CLIPS_NAMED]]
+            more = len(lost.clips) - len(named)
+            detail = (f"free space below min_free: deleted {lost.segments} segments ({lost.bytes / 1e6:.1f} MB) of"
+                      f" {camera} awaiting upload to the hub, {len(lost.clips)} clip(s) lost before they reached it: "
+                      + "; ".join(named))
+            if more > 0:
+                detail += f"; and {more} more (each in the log and its outbox row)"
+            log.error("ALERT: %s", detail)
+            self.writer.add_event(EventRecord(camera, EventKind.ALERT, at_ms, at_ms,
+                                              subkind=AlertKind.UNSENT_VIDEO_DELETED, detail=detail))
+        self._commit_alerts()
 
     def _commit_alerts(self) -> None:
         # An alert is evidence of what was lost: write it now rather than at the next batch. If the index

@@ -1,13 +1,14 @@
 """What retention keeps and what it is about to do (`edgenvr retention`).
 
-For each camera: how many days and bytes of continuous, event and held video are on disk, what the next
-sweep would delete and why; for the disk: how full it is against the quota and min_free, the write rate
-of the last hour, and when at that rate the ring must start deleting for space.
+For each camera: how many days and bytes of continuous, event, held and awaiting-upload video (clips queued
+for the city hub) are on disk, what the next sweep would delete and why; for the disk: how full it is
+against the quota and min_free, what held video and video awaiting upload keep there whatever the quota, the
+write rate of the last hour, and when at that rate the ring must start deleting for space.
 
 This module owns the report and decides nothing: the rules and the sweep's steps are retention.policy's
-(camera_rules; expired_events, age_victims, pressure_victims with choose_until), counted here step by step
-instead of carried out, so the report cannot drift from what the sweep does. It only reads the index (a
-read-only connection is enough) and asks the filesystem for its free space.
+(camera_rules; expired_events, age_victims, pressure_victims and unsent_victims with choose_until), counted
+here step by step instead of carried out, so the report cannot drift from what the sweep does. It only reads
+the index (a read-only connection is enough) and asks the filesystem for its free space.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from edgenvr.core.time_format import format_ms
 from edgenvr.core.units import DAY_MS, HOUR_MS, MINUTE_MS
 from edgenvr.index.recording_timeline import timeline_now
 from edgenvr.index.retention_classes import (
+    AWAITING_UPLOAD,
     CLASS_NAMES,
     CONTINUOUS,
     DELETABLE_BELOW,
@@ -33,6 +35,7 @@ from edgenvr.index.retention_classes import (
 )
 from edgenvr.retention.policy import (
     EXPIRED_EVENT_WITH_VIDEO,
+    FLOOR,
     AgeRule,
     CameraRules,
     DiskSpace,
@@ -47,6 +50,7 @@ from edgenvr.retention.policy import (
     pressure_victims,
     ring_key,
     sweep_cameras,
+    unsent_victims,
 )
 from edgenvr.storage.layout import StorageLayout
 
@@ -75,7 +79,7 @@ class Due:
     """Something the next sweep would delete."""
 
     why: str        # max_age_days | event_days | retention_max_days | quota reached | free space below min_free
-    what: str       # continuous | event (segments) | events (event rows with their snapshots)
+    what: str       # continuous | event | awaiting upload (segments) | events (event rows with their snapshots)
     count: int
     bytes: int = 0  # 0 for events (snapshots are not counted)
 
@@ -90,7 +94,9 @@ class CameraRetention:
     continuous: ClassSpan
     event: ClassSpan
     held: ClassSpan
+    awaiting_upload: ClassSpan    # video of clips queued for the hub (kept like held video but for min_free)
     holds_in_force: int
+    clips_queued: int             # outbox rows of the camera waiting for the hub
     write_rate: float             # bytes per second over the rate window
     next_sweep: tuple[Due, ...]
 
@@ -109,7 +115,11 @@ class DiskOutlook:
     room_bytes: int        # until the quota or the floor is reached (negative: past it)
     full_at_ms: int | None  # when the ring must start deleting for space at this rate (at_ms: it is already);
     #                         None: nothing is being written
-    days_at_rate: float | None  # days of video (held video aside) the quota and floor hold at this rate
+    days_at_rate: float | None  # days of video (held and awaiting-upload video aside) the quota and floor hold
+    #                             at this rate
+    held_bytes: int = 0             # kept whatever the quota and min_free, until the hold is released
+    awaiting_upload_bytes: int = 0  # kept whatever the quota until the hub has it; min_free may delete it
+    kept_over_quota_bytes: int = 0  # how far those two keep the ring over the quota (0: within it)
 
 
 @dataclass(frozen=True)
@@ -138,7 +148,7 @@ def build_report(conn: sqlite3.Connection, config: Config, layout: StorageLayout
     usage = disk_usage(layout, config.storage, sum(span.bytes for span in spans.values()), disk_space)
     headroom = headroom_bytes(total_rate, config.storage, config.recording.segment_seconds)
     need, why = usage.bytes_to_free(headroom)
-    _due_for_space(conn, rules, reclassed, need - age_bytes, why, due)
+    _due_for_space(conn, rules, reclassed, need - age_bytes, why, usage.floor_short(headroom) - age_bytes, due)
 
     return RetentionReport(at, _camera_reports(conn, config, cameras, spans, rates, due),
                            _disk_outlook(usage, headroom, need, why, total_rate, window_ms, spans, at))
@@ -210,18 +220,22 @@ def _due_by_age(conn: sqlite3.Connection, rules: dict[str, CameraRules], reclass
 
 
 def _due_for_space(conn: sqlite3.Connection, rules: dict[str, CameraRules], reclassed: dict[int, dict[str, Any]],
-                   need: int, why: str, due: dict[str, list[Due]]) -> None:
+                   need: int, why: str, floor_need: int, due: dict[str, list[Due]]) -> None:
     """Step 3: what the ring deletes for space once steps 1-2 are done (added to `due`), `need` bytes in its
-    order."""
+    order; then, if that is every continuous and event segment and the free-space floor still needs more
+    (`floor_need`), video awaiting upload oldest first, as the sweep does."""
     if need <= 0:
         return
     pressure: dict[tuple[str, str], list[int]] = {}
-    for row in choose_until(_ring_order(conn, rules, reclassed), need):
-        entry = pressure.setdefault((row["camera"], CLASS_NAMES[row["retention_class"]]), [0, 0])
+    ring = choose_until(_ring_order(conn, rules, reclassed), need)
+    floor_need -= sum(row["bytes"] for row in ring)
+    unsent = choose_until(_unsent_order(conn, reclassed), floor_need) if floor_need > 0 else []
+    for row, reason in [*((row, why) for row in ring), *((row, FLOOR) for row in unsent)]:
+        entry = pressure.setdefault((row["camera"], CLASS_NAMES[row["retention_class"]], reason), [0, 0])
         entry[0] += 1
         entry[1] += row["bytes"]
-    for (camera, what), (count, size) in pressure.items():
-        due.setdefault(camera, []).append(Due(why, what, count, size))
+    for (camera, what, reason), (count, size) in pressure.items():
+        due.setdefault(camera, []).append(Due(reason, what, count, size))
 
 
 def _camera_reports(conn: sqlite3.Connection, config: Config, cameras: list[str],
@@ -229,6 +243,8 @@ def _camera_reports(conn: sqlite3.Connection, config: Config, cameras: list[str]
                     due: dict[str, list[Due]]) -> tuple[CameraRetention, ...]:
     holds = {row[0]: row[1] for row in conn.execute(
         "SELECT camera, COUNT(*) FROM holds WHERE released_ms IS NULL GROUP BY camera")}
+    queued = {row[0]: row[1] for row in conn.execute(
+        "SELECT camera, COUNT(*) FROM outbox WHERE state = 'queued' GROUP BY camera")}
     configured = {camera.id for camera in config.cameras}
     report_cameras = []
     for camera in sorted(set(cameras) | set(due)):
@@ -236,8 +252,9 @@ def _camera_reports(conn: sqlite3.Connection, config: Config, cameras: list[str]
         report_cameras.append(CameraRetention(
             camera, camera in configured, days.max_age_days, days.event_days, days.retention_max_days,
             spans.get((camera, CONTINUOUS), ClassSpan(CONTINUOUS)), spans.get((camera, EVENT), ClassSpan(EVENT)),
-            spans.get((camera, HOLD), ClassSpan(HOLD)), holds.get(camera, 0), rates.get(camera, 0.0),
-            tuple(due.get(camera, ()))))
+            spans.get((camera, HOLD), ClassSpan(HOLD)),
+            spans.get((camera, AWAITING_UPLOAD), ClassSpan(AWAITING_UPLOAD)), holds.get(camera, 0),
+            queued.get(camera, 0), rates.get(camera, 0.0), tuple(due.get(camera, ()))))
     return tuple(report_cameras)
 
 
@@ -250,10 +267,13 @@ def _disk_outlook(usage: DiskUsage, headroom: int, need: int, why: str, total_ra
         full_at = at + int(room / total_rate * 1000)
     else:
         full_at = None
-    ring_bytes = sum(span.bytes for (_, cls), span in spans.items() if cls != HOLD)
+    kept = {cls: sum(span.bytes for (_, of), span in spans.items() if of == cls) for cls in (HOLD, AWAITING_UPLOAD)}
+    ring_bytes = sum(span.bytes for (_, cls), span in spans.items() if cls not in kept)
     days_at_rate = (ring_bytes + room) / total_rate / (DAY_MS // 1000) if total_rate > 0 else None
+    # what is left over the quota once every continuous and event segment is gone: the quota cannot go further
+    over_quota = max(min(usage.used - usage.limit - ring_bytes, sum(kept.values())), 0)
     return DiskOutlook(usage.used, usage.limit, usage.free, usage.min_free, headroom, need, why, total_rate,
-                       window_ms, room, full_at, days_at_rate)
+                       window_ms, room, full_at, days_at_rate, kept[HOLD], kept[AWAITING_UPLOAD], over_quota)
 
 
 def _age_rule(rules: dict[str, CameraRules], camera: str, retention_class: int, timeline_ms: int) -> AgeRule | None:
@@ -276,6 +296,17 @@ def _ring_order(conn: sqlite3.Connection, rules: dict[str, CameraRules],
             yield row
 
 
+def _unsent_order(conn: sqlite3.Connection, reclassed: dict[int, dict[str, Any]]) -> Iterator[Any]:
+    """The order in which the free-space floor deletes video awaiting upload, with the classes step 1 sets
+    (no age rule deletes it)."""
+    def key(row: Any) -> tuple[int, int]:
+        return row["timeline_ms"], row["start_ms"]
+
+    indexed = (row for row in unsent_victims(conn) if row["id"] not in reclassed)
+    moved = sorted((row for row in reclassed.values() if row["retention_class"] == AWAITING_UPLOAD), key=key)
+    yield from heapq.merge(indexed, moved, key=key)
+
+
 # -- output ---------------------------------------------------------------------------------------
 
 def report_to_json(report: RetentionReport) -> list[dict[str, Any]]:
@@ -283,7 +314,7 @@ def report_to_json(report: RetentionReport) -> list[dict[str, Any]]:
     objects: list[dict[str, Any]] = []
     for camera in report.cameras:
         body = asdict(camera)
-        for name in ("continuous", "event", "held"):
+        for name in ("continuous", "event", "held", "awaiting_upload"):
             body[name]["days"] = round(getattr(camera, name).days, 6)
             del body[name]["retention_class"]
         body["write_rate_bytes_per_s"] = round(body.pop("write_rate"), 3)
@@ -301,14 +332,17 @@ def format_report(report: RetentionReport) -> list[str]:
         limits = [f"max_age_days {_days(camera.max_age_days)}", f"event_days {_days(camera.event_days)}",
                   f"retention_max_days {_days(camera.retention_max_days)}"]
         lines.append(f"{camera.camera}{'' if camera.in_config else ' (not in the config)'}: {', '.join(limits)}")
-        for label, span in (("continuous", camera.continuous), ("event", camera.event), ("held", camera.held)):
+        for label, span in (("continuous", camera.continuous), ("event", camera.event), ("held", camera.held),
+                            ("awaiting upload", camera.awaiting_upload)):
             if span.segments == 0:
-                lines.append(f"  {label:<11} none")
+                lines.append(f"  {label:<15} none")
             else:
-                lines.append(f"  {label:<11} {span.days:7.2f} days {_mb(span.bytes):>11}  {span.segments} segments,"
+                lines.append(f"  {label:<15} {span.days:7.2f} days {_mb(span.bytes):>11}  {span.segments} segments,"
                              f" {format_ms(span.oldest_ms)} .. {format_ms(span.newest_ms)}")
         if camera.holds_in_force:
             lines.append(f"  holds in force: {camera.holds_in_force} (edgenvr hold list)")
+        if camera.clips_queued:
+            lines.append(f"  clips waiting for the hub: {camera.clips_queued} (edgenvr status)")
         lines.append(f"  writing {_mb(camera.write_rate * 3600)}/h")
         if not camera.next_sweep:
             lines.append("  next sweep: nothing to delete")
@@ -319,6 +353,13 @@ def format_report(report: RetentionReport) -> list[str]:
     disk = report.disk
     lines.append(f"disk: {_mb(disk.used_bytes)} used of quota {_mb(disk.quota_bytes)}; {_mb(disk.free_bytes)} free"
                  f" (min_free {_mb(disk.min_free_bytes)})")
+    if disk.held_bytes or disk.awaiting_upload_bytes:
+        lines.append(f"  kept whatever the quota: held video {_mb(disk.held_bytes)}, video awaiting upload"
+                     f" {_mb(disk.awaiting_upload_bytes)} (held video is never deleted; video awaiting upload only"
+                     " by min_free, after all other video)")
+    if disk.kept_over_quota_bytes:
+        lines.append(f"  held video and video awaiting upload keep the ring {_mb(disk.kept_over_quota_bytes)} over"
+                     " the quota")
     if disk.need_bytes:
         lines.append(f"  next sweep must free {_mb(disk.need_bytes)}: {disk.need_why}")
     window = f"last {disk.rate_window_ms / MINUTE_MS:.0f} min"
@@ -332,7 +373,8 @@ def format_report(report: RetentionReport) -> list[str]:
         lines.append(f"  writing {_mb(disk.write_rate * 3600)}/h ({window}): full in {hours:.1f} h"
                      f" ({format_ms(disk.full_at_ms)}), then the ring deletes the oldest video")
     if disk.days_at_rate is not None:
-        lines.append(f"  at this rate the disk holds {disk.days_at_rate:.1f} days of video (held video aside)")
+        lines.append(f"  at this rate the disk holds {disk.days_at_rate:.1f} days of video (held video and video"
+                     " awaiting upload aside)")
     return lines
 
 

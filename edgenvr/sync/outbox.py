@@ -11,7 +11,14 @@ recording path. Invariants:
   after keep_to_ms: a segment's length and SETTLE_MARGIN_MS; the export reads closed files not indexed yet),
   and only if it ended after the box started syncing (`since_ms`): enabling sync does not send years of past
   events at once.
-Failure paths: sqlite3 errors propagate (the sync process logs them and tries again later).
+- The video of a queued clip is retention class 3, awaiting upload (index.retention_classes): no age rule and
+  no quota deletes it, only the free-space floor once all other unheld video is gone. Every change of a row's
+  state here (queued on insert, synced, unavailable) re-classifies its camera and range in the same write
+  transaction, so a crash never leaves the video's class out of step with the row. The one state change made
+  elsewhere: the sweep (retention.policy, a lower layer that cannot import this module) marks the queued rows
+  whose video the floor deletes `unavailable`, with the reason, in the transaction that marks that video.
+Failure paths: sqlite3 errors propagate (the sync process logs them and tries again later); each function's
+transaction is then rolled back whole, the row and the classes as they were.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from edgenvr.index import schema as index_schema
+from edgenvr.index.retention_classes import classify
 
 SETTLE_MARGIN_MS = 5_000   # after an event's padded end and one segment: its last segment file is closed
 
@@ -88,10 +96,12 @@ def enqueue_closed_events(conn: sqlite3.Connection, since_ms: int, now_ms: int, 
     if conn.execute("SELECT EXISTS (SELECT 1" + waiting + ")", values).fetchone()[0] == 0:
         return 0
     with index_schema.write_transaction(conn):
-        return conn.execute(
+        queued = conn.execute(
             "INSERT INTO outbox (kind, priority, camera, start_ms, end_ms, event_id, created_ms)"
             " SELECT e.kind, CASE e.kind WHEN 'tamper' THEN :tamper ELSE :motion END, e.camera, e.keep_from_ms,"
-            " e.keep_to_ms, e.id, :now" + waiting, values).rowcount
+            " e.keep_to_ms, e.id, :now" + waiting + " RETURNING camera, start_ms, end_ms", values).fetchall()
+        _reclassify(conn, queued)   # their video is awaiting upload from this commit on
+        return len(queued)
 
 
 def next_due(conn: sqlite3.Connection, now_ms: int) -> OutboxItem | None:
@@ -110,15 +120,28 @@ def note_upload(conn: sqlite3.Connection, item_id: int, upload: str, size: int, 
 
 
 def mark_synced(conn: sqlite3.Connection, item_id: int, receipt: str, now_ms: int) -> None:
+    """The hub holds it (its verified receipt): the clip's video is ordinary ring video again."""
     with index_schema.write_transaction(conn):
-        conn.execute("UPDATE outbox SET state = 'synced', receipt = ?, done_ms = ?, last_error = '' WHERE id = ?",
-                     (receipt, now_ms, item_id))
+        _reclassify(conn, conn.execute(
+            "UPDATE outbox SET state = 'synced', receipt = ?, done_ms = ?, last_error = '' WHERE id = ?"
+            " RETURNING camera, start_ms, end_ms", (receipt, now_ms, item_id)).fetchall())
 
 
 def mark_unavailable(conn: sqlite3.Connection, item_id: int, reason: str, now_ms: int) -> None:
+    """It cannot be sent (`reason`: its video is gone, ...): what is left of its video is ordinary again.
+    Only a queued row changes: one the free-space floor gave up while its export was under way keeps the
+    floor's reason (the export then fails for want of that video), which is what the hub must be told."""
     with index_schema.write_transaction(conn):
-        conn.execute("UPDATE outbox SET state = 'unavailable', last_error = ?, done_ms = ? WHERE id = ?",
-                     (reason, now_ms, item_id))
+        _reclassify(conn, conn.execute(
+            "UPDATE outbox SET state = 'unavailable', last_error = ?, done_ms = ? WHERE id = ? AND state = 'queued'"
+            " RETURNING camera, start_ms, end_ms", (reason, now_ms, item_id)).fetchall())
+
+
+def _reclassify(conn: sqlite3.Connection, rows: list[sqlite3.Row]) -> None:
+    """Inside the write transaction that changed these rows' state: the class of their video (camera, start_ms,
+    end_ms) follows. An id that matched no row changes nothing."""
+    for camera, start_ms, end_ms in rows:
+        classify(conn, camera, start_ms, end_ms)
 
 
 def retry_later(conn: sqlite3.Connection, item_id: int, error: str, at_ms: int, *, forget_upload: bool = False) -> None:

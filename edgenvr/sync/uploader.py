@@ -34,7 +34,7 @@ from pathlib import Path
 
 from edgenvr.config.records import Config
 from edgenvr.core.clock import SYSTEM_CLOCK, Clock
-from edgenvr.core.process_setup import become_child_process
+from edgenvr.core.process_setup import BACKGROUND_NICE, become_child_process
 from edgenvr.evidence.audit import AuditTrail
 from edgenvr.evidence.bundle import ExportError, ExportRequest, export_clip, zip_export
 from edgenvr.evidence.identity import DeviceIdentity, IdentityError, device_identity
@@ -221,7 +221,7 @@ class Uploader:
 
 def run_sync_process(config: Config, name: str) -> None:
     """Process entry point (started by the supervisor when the config has [sync])."""
-    become_child_process(None, name, config.log_level)
+    become_child_process(None, name, config.log_level, nice=BACKGROUND_NICE)   # the hub waits, recording never
     try:
         uploader = Uploader(config)
     except IdentityError as exc:

@@ -26,7 +26,7 @@ from aiohttp import web
 import edgenvr
 from edgenvr.config.records import Config
 from edgenvr.core.clock import SYSTEM_CLOCK, Clock
-from edgenvr.core.process_setup import become_child_process
+from edgenvr.core.process_setup import BACKGROUND_NICE, become_child_process
 from edgenvr.web import account_routes, camera_routes, evidence_routes, live_playlist
 from edgenvr.web.access import CONTEXT_KEY, LoginLimiter, access_middleware
 from edgenvr.web.api_routes import Access, ApiRoute, openapi_document, register_routes
@@ -114,7 +114,7 @@ def make_app(config: Config, clock: Clock = SYSTEM_CLOCK, *, tls: bool | None = 
 def run_web_process(config: Config, name: str, live_endpoint: str | None = None) -> None:
     """Process entry point (started by the supervisor when the config has [web])."""
     # No data-dir lock: the web server writes no segments, so a supervisor's start-up need not wait for it.
-    become_child_process(None, name, config.log_level)
+    become_child_process(None, name, config.log_level, nice=BACKGROUND_NICE)   # clients wait, recording never
     try:
         asyncio.run(serve(config, live_endpoint=live_endpoint))
     except (OSError, CertificateError) as error:
