@@ -9,6 +9,8 @@ and when it keeps dropping; the box marks a clip synced only with the hub's rece
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
 import time
 from pathlib import Path
@@ -89,3 +91,56 @@ def test_motion_clips_reach_the_hub_exactly_once_after_the_link_was_down_and_whi
     log = (tmp_path / "edgenvr.log").read_text()
     assert "enrolled at" in log and "the hub is unreachable" in log and "Traceback" not in log
     print(f"\n{len(rows)} motion clips delivered through {drops} drops after the link came back")
+
+
+def _hub_upload_offset(hub_data: Path, upload_path: str) -> int:
+    conn = sqlite3.connect(f"file:{hub_data / 'hub.sqlite3'}?mode=ro", uri=True)
+    try:
+        row = conn.execute("SELECT offset FROM uploads WHERE id = ?", (upload_path.rsplit("/", 1)[1],)).fetchone()
+        return row[0] if row else 0
+    finally:
+        conn.close()
+
+
+def test_a_sync_process_killed_mid_upload_resumes_where_the_hub_is_and_the_clip_arrives_once(tmp_path: Path) -> None:
+    """kill -9 of the sync process while a clip is half sent (an 80 kbit/s cap makes it last): the supervisor
+    restarts it, it goes on with the same upload at the hub's offset, and the hub ends with one copy."""
+    walk = make_scene_clip(CLIP_CACHE / "scenes" / "walk.h264", "walk")
+    with running_hub(tmp_path) as hub, \
+            SimulatedCamera({"walk": (walk.path, "h264", walk.fps)}, log_path=tmp_path / "camera.log") as camera:
+        data_dir, config = tmp_path / "data", tmp_path / "edgenvr.toml"
+        config.write_text(
+            f'[box]\nid = "{BOX}"\nname = "Pos RT 08"\n'
+            + config_text(data_dir, {}, motion=True, segment_seconds=2,
+                          extra_storage="event_pre_seconds = 1\nevent_post_seconds = 2")
+            + f'[[cameras]]\nid = "gate"\nurl = "{camera.url("walk")}"\ndetect_url = "{camera.url("walk")}"\n'
+            + f"[cameras.motion]\nignore = [{_polygon(counter_ignore_polygon(640, 360))}]\n"
+            + f'[sync]\nhub_url = "{hub.url}"\nenrolment_token = "{hub.token(BOX)}"\nupload_kbps = 80\n')
+        supervisor = start_supervisor(config, tmp_path / "edgenvr.log")
+        try:
+            supervisor.wait_for_log("sync to ")
+            deadline = time.monotonic() + 120
+            while True:   # a clip whose upload the hub has part of
+                sending = [row for row in _outbox(data_dir) if row["state"] == "queued" and row["upload"]
+                           and _hub_upload_offset(hub.data_dir, row["upload"]) > 0]
+                if sending:
+                    break
+                assert time.monotonic() < deadline, "no upload started:\n" + supervisor.log()[-3000:]
+                time.sleep(0.2)
+            clip, offset = sending[0], _hub_upload_offset(hub.data_dir, sending[0]["upload"])
+            sync_pid = int(supervisor.log().split("sync to ")[1].split("(pid ")[1].split(")")[0])
+            os.kill(sync_pid, signal.SIGKILL)
+            supervisor.wait_for_log("sync exited with code")
+            deadline = time.monotonic() + 120
+            while next(r for r in _outbox(data_dir) if r["id"] == clip["id"])["state"] != "synced":
+                assert time.monotonic() < deadline, "the clip never arrived:\n" + supervisor.log()[-3000:]
+                time.sleep(0.5)
+        finally:
+            assert supervisor.stop() == 0
+        done = next(r for r in _outbox(data_dir) if r["id"] == clip["id"])
+        clips = [json.loads(line) for line in hub.cli("clips", "--json").stdout.splitlines()]
+    assert done["upload"] == clip["upload"], "a new upload was started instead of resuming the hub's"
+    assert [c["sha256"] for c in clips].count(done["sha256"]) == 1
+    assert offset < done["bytes"], "the kill came after the clip was whole: the test proves nothing"
+    assert (tmp_path / "edgenvr.log").read_text().count("sync to ") >= 2   # started again by the supervisor
+    print(f"\nclip {clip['id']}: killed at {offset} of {done['bytes']} bytes, resumed on the same upload")

@@ -54,6 +54,7 @@ BACKOFF_MAX_S = 300.0
 REFUSED_RETRY_S = 3600.0
 EXPORTED_BY = "sync"
 MIN_CHUNK_BYTES = 64 * 1024
+CHUNK_SECONDS = 8
 
 
 class Throttle:
@@ -86,7 +87,10 @@ class Uploader:
         self.throttle = Throttle(self.sync.upload_kbps, clock)
         self._backoff = 0.0
         self._progressed = False   # the hub committed a chunk since the last failure
-        self._chunk = CHUNK_BYTES  # halved after an attempt that got nothing through, doubled after a chunk
+        # Under a cap a chunk is at most CHUNK_SECONDS of it: a drop then loses seconds, not minutes, of the link.
+        self._max_chunk = CHUNK_BYTES if self.sync.upload_kbps <= 0 else \
+            max(MIN_CHUNK_BYTES, min(CHUNK_BYTES, self.sync.upload_kbps * 1000 // 8 * CHUNK_SECONDS))
+        self._chunk = self._max_chunk   # halved after an attempt that got nothing through, doubled after a chunk
         self._rng = random.Random()
 
     # --- one round --------------------------------------------------------------------------------------
@@ -180,7 +184,7 @@ class Uploader:
         def remember(upload: str, _at: int, size: int) -> None:
             if _at:   # a chunk was committed: the link carries this much; try more next time
                 self._progressed = True
-                self._chunk = min(CHUNK_BYTES, self._chunk * 2)
+                self._chunk = min(self._max_chunk, self._chunk * 2)
                 client.chunk_bytes = self._chunk
             if upload != item.upload:
                 outbox.note_upload(conn, item.id, upload, size, digest)
