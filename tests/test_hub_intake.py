@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -191,6 +192,8 @@ def test_a_box_cannot_touch_another_boxs_upload(box: Box, hub: Hub, tmp_path: Pa
     ("unsafe_name", "not a plain file name"),
     ("other_camera", "not what the upload says"),
     ("not_a_zip", "not a readable zip"),
+    ("twice", "twice"),                   # a second manifest.json after the signed one
+    ("compressed", "is compressed"),      # what a zip bomb needs
 ])
 def test_a_clip_that_is_not_the_boxs_signed_evidence_is_rejected_and_not_kept(
         box: Box, hub: Hub, tmp_path: Path, damage: str, named: str) -> None:
@@ -210,6 +213,15 @@ def test_a_clip_that_is_not_the_boxs_signed_evidence_is_rejected_and_not_kept(
         archive = _zip(export.folder, tmp_path / "unsafe.zip", {"../escape.txt": b"x"})
     elif damage == "other_camera":
         archive, metadata = export.archive, _metadata(export, damage, camera="yard")
+    elif damage == "twice":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)   # zipfile warns of the duplicate name, as meant
+            archive = _zip(export.folder, tmp_path / "twice.zip", {"manifest.json": b"{}"})
+    elif damage == "compressed":
+        archive = tmp_path / "deflated.zip"
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as out:
+            for path in sorted(export.folder.iterdir()):
+                out.write(path, path.name)
     else:
         archive = tmp_path / "junk.zip"
         archive.write_bytes(b"PK\x03\x04" + b"\0" * 1000)

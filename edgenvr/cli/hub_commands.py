@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import sys
 import zipfile
 from pathlib import Path
@@ -23,10 +24,10 @@ from edgenvr.core.process_setup import setup_logging
 from edgenvr.core.time_format import format_ms
 from edgenvr.hub import hub_database
 from edgenvr.hub.box_enrolment import create_enrolment, revoke_box
-from edgenvr.hub.clip_intake import SAFE_NAME
+from edgenvr.hub.clip_intake import checked_entries
 from edgenvr.hub.hub_config import HubConfig, HubConfigError, load_hub_config
 from edgenvr.hub.hub_database import CLIPS
-from edgenvr.hub.tus_uploads import UPLOAD_ID
+from edgenvr.hub.tus_uploads import UPLOAD_ID, UploadRejected
 
 
 def _config(args: argparse.Namespace) -> HubConfig:
@@ -111,14 +112,16 @@ def cmd_hub_fetch(args: argparse.Namespace) -> int:
         print(f"edgenvr hub fetch: {out} exists and is not an empty folder", file=sys.stderr)
         return 1
     out.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(config.clips_dir / f"{args.clip}.zip") as archive:
-        for entry in archive.infolist():   # names were checked at intake; checked again, never trusted
-            if entry.is_dir() or set(entry.filename) - SAFE_NAME or entry.filename.startswith("."):
-                print(f"edgenvr hub fetch: clip {args.clip} has an unexpected entry", file=sys.stderr)
-                return 1
+    stored = config.clips_dir / f"{args.clip}.zip"
+    with zipfile.ZipFile(stored) as archive:
+        try:   # checked at intake; checked again, never trusted
+            entries = checked_entries(archive, stored.stat().st_size)
+        except UploadRejected as exc:
+            print(f"edgenvr hub fetch: clip {args.clip}: {exc}", file=sys.stderr)
+            return 1
+        for entry in entries:
             with archive.open(entry) as source, open(out / entry.filename, "xb") as target:
-                while piece := source.read(1024 * 1024):
-                    target.write(piece)
+                shutil.copyfileobj(source, target, 1024 * 1024)
     print(f"clip {args.clip} written to {out}; check it with: edgenvr verify {out}")
     return 0
 

@@ -9,9 +9,9 @@ Owns: the clips table's rows and <blobs>/clips/<id>.zip. Invariants:
 - The receipt's SHA-256 is of the bytes as stored, re-read from the hub's own disk after they were moved into
   place and fsynced; the box compares it with its own before it marks the clip synced.
 - The same clip (box, idempotency key) is kept once: a second upload of it gets the first one's receipt.
-- The zip is opened with bounds: plain file names only (no directories, no `..`), at most MAX_ENTRIES
-  entries, their sizes adding up to no more than the upload; extracted into a private scratch directory that
-  is removed whatever happens.
+- The zip is opened with bounds (`checked_entries`): plain file names only (no directories, no `..`), each
+  once, stored uncompressed, at most MAX_ENTRIES, their sizes adding up to no more than the upload; extracted
+  into a private scratch directory that is removed whatever happens.
 Failure paths: UploadRejected (422 to the box, bytes deleted) naming the first problem: not a zip, a bad
 entry, a folder that does not verify, a manifest for another box/camera/range; the box is unknown or revoked
 since it started (its key is gone). An OSError (disk full) propagates: tus_uploads answers 507 and keeps the
@@ -48,6 +48,29 @@ log = logging.getLogger(__name__)
 KINDS = ("tamper", "requested", "motion", "continuous")   # the box's outbox priorities, highest first
 MAX_ENTRIES = 64
 SAFE_NAME = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def checked_entries(archive: zipfile.ZipFile, size: int) -> list[zipfile.ZipInfo]:
+    """The entries of a clip's zip (`size` bytes), once they are what the sync process writes: at most
+    MAX_ENTRIES, each a plain file name (no directory, no `..`, not hidden) given once, stored uncompressed
+    (so no entry can inflate past the zip: a bomb is refused before a byte is written). UploadRejected
+    naming the first that is not."""
+    entries = archive.infolist()
+    if len(entries) > MAX_ENTRIES:
+        raise UploadRejected(f"the zip has {len(entries)} entries, more than {MAX_ENTRIES}")
+    names: set[str] = set()
+    for entry in entries:
+        name = entry.filename
+        if entry.is_dir() or not name or set(name) - SAFE_NAME or name.startswith("."):
+            raise UploadRejected(f"the zip has an entry that is not a plain file name: {name[:80]!r}")
+        if name in names:
+            raise UploadRejected(f"the zip has the entry {name!r} twice")
+        if entry.compress_type != zipfile.ZIP_STORED:
+            raise UploadRejected(f"the zip's entry {name!r} is compressed; clips are stored as they are")
+        names.add(name)
+    if sum(e.file_size for e in entries) > size:   # sizes the headers claim for stored data: they lie
+        raise UploadRejected("the zip's entries add up to more than the zip itself: refused")
+    return entries
 
 
 class ClipIntake:
@@ -121,19 +144,10 @@ class ClipIntake:
         try:
             try:
                 with zipfile.ZipFile(path) as archive:
-                    entries = archive.infolist()
-                    if len(entries) > MAX_ENTRIES:
-                        raise UploadRejected(f"the zip has {len(entries)} entries, more than {MAX_ENTRIES}")
-                    if sum(e.file_size for e in entries) > path.stat().st_size:
-                        raise UploadRejected("the zip's entries add up to more than the zip (compressed): refused")
-                    for entry in entries:
-                        if entry.is_dir() or not entry.filename or set(entry.filename) - SAFE_NAME \
-                                or entry.filename.startswith("."):
-                            raise UploadRejected(f"the zip has an entry that is not a plain file name: "
-                                                 f"{entry.filename[:80]!r}")
+                    for entry in checked_entries(archive, path.stat().st_size):
                         with archive.open(entry) as source, open(scratch / entry.filename, "xb") as target:
                             shutil.copyfileobj(source, target, 1024 * 1024)
-            except (zipfile.BadZipFile, zipfile.LargeZipFile, FileExistsError, NotImplementedError) as exc:
+            except zipfile.BadZipFile as exc:
                 raise UploadRejected(f"not a readable zip of an evidence folder: {exc}") from None
             try:
                 verify_export(scratch, enrolled_pem)
