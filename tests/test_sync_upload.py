@@ -31,6 +31,20 @@ def _polygon(points: list[tuple[float, float]]) -> str:
     return "[" + ", ".join(f"[{x:.4f}, {y:.4f}]" for x, y in points) + "]"
 
 
+def _box_config(root: Path, camera_url: str, hub_url: str, token: str, *sync_lines: str) -> tuple[Path, Path]:
+    """A box recording one camera with motion detection (1 s/2 s event padding: clips are small and come soon)
+    and [sync] to `hub_url`: (its data dir, its config file)."""
+    data_dir, config = root / "data", root / "edgenvr.toml"
+    config.write_text(
+        f'[box]\nid = "{BOX}"\nname = "Pos RT 08"\n'
+        + config_text(data_dir, {}, motion=True, segment_seconds=2,
+                      extra_storage="event_pre_seconds = 1\nevent_post_seconds = 2")
+        + f'[[cameras]]\nid = "gate"\nurl = "{camera_url}"\ndetect_url = "{camera_url}"\n'
+        + f"[cameras.motion]\nignore = [{_polygon(counter_ignore_polygon(640, 360))}]\n"
+        + f'[sync]\nhub_url = "{hub_url}"\nenrolment_token = "{token}"\n' + "".join(f"{line}\n" for line in sync_lines))
+    return data_dir, config
+
+
 def _outbox(data_dir: Path) -> list[dict]:
     conn = sqlite3.connect(f"file:{data_dir / 'index.sqlite3'}?mode=ro", uri=True)
     conn.row_factory = sqlite3.Row
@@ -50,14 +64,8 @@ def test_motion_clips_reach_the_hub_exactly_once_after_the_link_was_down_and_whi
     with running_hub(tmp_path) as hub, FaultyLink(("127.0.0.1", hub.port)) as link, \
             SimulatedCamera({"walk": (walk.path, "h264", walk.fps)}, log_path=tmp_path / "camera.log") as camera:
         link.down(True)                                   # the metro link is cut when the box starts
-        data_dir, config = tmp_path / "data", tmp_path / "edgenvr.toml"
-        config.write_text(
-            f'[box]\nid = "{BOX}"\nname = "Pos RT 08"\n'
-            + config_text(data_dir, {}, motion=True, segment_seconds=2,
-                          extra_storage="event_pre_seconds = 1\nevent_post_seconds = 2")
-            + f'[[cameras]]\nid = "gate"\nurl = "{camera.url("walk")}"\ndetect_url = "{camera.url("walk")}"\n'
-            + f"[cameras.motion]\nignore = [{_polygon(counter_ignore_polygon(640, 360))}]\n"
-            + f'[sync]\nhub_url = "http://127.0.0.1:{link.port}"\nenrolment_token = "{hub.token(BOX)}"\n')
+        data_dir, config = _box_config(tmp_path, camera.url("walk"), f"http://127.0.0.1:{link.port}",
+                                       hub.token(BOX))
         supervisor = start_supervisor(config, tmp_path / "edgenvr.log")
         try:
             supervisor.wait_for_log("sync to http://127.0.0.1")
@@ -108,14 +116,7 @@ def test_a_sync_process_killed_mid_upload_resumes_where_the_hub_is_and_the_clip_
     walk = make_scene_clip(CLIP_CACHE / "scenes" / "walk.h264", "walk")
     with running_hub(tmp_path) as hub, \
             SimulatedCamera({"walk": (walk.path, "h264", walk.fps)}, log_path=tmp_path / "camera.log") as camera:
-        data_dir, config = tmp_path / "data", tmp_path / "edgenvr.toml"
-        config.write_text(
-            f'[box]\nid = "{BOX}"\nname = "Pos RT 08"\n'
-            + config_text(data_dir, {}, motion=True, segment_seconds=2,
-                          extra_storage="event_pre_seconds = 1\nevent_post_seconds = 2")
-            + f'[[cameras]]\nid = "gate"\nurl = "{camera.url("walk")}"\ndetect_url = "{camera.url("walk")}"\n'
-            + f"[cameras.motion]\nignore = [{_polygon(counter_ignore_polygon(640, 360))}]\n"
-            + f'[sync]\nhub_url = "{hub.url}"\nenrolment_token = "{hub.token(BOX)}"\nupload_kbps = 80\n')
+        data_dir, config = _box_config(tmp_path, camera.url("walk"), hub.url, hub.token(BOX), "upload_kbps = 80")
         supervisor = start_supervisor(config, tmp_path / "edgenvr.log")
         try:
             supervisor.wait_for_log("sync to ")

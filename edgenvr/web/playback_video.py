@@ -283,12 +283,8 @@ class _FragmentedPlan:
     def read(self, first: int, end: int) -> Iterator[bytes]:
         """Bytes [first, end) of the file, in pieces of at most CHUNK_BYTES; each segment file is open only
         while its bytes are read."""
-        header = self.header
-        at = first
-        while at < end and at < len(header):
-            stop = min(end, len(header), at + CHUNK_BYTES)
-            yield header[at:stop]
-            at = stop
+        yield from _header_pieces(self.header, first, end)
+        at = max(first, min(end, len(self.header)))
         if at >= end:
             return
         offsets = self.offsets
@@ -377,12 +373,8 @@ class _ProgressivePlan:
         """Bytes [first, end) of the file, in pieces of at most CHUNK_BYTES, each from one segment file (so
         that a file found deleted or changed stops the bytes before any of its own); the sample bytes are
         read as recorded, nothing is patched."""
-        header = self.header
-        at = first
-        while at < end and at < len(header):
-            stop = min(end, len(header), at + CHUNK_BYTES)
-            yield header[at:stop]
-            at = stop
+        yield from _header_pieces(self.header, first, end)
+        at = max(first, min(end, len(self.header)))
         if at >= end:
             return
         offsets, file_at, source_of = self.offsets, self.file_at, self.source_of
@@ -419,6 +411,12 @@ class _ProgressivePlan:
         finally:
             if fd >= 0:
                 os.close(fd)
+
+
+def _header_pieces(header: bytes, first: int, end: int) -> Iterator[bytes]:
+    """The header's part of bytes [first, end), in pieces of at most CHUNK_BYTES (both layouts start so)."""
+    for at in range(first, min(end, len(header)), CHUNK_BYTES):
+        yield header[at:min(end, len(header), at + CHUNK_BYTES)]
 
 
 def _apply(buffer: bytearray, at: int, patches: list[tuple[int, bytes]], name: str) -> None:
