@@ -3,6 +3,9 @@ its one-time token, uploads an evidence export (zipped) over tus with every requ
 and gets a receipt signed by the hub naming the SHA-256 it computed; the hub lists the clip and writes it back
 out as a folder that `edgenvr verify` accepts with the box's key. Nobody else gets in: unsigned, re-keyed,
 revoked, other boxes' requests, re-signed or unsafe zips, spent or foreign tokens are refused and leave nothing.
+
+Every hub test runs twice: on the default hub (one process, SQLite) and on `[hub] workers = 2` with PostgreSQL
+(tests/hub_site.py), whose workers the kernel hands connections to in turn: same results.
 """
 
 from __future__ import annotations
@@ -10,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import http.client
 import json
 import os
 import shutil
+import signal
 import time
 import warnings
 import zipfile
@@ -27,12 +32,19 @@ from edgenvr.core.clock import SYSTEM_CLOCK
 from edgenvr.evidence.bundle import zip_export
 from edgenvr.evidence.identity import DeviceIdentity, device_identity, signing_key
 from edgenvr.evidence.request_signing import sign_request
+from edgenvr.hub.tus_uploads import RELEASE_WAIT_SECONDS
 from edgenvr.simulator import SimulatedCamera
 from edgenvr.storage.layout import StorageLayout
 from edgenvr.sync.hub_client import Delivered, HubClient, HubRefused, HubUnreachable
 from edgenvr.sync.uploader import Throttle
 from tests.conftest import config_text, edgenvr, start_supervisor
-from tests.hub_site import Hub, running_hub
+from tests.hub_site import (
+    POSTGRES_2_WORKERS,
+    Hub,
+    backend_params,
+    postgres_for,
+    running_hub,
+)
 from tests.link_faults import FaultyLink
 
 BOX = "rt08-kuningan"
@@ -91,8 +103,15 @@ def _zip(folder: Path, archive: Path, extra: dict[str, bytes] | None = None) -> 
     return archive
 
 
+@pytest.fixture(params=backend_params())
+def hub(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Hub]:
+    with running_hub(tmp_path, request.param, postgres_for(request, request.param)) as running:
+        yield running
+
+
 @pytest.fixture
-def hub(tmp_path: Path) -> Iterator[Hub]:
+def sqlite_hub(tmp_path: Path) -> Iterator[Hub]:
+    """The default hub alone, for what the hub's backend cannot change (the box's own upload pacing)."""
     with running_hub(tmp_path) as running:
         yield running
 
@@ -234,7 +253,8 @@ def test_a_clip_that_is_not_the_boxs_signed_evidence_is_rejected_and_not_kept(
 
 
 def test_enrolment_and_health_say_only_what_they_must(box: Box, hub: Hub) -> None:
-    assert set(requests.get(hub.url + "/api/health", timeout=5).json()) == {"status", "version"}
+    health = requests.get(hub.url + "/api/health", timeout=5).json()
+    assert set(health) == {"status", "version", "worker"} and isinstance(health["worker"], int)
     for body in (b"not json", b"{}", json.dumps({"token": 1, "box": BOX, "public_key": "x"}).encode()):
         assert requests.post(hub.url + "/api/v1/enrol", data=body, timeout=5).status_code == 400
     unknown = requests.post(hub.url + "/api/v1/enrol", json={"token": "enrol_guess", "box": BOX,
@@ -299,9 +319,11 @@ def test_a_chunk_altered_in_flight_is_refused_sent_again_and_the_clip_is_right(
     assert "does not match its sha256 checksum" in hub.log.read_text()
 
 
-def test_the_upload_cap_holds_within_ten_percent_over_thirty_seconds(box: Box, hub: Hub, tmp_path: Path) -> None:
+def test_the_upload_cap_holds_within_ten_percent_over_thirty_seconds(box: Box, sqlite_hub: Hub,
+                                                                    tmp_path: Path) -> None:
     """[sync] upload_kbps = 2000: what crosses the link (counted by the proxy, headers included) stays within
-    10% of 2 Mbit/s over 30 s, however fast the link is."""
+    10% of 2 Mbit/s over 30 s, however fast the link is. (The box paces itself: on one hub backend only.)"""
+    hub = sqlite_hub
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(12 * 1024 * 1024))   # more than 30 s at the cap
     throttle = Throttle(2000, SYSTEM_CLOCK)
@@ -322,3 +344,125 @@ def test_the_upload_cap_holds_within_ten_percent_over_thirty_seconds(box: Box, h
     rate_kbps = sent * 8 / took / 1000
     print(f"\nupload capped at 2000 kbit/s: {rate_kbps:.0f} kbit/s over {took:.1f} s")
     assert 1800 <= rate_kbps <= 2200, rate_kbps
+
+
+class _Halfway(Exception):
+    """Raised by a progress callback: the box stops sending here."""
+
+
+def test_a_hub_killed_mid_upload_comes_back_and_the_upload_resumes_at_its_offset(box: Box, hub: Hub) -> None:
+    """kill -9 of the hub while a clip is half sent (with workers: gunicorn's master, and its workers with it);
+    the hub started again answers HEAD with every byte it had committed, the box goes on with the same upload,
+    and the clip arrives once."""
+    archive = box.exports[1].archive
+    size = archive.stat().st_size
+    metadata = _metadata(box.exports[1], "killed")
+    uploads: list[str] = []
+
+    def halfway(upload: str, at: int, _size: int) -> None:
+        uploads.append(upload)
+        if at >= size // 2:
+            raise _Halfway
+
+    async def first_half() -> tuple[bytes, int]:
+        async with HubClient(hub.url, box.identity, chunk_bytes=16 * 1024) as client:
+            hub_key = await client.enrol(hub.token(BOX))
+            with pytest.raises(_Halfway):
+                await client.upload(archive, metadata, progress=halfway)
+            return hub_key, (await client.offset(uploads[-1]))[0]
+    hub_key, committed = asyncio.run(first_half())
+    assert size // 2 <= committed < size
+
+    hub.kill_and_restart()
+
+    async def the_rest() -> tuple[int, Delivered]:
+        async with HubClient(hub.url, box.identity, hub_key_pem=hub_key, chunk_bytes=16 * 1024) as client:
+            at, _ = await client.offset(uploads[-1])
+            return at, await client.upload(archive, metadata, upload=uploads[-1])
+    resumed_at, delivered = asyncio.run(the_rest())
+    assert resumed_at == committed
+    assert delivered.receipt["sha256"] == hashlib.sha256(archive.read_bytes()).hexdigest()
+    clips = [json.loads(line) for line in hub.cli("clips", "--json").stdout.splitlines()]
+    assert [c["sha256"] for c in clips] == [delivered.receipt["sha256"]]
+
+
+def _signed(box: Box, method: str, path: str, headers: dict[str, str]) -> dict[str, str]:
+    return sign_request(box.identity, method, path, {"Tus-Resumable": "1.0.0", **headers}, None, now_s=time.time())
+
+
+def test_two_workers_share_an_upload_a_stalled_patch_on_one_is_taken_over_by_a_head_on_the_other(
+        box: Box, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """[hub] workers = 2 on PostgreSQL: a box's link froze mid-PATCH on one worker and its HEAD, on a new
+    connection, reaches the other. The HEAD answers at once with what the stalled PATCH committed (the first
+    worker let go because the second asked, through the database); then the first worker is killed (-9) and
+    the upload completes on what is left: the clip arrives once, and the master still stops cleanly."""
+    archive = box.exports[1].archive
+    data = archive.read_bytes()
+    half = len(data) // 2
+    with running_hub(tmp_path, POSTGRES_2_WORKERS, postgres_for(request, POSTGRES_2_WORKERS)) as hub:
+        async def enrol_and_create() -> tuple[bytes, str]:
+            async with HubClient(hub.url, box.identity) as client:
+                hub_key = await client.enrol(hub.token(BOX))
+                return hub_key, await client.create(len(data), _metadata(box.exports[1], "two-workers"))
+        hub_key, upload = asyncio.run(enrol_and_create())
+
+        # Connections kept open (keep-alive: each stays with the worker that accepted it) until two workers
+        # have answered; which worker accepts which connection is the kernel's choice.
+        by_worker: dict[int, http.client.HTTPConnection] = {}
+        deadline = time.monotonic() + 30
+        while len(by_worker) < 2:
+            assert time.monotonic() < deadline, f"one worker took every connection: {list(by_worker)}"
+            connection = http.client.HTTPConnection("127.0.0.1", hub.port, timeout=10)
+            connection.request("GET", "/api/health")
+            worker = json.loads(connection.getresponse().read())["worker"]
+            if worker in by_worker:
+                connection.close()
+            else:
+                by_worker[worker] = connection
+        (first, stalled), (_, resuming) = by_worker.items()
+
+        stalled.putrequest("PATCH", upload)
+        patch = _signed(box, "PATCH", upload, {"Upload-Offset": "0",
+                                               "Content-Type": "application/offset+octet-stream"})
+        for name, value in {**patch, "Content-Length": str(len(data))}.items():
+            stalled.putheader(name, value)
+        stalled.endheaders()
+        stalled.send(data[:half])
+        time.sleep(1.0)                          # the first worker has read what was sent; the link is frozen
+        started = time.monotonic()
+        resuming.request("HEAD", upload, headers=_signed(box, "HEAD", upload, {}))
+        head = resuming.getresponse()
+        head.read()
+        assert head.status == 200 and head.getheader("Upload-Offset") == str(half)
+        assert time.monotonic() - started < RELEASE_WAIT_SECONDS
+        log = hub.log.read_text()
+        assert f"[hub worker {first}] edgenvr.hub.tus_uploads: upload {upload.rsplit('/', 1)[1]}: let go of a " \
+               f"stalled PATCH at {half} bytes" in log, log[-3000:]
+
+        os.kill(first, signal.SIGKILL)          # a worker dies: nothing it knew was only its own
+        stalled.close()
+        resuming.close()
+
+        async def finish() -> Delivered:
+            async with HubClient(hub.url, box.identity, hub_key_pem=hub_key, chunk_bytes=64 * 1024) as client:
+                return await client.upload(archive, _metadata(box.exports[1], "two-workers"), upload=upload)
+        delivered = asyncio.run(finish())
+        assert delivered.receipt["sha256"] == hashlib.sha256(data).hexdigest()
+        clips = [json.loads(line) for line in hub.cli("clips", "--json").stdout.splitlines()]
+        assert [c["sha256"] for c in clips] == [delivered.receipt["sha256"]]
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_the_hub_serves_https_with_its_own_certificate_on_every_worker(
+        request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> None:
+    """tls = true: the hub makes its key and certificate at its first start (before any worker), and every
+    worker serves with them: a client that pins keys/tls.crt gets in on any connection."""
+    with running_hub(tmp_path, backend, postgres_for(request, backend), tls=True) as hub:
+        workers = set()
+        deadline = time.monotonic() + 30
+        while len(workers) < (2 if backend == POSTGRES_2_WORKERS else 1):
+            assert time.monotonic() < deadline, workers
+            reply = requests.get(hub.url + "/api/health", verify=hub.verify, timeout=5)
+            workers.add(reply.json()["worker"])
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(hub.url + "/api/health", timeout=5)   # not signed by anyone the system trusts

@@ -1,6 +1,8 @@
 """The hub's tus 1.0 upload endpoint (edgenvr.hub.tus_uploads), served over real HTTP on loopback from a real
-SQLite hub database, driven by an independent client (`tuspy`) and by raw requests for what a client would
-never send on purpose.
+hub database, driven by an independent client (`tuspy`) and by raw requests for what a client would never
+send on purpose. Every test runs twice: on SQLite in one worker, and on PostgreSQL with two workers (each its
+own event loop, engine and listening socket on the one port, SO_REUSEPORT, so the kernel sends the requests
+of one upload to either), as `[hub] workers = 2` serves them.
 
 What boxes rely on: an upload resumes at the hub's offset after any drop or a hub restart; a chunk that does
 not match its checksum is refused (460) and nothing of it is kept; a stalled connection never blocks the
@@ -17,18 +19,22 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
+import sqlalchemy as sa
 from aiohttp import web
 
 from edgenvr.core.clock import SimulatedClock
 from edgenvr.core.units import DAY_MS
 from edgenvr.hub import hub_database, tus_uploads
 from edgenvr.hub.tus_uploads import CompletedUpload, TusUploads, UploadRejected
+from tests.hub_site import SQLITE, backend_params, postgres_for
 
 tusclient = pytest.importorskip("tusclient.client")
 
@@ -37,11 +43,44 @@ MAX_BYTES = 8 * 1024 * 1024
 TUS = {"Tus-Resumable": "1.0.0"}
 
 
+async def _cancel_the_rest() -> None:
+    """End what is left on a stopped worker's loop (handlers of connections that closed as its runner stopped),
+    so that nothing pending is destroyed with the loop."""
+    left = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in left:
+        task.cancel()
+    await asyncio.gather(*left, return_exceptions=True)
+
+
+@dataclass
+class Worker:
+    """A hub's upload endpoint in a thread of its own (its own event loop and engine), as a worker runs it."""
+    uploads: TusUploads
+    engine: sa.Engine
+    loop: asyncio.AbstractEventLoop
+    thread: threading.Thread
+    runner: web.AppRunner
+
+    def run(self, work: Coroutine[Any, Any, Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(work, self.loop).result()
+
+    def stop(self) -> None:
+        self.run(self.runner.cleanup())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+        self.loop.run_until_complete(_cancel_the_rest())
+        self.loop.close()
+        self.engine.dispose()
+
+
 @dataclass
 class Hub:
-    """A hub's upload endpoint in a thread of its own (its own event loop), as a worker would run it."""
+    """`workers` upload endpoints on one port, one database (SQLite in root, or `database_url`) and one blob
+    directory."""
     root: Path
     clock: SimulatedClock
+    database_url: str | None = None
+    workers: int = 1
     completed: list[CompletedUpload] = field(default_factory=list)
     port: int = 0
 
@@ -49,19 +88,23 @@ class Hub:
         self.start()
 
     def start(self) -> None:
-        self.engine = hub_database.connect(hub_database.database_url(self.root, None))
-        self.uploads = TusUploads(self.engine, self.root / "blobs", self._authenticate, self._complete,
-                                  max_bytes=MAX_BYTES, clock=self.clock)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
+        self.running = [self._worker() for _ in range(self.workers)]
+
+    def _worker(self) -> Worker:
+        engine = hub_database.connect(hub_database.database_url(self.root, self.database_url))
+        uploads = TusUploads(engine, self.root / "blobs", self._authenticate, self._complete,
+                             max_bytes=MAX_BYTES, clock=self.clock)
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, daemon=True)
+        thread.start()
         app = web.Application()
-        app.add_routes(self.uploads.routes())
-        self.runner = web.AppRunner(app)
-        asyncio.run_coroutine_threadsafe(self.runner.setup(), self.loop).result()
-        site = web.TCPSite(self.runner, "127.0.0.1", self.port)   # the same port again after a restart
-        asyncio.run_coroutine_threadsafe(site.start(), self.loop).result()
-        self.port = self.runner.addresses[0][1]
+        app.add_routes(uploads.routes())
+        worker = Worker(uploads, engine, loop, thread, web.AppRunner(app))
+        worker.run(worker.runner.setup())
+        # the same port again after a restart, and for every worker (each its own socket: SO_REUSEPORT)
+        worker.run(web.TCPSite(worker.runner, "127.0.0.1", self.port, reuse_port=self.workers > 1).start())
+        self.port = worker.runner.addresses[0][1]
+        return worker
 
     async def _authenticate(self, request: web.Request) -> str:
         header = request.headers.get("Authorization", "")
@@ -82,18 +125,18 @@ class Hub:
         return f"http://127.0.0.1:{self.port}{tus_uploads.UPLOADS_PATH}"
 
     def sweep(self) -> int:
-        return asyncio.run_coroutine_threadsafe(self.uploads.sweep_expired(), self.loop).result()
+        return sum(worker.run(worker.uploads.sweep_expired()) for worker in self.running)   # each worker sweeps
 
     def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result()
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join()
-        self.engine.dispose()
+        for worker in self.running:
+            worker.stop()
 
 
-@pytest.fixture
-def hub(tmp_path: Path) -> Iterator[Hub]:
-    running = Hub(tmp_path / "hub", SimulatedClock())
+@pytest.fixture(params=backend_params())
+def hub(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Hub]:
+    postgres = postgres_for(request, request.param)
+    running = Hub(tmp_path / "hub", SimulatedClock()) if request.param == SQLITE else \
+        Hub(tmp_path / "hub", SimulatedClock(), postgres.new_database(), workers=2)
     yield running
     running.stop()
 
@@ -225,6 +268,7 @@ def test_malformed_requests_get_a_4xx_naming_the_problem_and_store_nothing(hub: 
         (requests.post, hub.url, {**created, "Upload-Length": str(MAX_BYTES + 1)}, b"", 413),
         (requests.post, hub.url, {**created, "Upload-Metadata": "name not-base64!"}, b"", 400),
         (requests.post, hub.url, {**created, "Upload-Metadata": "a YQ==,a YQ=="}, b"", 400),
+        (requests.post, hub.url, {**created, "Upload-Metadata": "idempotency_key YQBi"}, b"", 400),   # "a\0b"
         (requests.post, hub.url, {**_auth(), "Upload-Defer-Length": "1"}, b"", 400),
     ]
     patching = {**_auth(), "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
@@ -290,3 +334,18 @@ def test_options_describes_the_server_without_credentials(hub: Hub) -> None:
     assert reply.headers["Tus-Version"] == "1.0.0" and reply.headers["Tus-Max-Size"] == str(MAX_BYTES)
     assert set(reply.headers["Tus-Extension"].split(",")) == {"creation", "expiration", "checksum", "termination"}
     assert set(reply.headers["Tus-Checksum-Algorithm"].split(",")) == {"sha1", "sha256"}
+
+
+def test_creations_with_one_idempotency_key_at_the_same_moment_give_one_upload(hub: Hub) -> None:
+    """A box whose first POST timed out sends it again while the first is still being answered (by another
+    worker): both get the same upload, and there is one."""
+    with ThreadPoolExecutor(8) as pool:
+        for round_ in range(5):
+            key = "idempotency_key " + base64.b64encode(f"gate/{round_}/motion".encode()).decode()
+            together = threading.Barrier(8)
+
+            def create(_: int) -> str:
+                together.wait()
+                return _create(hub, 10, metadata=key)
+            assert len(set(pool.map(create, range(8)))) == 1, round_
+    assert len(list((hub.root / "blobs" / "uploads").iterdir())) == 5

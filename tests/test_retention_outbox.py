@@ -421,3 +421,34 @@ def test_an_index_from_before_the_class_puts_the_video_of_its_queued_clips_in_it
     conn = index_schema.connect(path)
     classes = [r[0] for r in conn.execute("SELECT retention_class FROM segments ORDER BY start_ms")]
     assert classes == [CONTINUOUS, AWAITING_UPLOAD, AWAITING_UPLOAD, HOLD, CONTINUOUS]
+
+
+def test_the_legal_maximum_deletes_video_awaiting_upload_and_gives_up_its_clip_with_that_reason(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    box = Box(tmp_path / "data")
+    now = box.clock.now_ms()
+    t0 = now - 3 * DAY_MS
+    gate = [box.segment("gate", t0 + i * SEGMENT_MS) for i in range(3 * 144)]   # three days of 10-minute segments
+    box.motion(gate[10])      # 2.9 days old: past a 2-day legal maximum
+    box.motion(gate[300])     # 0.9 days old: within it
+    box.writer.commit()
+    assert box.queue(t0) == 2
+    config = write_config(tmp_path / "c.toml", box.data_dir, {"retention_max_days": 2})
+    add_hold(box.conn, config, "gate", gate[20][1], gate[21][1], "court order 12", clock=box.clock)
+
+    at = box.clock.now_ms()
+    with caplog.at_level(logging.WARNING, logger="edgenvr.retention.policy"):
+        result = box.policy(config).sweep()
+    assert result.unsent_deleted == 1
+    assert gate[10] not in box.segments() and gate[20] in box.segments(HOLD)   # held video stays, the law aside
+    assert box.segments(AWAITING_UPLOAD) == {gate[300]}
+    pad = 2 * MINUTE_MS - 1_000
+    reason = f"past retention_max_days (the legal maximum) before it reached the hub at {format_ms(at)}"
+    assert box.clips() == {("gate", gate[10][1] + pad): ("unavailable", reason),
+                           ("gate", gate[300][1] + pad): ("queued", "")}
+    alerts = [row[0] for row in box.conn.execute("SELECT detail FROM events WHERE kind = 'alert' AND subkind = ?",
+                                                 (AlertKind.UNSENT_VIDEO_DELETED,))]
+    assert len(alerts) == 1 and alerts[0].startswith("retention_max_days: deleted 1 segments"), alerts
+    assert any("retention_max_days: deleted video of the motion clip of gate" in r.getMessage()
+               for r in caplog.records)
+    box.assert_consistent()

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgenvr.core.clock import SimulatedClock
-from edgenvr.core.records import EventKind, EventRecord
+from edgenvr.core.records import EventKind, EventRecord, SegmentRecord
 from edgenvr.index import schema as index_schema
 from edgenvr.index.writer import IndexWriter
 from edgenvr.storage.layout import StorageLayout
@@ -85,3 +85,52 @@ def test_a_clip_leaves_the_backlog_only_with_a_receipt_or_a_reason_and_says_why_
     again = outbox.next_due(conn, t0 + 200_000)
     assert again is not None and again.id == first.id and again.upload is None and again.attempts == 1
     assert outbox.backlog(conn).count == 1
+
+
+def _segments(writer: IndexWriter, camera: str, start_ms: int, count: int, length_ms: int = 60_000) -> None:
+    for i in range(count):
+        begin = start_ms + i * length_ms
+        writer.add_segment(SegmentRecord(camera, begin, begin + length_ms, f"segments/{camera}/{begin}.mp4", 1000,
+                                         "00" * 32, "h264", 320, 240, 50, begin + length_ms))
+    writer.commit()
+
+
+def test_continuous_video_is_queued_a_piece_per_camera_at_a_time_from_where_the_last_piece_ended(
+        tmp_path: Path) -> None:
+    clock = SimulatedClock()
+    writer = _writer(tmp_path, clock)
+    conn = writer.conn
+    t0 = clock.now_ms()
+    since = outbox.sync_since(conn, t0)
+    piece = outbox.CONTINUOUS_PIECE_MS
+    _segments(writer, "gate", t0, 30)          # 30 min of gate
+    _segments(writer, "yard", t0 + 10 * 60_000, 5)   # yard's video starts 10 min later
+
+    # Not before a whole piece is recorded and settled.
+    assert outbox.enqueue_continuous(conn, ["gate", "yard"], since, t0 + piece + SETTLE - 1, SETTLE) == 0
+    now = t0 + 40 * 60_000
+    assert outbox.enqueue_continuous(conn, ["gate", "yard"], since, now, SETTLE) == 2
+    assert outbox.enqueue_continuous(conn, ["gate", "yard"], since, now, SETTLE) == 0   # one queued per camera
+    ranges = {(r[0], r[1], r[2]) for r in conn.execute("SELECT camera, start_ms, end_ms FROM outbox")}
+    assert ranges == {("gate", t0, t0 + piece), ("yard", t0 + 10 * 60_000, t0 + 10 * 60_000 + piece)}
+    waiting = [tuple(r) for r in conn.execute("SELECT DISTINCT retention_class FROM segments"
+                                              " WHERE camera = 'gate' AND start_ms < ?", (t0 + piece,))]
+    assert waiting == [(3,)], "a queued piece's video is kept for the hub"
+
+    # Events and pulls go at any time; continuous pieces only while a window is open.
+    assert outbox.next_due(conn, now, continuous=False) is None
+    item = outbox.next_due(conn, now)
+    assert item is not None and item.kind == ClipKind.CONTINUOUS and (item.camera, item.start_ms) == ("gate", t0)
+    outbox.mark_synced(conn, item.id, "{receipt}", now)
+    assert outbox.enqueue_continuous(conn, ["gate", "yard"], since, now, SETTLE) == 1
+    assert conn.execute("SELECT start_ms FROM outbox WHERE camera = 'gate' AND state = 'queued'").fetchone()[0] \
+        == t0 + piece   # the next piece starts where the last one ended
+
+    # The ring deleted what came next: the next piece starts at the oldest video left.
+    nxt = outbox.next_due(conn, now)
+    assert nxt is not None
+    outbox.mark_synced(conn, nxt.id, "{receipt}", now)
+    conn.execute("UPDATE segments SET deleting = 1 WHERE camera = 'gate' AND start_ms < ?", (t0 + 20 * 60_000,))
+    assert outbox.enqueue_continuous(conn, ["gate"], since, now, SETTLE) == 1
+    assert conn.execute("SELECT start_ms FROM outbox WHERE camera = 'gate' AND state = 'queued'").fetchone()[0] \
+        == t0 + 20 * 60_000

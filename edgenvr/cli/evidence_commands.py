@@ -14,11 +14,14 @@ import sqlite3
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from edgenvr.config.records import Config
 from edgenvr.core.time_format import format_ms
 from edgenvr.storage.layout import StorageLayout
+
+if TYPE_CHECKING:
+    from edgenvr.evidence.audit import AuditTrail
 
 Loader = Callable[[str], Config]
 AUDIT_UNWRITABLE = ("the audit trail cannot be written (if it was tampered with, `edgenvr audit verify` names"
@@ -32,13 +35,21 @@ def actor(by: str | None) -> str:
 
 @contextmanager
 def audited(config: Config, who: str, action: str, **fields: object) -> Iterator[None]:
-    """Append the action's audit record, then run the body; a failing body appends a record of the failure.
-    An audit trail that cannot be written: message and exit 1 before the body runs."""
+    """Append the action's audit record to the box's trail, then run the body (see `audited_by`)."""
+    with audited_by(lambda: _open_audit(config), who, action, **fields):
+        yield
+
+
+@contextmanager
+def audited_by(open_trail: Callable[[], AuditTrail], who: str, action: str, **fields: object) -> Iterator[None]:
+    """Append the action's audit record to the trail `open_trail` opens (the box's, or the city hub's), then run
+    the body; a failing body appends a record of the failure. An audit trail that cannot be written: message
+    and exit 1 before the body runs."""
     from edgenvr.evidence.audit import AuditAction, AuditError
     from edgenvr.evidence.identity import IdentityError
 
     try:
-        trail = _open_audit(config)
+        trail = open_trail()
     except (AuditError, IdentityError, OSError, sqlite3.Error) as exc:
         print(f"edgenvr: not done: {AUDIT_UNWRITABLE} ({exc})", file=sys.stderr)
         raise SystemExit(1) from None
@@ -203,20 +214,25 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace, load: Loader) -> int:
-    from edgenvr.evidence.audit import read_records, verify_trail
-    from edgenvr.evidence.identity import load_public_key
-
     if args.config is None:
         print("edgenvr: audit: --config FILE is needed", file=sys.stderr)
         return 2
-    config = load(args.config)
-    layout = StorageLayout(config.storage.data_dir)
+    layout = StorageLayout(load(args.config).storage.data_dir)
+    return show_audit(args, layout, layout.device_public_key_path)
+
+
+def show_audit(args: argparse.Namespace, layout: StorageLayout, public_key_path: Path) -> int:
+    """`audit [list]` and `audit verify` of the trail in `layout`, signed by the key at `public_key_path` (the
+    box's device.pub, or the city hub's hub.pub)."""
+    from edgenvr.evidence.audit import read_records, verify_trail
+    from edgenvr.evidence.identity import load_public_key
+
     if not layout.audit_path.exists():
         print(f"edgenvr: no audit trail at {layout.audit_path}: nothing was exported, held or approved yet",
               file=sys.stderr)
         return 1
     if args.audit_command == "verify":
-        result = verify_trail(layout, load_public_key(layout.device_public_key_path.read_bytes(), "device.pub"))
+        result = verify_trail(layout, load_public_key(public_key_path.read_bytes(), public_key_path.name))
         if not result.ok:
             print(f"edgenvr: audit trail NOT intact: {result.problem}", file=sys.stderr)
             return 1
@@ -262,14 +278,23 @@ def add_evidence_commands(sub: "argparse._SubParsersAction[argparse.ArgumentPars
     verify.add_argument("--pubkey", help="the box's public key obtained out of band, instead of device.pub")
     verify.set_defaults(func=cmd_verify)
 
-    audit = sub.add_parser("audit", help="who exported, held or approved what (the audit trail)")
+    add_audit_parser(sub, "who exported, held or approved what (the audit trail)", time_arg, time_forms,
+                     lambda args: cmd_audit(args, load))
+
+
+def add_audit_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]", text: str,
+                     time_arg: Callable[[str], int], time_forms: str, run: Callable[[argparse.Namespace], int],
+                     config_default: object = None) -> None:
+    """`audit [list] [--since --until --json]` and `audit verify` (the box's, or the hub's: `run` finds the trail;
+    `config_default` is what --config is when not given)."""
+    audit = sub.add_parser("audit", help=text)
     audit_sub = audit.add_subparsers(dest="audit_command")
     for parser in (audit, audit_sub.add_parser("list", help="the records (default)")):
-        parser.add_argument("--config")
+        parser.add_argument("--config", default=config_default)
         parser.add_argument("--since", type=time_arg, metavar="TIME", help=f"from: {time_forms}")
         parser.add_argument("--until", type=time_arg, metavar="TIME", help="to, written like --since")
         parser.add_argument("--json", action="store_true", help="one JSON object per line")
-        parser.set_defaults(func=lambda args: cmd_audit(args, load))
+        parser.set_defaults(func=run)
     check = audit_sub.add_parser("verify", help="exit 0 if the chain is intact, else name the first bad record")
-    check.add_argument("--config")
-    check.set_defaults(func=lambda args: cmd_audit(args, load))
+    check.add_argument("--config", default=config_default)
+    check.set_defaults(func=run)

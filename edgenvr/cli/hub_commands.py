@@ -1,8 +1,10 @@
 """`edgenvr hub`: the city hub. `edgenvr hub --config HUB.toml` serves; `enrol` prints a box's one-time
 enrolment token; `revoke` stops trusting a box; `clips` lists received clips; `fetch` writes a clip's evidence
-folder, which `edgenvr verify` accepts.
+folder, which `edgenvr verify` accepts; `pull` asks a box for a range and `pulls` shows how requests stand;
+`boxes` is the fleet view; `lost` lists clips boxes lost before they could send them.
 
-Failure paths: a bad config -> its problems, exit 2; an unknown box or clip -> a message, exit 1; the
+Failure paths: a bad config -> its problems, exit 2; an unknown box or clip, or a pull breaking a rule -> a
+message, exit 1; the
 database unusable -> its error, exit 1; a fetch target that exists and is not empty -> refused, exit 1 (a
 clip is never unpacked over other files).
 """
@@ -11,23 +13,33 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import shutil
 import sys
 import zipfile
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import sqlalchemy as sa
 
+from edgenvr.cli.evidence_commands import audited_by
+from edgenvr.cli.user_commands import add_hub_people_commands
 from edgenvr.core.clock import SYSTEM_CLOCK
 from edgenvr.core.process_setup import setup_logging
 from edgenvr.core.time_format import format_ms
 from edgenvr.hub import hub_database
 from edgenvr.hub.box_enrolment import create_enrolment, revoke_box
 from edgenvr.hub.clip_intake import checked_entries
+from edgenvr.hub.fleet import SILENT_AFTER_MS, fleet
+from edgenvr.hub.hub_accounts import audit_camera, open_hub_audit
 from edgenvr.hub.hub_config import HubConfig, HubConfigError, load_hub_config
 from edgenvr.hub.hub_database import CLIPS
+from edgenvr.hub.lost_clips import lost_clips
+from edgenvr.hub.remote_pulls import PullRefused, pulls, request_pull
 from edgenvr.hub.tus_uploads import UPLOAD_ID, UploadRejected
+from edgenvr.sync.hub_protocol import PullState
 
 
 def _config(args: argparse.Namespace) -> HubConfig:
@@ -52,6 +64,9 @@ def cmd_hub_serve(args: argparse.Namespace) -> int:
     config = _config(args)
     setup_logging(args.log_level or "info", "hub")
     try:
+        if config.workers > 1:   # gunicorn's master, forking the workers (not inside an event loop)
+            from edgenvr.hub.hub_workers import serve_hub_workers
+            return serve_hub_workers(config, args.log_level or "info")
         asyncio.run(serve_hub(config))
     except (OSError, CertificateError, sa.exc.SQLAlchemyError) as exc:
         print(f"edgenvr hub: cannot serve on {config.host}:{config.port}: {exc}", file=sys.stderr)
@@ -103,7 +118,7 @@ def cmd_hub_fetch(args: argparse.Namespace) -> int:
         print(f"edgenvr hub fetch: {args.clip!r} is not a clip id", file=sys.stderr)
         return 1
     with _engine(config).connect() as conn:
-        found = conn.execute(sa.select(CLIPS.c.id).where(CLIPS.c.id == args.clip)).first()
+        found = conn.execute(sa.select(CLIPS).where(CLIPS.c.id == args.clip)).first()
     if found is None:
         print(f"edgenvr hub fetch: no clip {args.clip}", file=sys.stderr)
         return 1
@@ -113,7 +128,9 @@ def cmd_hub_fetch(args: argparse.Namespace) -> int:
         return 1
     out.mkdir(parents=True, exist_ok=True)
     stored = config.clips_dir / f"{args.clip}.zip"
-    with zipfile.ZipFile(stored) as archive:
+    with audited_by(lambda: open_hub_audit(config), f"cli:{getpass.getuser()}", "export",
+                    camera=audit_camera(found.box, found.camera), from_ms=found.start_ms, to_ms=found.end_ms,
+                    detail=f"clip {args.clip} written to {out}"), zipfile.ZipFile(stored) as archive:
         try:   # checked at intake; checked again, never trusted
             entries = checked_entries(archive, stored.stat().st_size)
         except UploadRejected as exc:
@@ -126,7 +143,68 @@ def cmd_hub_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_hub_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def cmd_hub_pull(args: argparse.Namespace) -> int:
+    config = _config(args)
+    who = f"cli:{getpass.getuser()}"
+    span = {"from_ms": args.from_ms, "to_ms": args.to_ms} if args.from_ms < args.to_ms else {}   # else refused
+    try:
+        with audited_by(lambda: open_hub_audit(config), who, "pull_request", reason=args.reason,
+                        camera=audit_camera(args.box, args.camera), detail=f"asked box {args.box} for it", **span):
+            pull = request_pull(_engine(config), args.box, args.camera, args.from_ms, args.to_ms, args.reason, who,
+                                SYSTEM_CLOCK)
+    except PullRefused as exc:
+        print(f"edgenvr hub pull: {exc}", file=sys.stderr)
+        return 1
+    print(pull.id)
+    print(f"(pull of {args.camera} on box {args.box} queued: the box gets it when its channel is open; follow it "
+          "with `edgenvr hub pulls`)", file=sys.stderr)
+    return 0
+
+
+def cmd_hub_pulls(args: argparse.Namespace) -> int:
+    for pull in pulls(_engine(_config(args)), args.box):
+        if args.json:
+            print(json.dumps({"id": pull.id, "box": pull.box, "camera": pull.camera, "start_ms": pull.start_ms,
+                              "end_ms": pull.end_ms, "state": pull.state, "progress": pull.progress,
+                              "detail": pull.detail, "clip_id": pull.clip_id, "reason": pull.reason,
+                              "requested_by": pull.requested_by, "created_ms": pull.created_ms,
+                              "updated_ms": pull.updated_ms}))
+        else:
+            state = f"{pull.state} {pull.progress}%" if pull.state == PullState.UPLOADING else str(pull.state)
+            answer = f"clip {pull.clip_id}" if pull.clip_id else pull.detail
+            print(f"{pull.id}  {pull.box}/{pull.camera}  {format_ms(pull.start_ms)} .. {format_ms(pull.end_ms)}  "
+                  f"{state}  {answer}".rstrip())
+    return 0
+
+
+def cmd_hub_boxes(args: argparse.Namespace) -> int:
+    for health in fleet(_engine(_config(args)), SYSTEM_CLOCK.now_ms(), int(args.silent_minutes * 60_000)):
+        if args.json:
+            print(json.dumps(asdict(health)))
+            continue
+        flags = [flag for flag, on in (("SILENT", health.silent), ("REVOKED", health.revoked)) if on]
+        flags += [f"OFFLINE {camera}" for camera in health.cameras_offline]
+        flags += [f"TAMPER {t['camera']} ({t['subkind']})" for t in health.tamper]
+        flags += [f"LOST {health.lost_clips} clip(s)"] if health.lost_clips else []
+        flags += [f"AUDIT: {health.audit_problem}"] if health.audit_problem else []
+        disk = f"disk {health.disk_free_percent}% free" if health.disk_free_percent is not None else ""
+        print(f"{health.box:<24} {health.site[:30]:<30} last report {format_ms(health.last_report_ms)}  "
+              f"{len(health.cameras)} camera(s)  backlog {health.backlog}  {disk}  {' '.join(flags)}".rstrip())
+    return 0
+
+
+def cmd_hub_lost(args: argparse.Namespace) -> int:
+    for loss in lost_clips(_engine(_config(args)), args.box):
+        if args.json:
+            print(json.dumps(asdict(loss)))
+        else:
+            print(f"{loss.box}/{loss.camera}  {format_ms(loss.start_ms)} .. {format_ms(loss.end_ms)}  {loss.kind}  "
+                  f"lost {format_ms(loss.lost_ms)}: {loss.reason}")
+    return 0
+
+
+def add_hub_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]", time_arg: Callable[[str], int],
+                     text_arg: Callable[[str], str], time_forms: str) -> None:
     hub = sub.add_parser("hub", help="the city hub: serve (with --config alone), enrol and revoke boxes, clips")
     hub.add_argument("--config", help="the hub's config file (HUB.toml)")
     hub.set_defaults(func=cmd_hub_serve)
@@ -149,3 +227,21 @@ def add_hub_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]")
     fetch = command("fetch", "write a clip's evidence folder (check it with `edgenvr verify DIR`)", cmd_hub_fetch)
     fetch.add_argument("clip", help="the clip id (from `edgenvr hub clips`)")
     fetch.add_argument("--out", required=True, help="an empty or new folder")
+    pull = command("pull", "ask a box for a range of one camera (it uploads it as a clip); prints the request id",
+                   cmd_hub_pull)
+    pull.add_argument("--box", required=True, type=text_arg)
+    pull.add_argument("--camera", required=True, type=text_arg)
+    pull.add_argument("--from", dest="from_ms", type=time_arg, required=True, metavar="TIME", help=time_forms)
+    pull.add_argument("--to", dest="to_ms", type=time_arg, required=True, metavar="TIME", help="like --from")
+    pull.add_argument("--reason", required=True, type=text_arg, help="why (police report, request number)")
+    listing = command("pulls", "list pull requests and how each stands", cmd_hub_pulls)
+    listing.add_argument("--box")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    lost = command("lost", "clips boxes could not send because their video was deleted first, and why", cmd_hub_lost)
+    lost.add_argument("--box")
+    lost.add_argument("--json", action="store_true", help="one JSON object per line")
+    boxes = command("boxes", "the fleet: each box's last report, silent boxes, offline cameras, tamper", cmd_hub_boxes)
+    boxes.add_argument("--json", action="store_true", help="one JSON object per line")
+    boxes.add_argument("--silent-minutes", type=float, default=SILENT_AFTER_MS / 60_000,
+                       help="a box that has not reported for this long is flagged silent (default: %(default)s)")
+    add_hub_people_commands(hub_sub, _config, text_arg, time_arg, time_forms)   # user, token, audit

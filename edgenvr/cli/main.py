@@ -485,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_event_and_reference_commands(sub)
     add_evidence_commands(sub, _load, _time_arg, _text_arg, TIME_FORMS)
     add_user_commands(sub, _load, _text_arg)
-    add_hub_commands(sub)
+    add_hub_commands(sub, _time_arg, _text_arg, TIME_FORMS)
     return parser
 
 

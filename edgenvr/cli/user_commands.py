@@ -1,5 +1,9 @@
 """The user commands: `edgenvr user add | passwd | remove | list | token | tokens | revoke-token`, the box's
-web accounts (web.accounts) from the command line, e.g. the first admin before the web UI can be used.
+web accounts (web.accounts) from the command line, e.g. the first admin before the web UI can be used; and the
+same commands for the city hub's people (`edgenvr hub user add | list | remove | password | role`, `edgenvr hub
+token create | list | revoke`, `edgenvr hub audit [verify]`): one set of functions, told where the accounts and
+the audit trail are by an AccountsHome (the box's data dir and trail, or the hub's, hub.hub_accounts). Hub users
+carry no camera grant: they see every camera (--cameras is not offered there).
 
 Every change is audited first (`audited`, user name in the record's detail, never a password or token), so an
 audit trail that cannot be written stops it. Arguments are checked before anything is opened or audited: a
@@ -20,14 +24,25 @@ import getpass
 import json
 import sys
 from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
-from edgenvr.cli.evidence_commands import Loader, actor, audited
+from edgenvr.cli.evidence_commands import (
+    Loader,
+    actor,
+    add_audit_parser,
+    audited,
+    audited_by,
+    show_audit,
+)
 from edgenvr.config.records import Config
 from edgenvr.core.time_format import format_ms
 from edgenvr.storage.layout import StorageLayout
 
 if TYPE_CHECKING:
+    from edgenvr.hub.hub_config import HubConfig
     from edgenvr.web.accounts import Accounts, Role
 
 # edgenvr.web.accounts (and argon2) is imported by the user commands alone, not by every start of `edgenvr`.
@@ -39,26 +54,66 @@ class _Refused(Exception):
     """A bad argument: message, exit 2, nothing opened."""
 
 
-def _accounts(config: Config) -> Accounts:
+Audited = Callable[..., AbstractContextManager[None]]   # (who, action, **record fields): record, then the body
+
+
+@dataclass(frozen=True)
+class AccountsHome:
+    """Where the user commands work: the data dir whose users.sqlite3 they change, the audit trail each change
+    is first recorded in, and the cameras a grant may name (None: grants are not offered, every user sees every
+    camera: the hub)."""
+    layout: StorageLayout
+    audited: Audited
+    config_path: str
+    cameras: frozenset[str] | None
+
+
+Locate = Callable[[argparse.Namespace], AccountsHome]
+
+
+def box_home(load: Loader) -> Locate:
+    """The box's: its data dir and audit trail, the cameras of its config (`--config`)."""
+    def locate(args: argparse.Namespace) -> AccountsHome:
+        config: Config = load(args.config)
+        return AccountsHome(StorageLayout(config.storage.data_dir), partial(audited, config), args.config,
+                            frozenset(camera.id for camera in config.cameras))
+    return locate
+
+
+def hub_home(hub_config: Callable[[argparse.Namespace], HubConfig]) -> Locate:
+    """The city hub's (hub.hub_accounts): its data dir, its trail signed by its receipt key, no camera grants."""
+    def locate(args: argparse.Namespace) -> AccountsHome:
+        from edgenvr.hub.hub_accounts import hub_layout, open_hub_audit
+
+        config = hub_config(args)
+        try:
+            layout = hub_layout(config)
+        except OSError as exc:
+            print(f"edgenvr hub: the data dir {config.data_dir} cannot be made: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
+        return AccountsHome(layout, partial(audited_by, lambda: open_hub_audit(config)), str(args.config), None)
+    return locate
+
+
+def _accounts(home: AccountsHome) -> Accounts:
     from edgenvr.web.accounts import Accounts
 
-    return Accounts(StorageLayout(config.storage.data_dir))
+    return Accounts(home.layout)
 
 
-def _checked_cameras(config: Config, config_path: str, role: Role, text: str | None) -> tuple[str, ...] | None:
+def _checked_cameras(home: AccountsHome, role: Role, text: str | None) -> tuple[str, ...] | None:
     """--cameras as a grant: None (every camera) when absent, () for an empty list; names the config lacks are
     refused (the accounts store cannot tell)."""
     from edgenvr.web.accounts import check_cameras
 
-    if text is None:
+    if text is None or home.cameras is None:
         return None
     cameras = tuple(name.strip() for name in text.split(",") if name.strip())
     grant = check_cameras(role, cameras)
-    known = {camera.id for camera in config.cameras}
-    unknown = [camera for camera in grant or () if camera not in known]
+    unknown = [camera for camera in grant or () if camera not in home.cameras]
     if unknown:
-        listed = ", ".join(sorted(known)) or "none"
-        raise _Refused(f"no camera {', '.join(unknown)} in {config_path} (its cameras: {listed})")
+        listed = ", ".join(sorted(home.cameras)) or "none"
+        raise _Refused(f"no camera {', '.join(unknown)} in {home.config_path} (its cameras: {listed})")
     return grant
 
 
@@ -93,21 +148,21 @@ def _grant_text(cameras: tuple[str, ...] | None) -> str:
 
 # -- commands ----------------------------------------------------------------------------------------------
 
-def cmd_user_add(args: argparse.Namespace, load: Loader) -> int:
+def cmd_user_add(args: argparse.Namespace, locate: Locate) -> int:
     from edgenvr.web.accounts import AccountError, check_name, check_role
 
-    config = load(args.config)
+    home = locate(args)
     try:
         name = check_name(args.name)
         role = check_role(args.role)
-        cameras = _checked_cameras(config, args.config, role, args.cameras)
+        cameras = _checked_cameras(home, role, getattr(args, "cameras", None))
         password = _new_password(name, args.password_stdin)
     except (AccountError, _Refused) as exc:
         return _fail("user not added", exc, 2)
     try:
         detail = f"user {name}, {role}, cameras {_grant_text(cameras)}"
-        with (audited(config, actor(args.by), "user_add", detail=detail),
-              _accounts(config) as accounts):
+        with (home.audited(actor(args.by), "user_add", detail=detail),
+              _accounts(home) as accounts):
             user = accounts.add_user(name, role, password, cameras)
     except AccountError as exc:
         return _fail("user not added", exc, 1)
@@ -115,18 +170,18 @@ def cmd_user_add(args: argparse.Namespace, load: Loader) -> int:
     return 0
 
 
-def cmd_user_passwd(args: argparse.Namespace, load: Loader) -> int:
+def cmd_user_passwd(args: argparse.Namespace, locate: Locate) -> int:
     from edgenvr.web.accounts import AccountError, check_name
 
-    config = load(args.config)
+    home = locate(args)
     try:
         name = check_name(args.name)
         password = _new_password(name, args.password_stdin)
     except (AccountError, _Refused) as exc:
         return _fail("password not changed", exc, 2)
     try:
-        with (audited(config, actor(args.by), "user_password", detail=f"user {name}"),
-              _accounts(config) as accounts):
+        with (home.audited(actor(args.by), "user_password", detail=f"user {name}"),
+              _accounts(home) as accounts):
             accounts.set_password(name, password)
     except AccountError as exc:
         return _fail("password not changed", exc, 1)
@@ -134,17 +189,17 @@ def cmd_user_passwd(args: argparse.Namespace, load: Loader) -> int:
     return 0
 
 
-def cmd_user_remove(args: argparse.Namespace, load: Loader) -> int:
+def cmd_user_remove(args: argparse.Namespace, locate: Locate) -> int:
     from edgenvr.web.accounts import AccountError, check_name
 
-    config = load(args.config)
+    home = locate(args)
     try:
         name = check_name(args.name)
     except AccountError as exc:
         return _fail("user not removed", exc, 2)
     try:
-        with (audited(config, actor(args.by), "user_remove", detail=f"user {name}"),
-              _accounts(config) as accounts):
+        with (home.audited(actor(args.by), "user_remove", detail=f"user {name}"),
+              _accounts(home) as accounts):
             accounts.remove_user(name)
     except AccountError as exc:
         return _fail("user not removed", exc, 1)
@@ -152,12 +207,12 @@ def cmd_user_remove(args: argparse.Namespace, load: Loader) -> int:
     return 0
 
 
-def cmd_user_list(args: argparse.Namespace, load: Loader) -> int:
+def cmd_user_list(args: argparse.Namespace, locate: Locate) -> int:
     from edgenvr.web.accounts import AccountError
 
-    config = load(args.config)
+    home = locate(args)
     try:
-        with _accounts(config) as accounts:
+        with _accounts(home) as accounts:
             users = accounts.users()
             active: dict[str, int] = {}
             for token in accounts.tokens():
@@ -179,18 +234,18 @@ def cmd_user_list(args: argparse.Namespace, load: Loader) -> int:
     return 0
 
 
-def cmd_user_token(args: argparse.Namespace, load: Loader) -> int:
+def cmd_user_token(args: argparse.Namespace, locate: Locate) -> int:
     from edgenvr.web.accounts import AccountError, check_label, check_name
 
-    config = load(args.config)
+    home = locate(args)
     try:
         name = check_name(args.name)
         label = check_label(args.label)
     except AccountError as exc:
         return _fail("token not created", exc, 2)
     try:
-        with (audited(config, actor(args.by), "token_create", detail=f"user {name}, label {label}"),
-              _accounts(config) as accounts):
+        with (home.audited(actor(args.by), "token_create", detail=f"user {name}, label {label}"),
+              _accounts(home) as accounts):
             token, secret = accounts.create_token(name, label)
     except AccountError as exc:
         return _fail("token not created", exc, 1)
@@ -200,13 +255,13 @@ def cmd_user_token(args: argparse.Namespace, load: Loader) -> int:
     return 0
 
 
-def cmd_user_tokens(args: argparse.Namespace, load: Loader) -> int:
+def cmd_user_tokens(args: argparse.Namespace, locate: Locate) -> int:
     from edgenvr.web.accounts import AccountError, check_name
 
-    config = load(args.config)
+    home = locate(args)
     try:
         name = None if args.name is None else check_name(args.name)
-        with _accounts(config) as accounts:
+        with _accounts(home) as accounts:
             if name is not None and accounts.user(name) is None and not accounts.tokens(name):
                 raise AccountError(f"no user {name}")
             tokens = accounts.tokens(name)
@@ -227,21 +282,44 @@ def cmd_user_tokens(args: argparse.Namespace, load: Loader) -> int:
     return 0
 
 
-def cmd_user_revoke_token(args: argparse.Namespace, load: Loader) -> int:
+def cmd_user_revoke_token(args: argparse.Namespace, locate: Locate) -> int:
     from edgenvr.web.accounts import AccountError
 
-    config = load(args.config)
+    home = locate(args)
     try:
-        with _accounts(config) as accounts:
+        with _accounts(home) as accounts:
             found = [token for token in accounts.tokens() if token.id == args.id]
             if not found:
                 raise AccountError(f"no token {args.id} (`edgenvr user tokens` lists them)")
             (token,) = found
-            with audited(config, actor(args.by), "token_revoke", detail=f"token {token.id} of user {token.user}"):
+            with home.audited(actor(args.by), "token_revoke", detail=f"token {token.id} of user {token.user}"):
                 revoked = accounts.revoke_token(token.id)
     except AccountError as exc:
         return _fail("token not revoked", exc, 1)
     print(f"token {revoked.id} of {revoked.user} ({revoked.label}) revoked at {format_ms(revoked.revoked_ms or 0)}")
+    return 0
+
+
+def cmd_user_role(args: argparse.Namespace, locate: Locate) -> int:
+    """Change a user's role (its camera grant kept; none for an admin, who sees every camera)."""
+    from edgenvr.web.accounts import AccountError, Role, check_name, check_role
+
+    home = locate(args)
+    try:
+        name = check_name(args.name)
+        role = check_role(args.role)
+    except AccountError as exc:
+        return _fail("role not changed", exc, 2)
+    try:
+        with (home.audited(actor(args.by), "user_role", detail=f"user {name} to {role}"),
+              _accounts(home) as accounts):
+            user = accounts.user(name)
+            if user is None:
+                raise AccountError(f"no user {name}")
+            changed = accounts.set_role(name, role, None if role is Role.ADMIN else user.cameras)
+    except AccountError as exc:
+        return _fail("role not changed", exc, 1)
+    print(f"{changed.name} is now {changed.role} (cameras: {_grant_text(changed.cameras)})")
     return 0
 
 
@@ -251,50 +329,129 @@ def _token_id_arg(text: str) -> int:
     except ValueError:
         value = 0
     if not 1 <= value < 2**63:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a token id: use a number `edgenvr user tokens` shows")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a token id: use a number the token list shows")
     return value
+
+
+# -- the command lines: the box's `edgenvr user ...`, the hub's `edgenvr hub user|token|audit ...` ------------
+
+Command = Callable[[argparse.Namespace, Locate], int]
+BOX_ROLES = "viewer: watch; operator: also export and hold; admin: everything"
+HUB_ROLES = ("viewer: fleet, clips and playback; operator: also pull requests and evidence downloads; admin: also "
+             "users, tokens and the audit trail")
+
+
+@dataclass(frozen=True)
+class _Commands:
+    """Makes the leaf commands of one command line: where they work, how --config is given."""
+    sub: argparse._SubParsersAction[argparse.ArgumentParser]
+    locate: Locate
+    text_arg: Callable[[str], str]
+    config: dict[str, object]   # the --config argument's settings
+
+    def add(self, name: str, text: str, func: Command, *, changes: bool) -> argparse.ArgumentParser:
+        parser = self.sub.add_parser(name, help=text)
+        parser.add_argument("--config", **self.config)   # type: ignore[arg-type]
+        if changes:
+            parser.add_argument("--by", type=self.text_arg, help="who makes the change (default: the login name)")
+        locate = self.locate
+        parser.set_defaults(func=lambda args: func(args, locate))
+        return parser
+
+    def name(self, parser: argparse.ArgumentParser, *, required: bool = True, text: str | None = None) -> None:
+        parser.add_argument("--name", type=self.text_arg, required=required, help=text)
+
+    def password(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--password-stdin", action="store_true", help="read the password from stdin's first line")
+
+    @staticmethod
+    def json(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--json", action="store_true", help="one JSON object per line")
 
 
 def add_user_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], load: Loader,
                       text_arg: Callable[[str], str]) -> None:
     user = sub.add_parser("user", help="the web UI's users: add, passwd, remove, list, API tokens")
-    user_sub = user.add_subparsers(dest="user_command", required=True)
+    commands = _Commands(user.add_subparsers(dest="user_command", required=True), box_home(load), text_arg,
+                         {"required": True})
 
-    def command(name: str, text: str, func: Callable[[argparse.Namespace, Loader], int],
-                changes: bool) -> argparse.ArgumentParser:
-        parser = user_sub.add_parser(name, help=text)
-        parser.add_argument("--config", required=True)
-        if changes:
-            parser.add_argument("--by", type=text_arg, help="who makes the change (default: the login name)")
-        parser.set_defaults(func=lambda args: func(args, load))
-        return parser
-
-    add = command("add", "add a user (the password from --password-stdin or asked twice)", cmd_user_add, True)
-    add.add_argument("--name", type=text_arg, required=True)
-    add.add_argument("--role", type=text_arg, required=True,
-                     help="viewer: watch; operator: also export and hold; admin: everything")
+    add = commands.add("add", "add a user (the password from --password-stdin or asked twice)", cmd_user_add,
+                       changes=True)
+    commands.name(add)
+    add.add_argument("--role", type=text_arg, required=True, help=BOX_ROLES)
     add.add_argument("--cameras", type=text_arg, metavar="A,B",
                      help="the cameras a viewer or operator may see (default: all; \"\" for none)")
-    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin's first line")
+    commands.password(add)
 
-    passwd = command("passwd", "set a user's password (ends its browser sessions, clears a lockout)",
-                     cmd_user_passwd, True)
-    passwd.add_argument("--name", type=text_arg, required=True)
-    passwd.add_argument("--password-stdin", action="store_true", help="read the password from stdin's first line")
+    passwd = commands.add("passwd", "set a user's password (ends its browser sessions, clears a lockout)",
+                          cmd_user_passwd, changes=True)
+    commands.name(passwd)
+    commands.password(passwd)
 
-    remove = command("remove", "remove a user (revokes its tokens; never the last admin)", cmd_user_remove, True)
-    remove.add_argument("--name", type=text_arg, required=True)
+    remove = commands.add("remove", "remove a user (revokes its tokens; never the last admin)", cmd_user_remove,
+                          changes=True)
+    commands.name(remove)
 
-    listing = command("list", "the users, their roles, cameras, lockouts and tokens", cmd_user_list, False)
-    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    commands.json(commands.add("list", "the users, their roles, cameras, lockouts and tokens", cmd_user_list,
+                               changes=False))
 
-    token = command("token", "create an API token for a user; printed once", cmd_user_token, True)
-    token.add_argument("--name", type=text_arg, required=True)
+    token = commands.add("token", "create an API token for a user; printed once", cmd_user_token, changes=True)
+    commands.name(token)
     token.add_argument("--label", type=text_arg, required=True, help="what the token is for (shown in lists)")
 
-    tokens = command("tokens", "the API tokens (revoked ones too)", cmd_user_tokens, False)
-    tokens.add_argument("--name", type=text_arg, help="only this user's")
-    tokens.add_argument("--json", action="store_true", help="one JSON object per line")
+    tokens = commands.add("tokens", "the API tokens (revoked ones too)", cmd_user_tokens, changes=False)
+    commands.name(tokens, required=False, text="only this user's")
+    commands.json(tokens)
 
-    revoke = command("revoke-token", "revoke an API token", cmd_user_revoke_token, True)
+    revoke = commands.add("revoke-token", "revoke an API token", cmd_user_revoke_token, changes=True)
     revoke.add_argument("--id", type=_token_id_arg, required=True)
+
+
+def add_hub_people_commands(hub_sub: argparse._SubParsersAction[argparse.ArgumentParser],
+                            hub_config: Callable[[argparse.Namespace], HubConfig], text_arg: Callable[[str], str],
+                            time_arg: Callable[[str], int], time_forms: str) -> None:
+    """`edgenvr hub user ...`, `edgenvr hub token ...` and `edgenvr hub audit [verify]`: the same commands on the
+    hub's accounts and trail (`hub_config(args)`: the hub's config, or its problems and exit 2). --config may
+    also come before the command (`edgenvr hub --config HUB.toml user list`)."""
+    locate = hub_home(hub_config)
+    config = {"default": argparse.SUPPRESS, "help": "the hub's config file (HUB.toml)"}
+
+    user = hub_sub.add_parser("user", help="the hub's users (web UI and API): add, list, remove, password, role")
+    user.add_argument("--config", **config)   # type: ignore[arg-type]  # `hub user --config X add` too
+    users = _Commands(user.add_subparsers(dest="user_command", required=True), locate, text_arg, config)
+    add = users.add("add", "add a user (the password from --password-stdin or asked twice)", cmd_user_add,
+                    changes=True)
+    users.name(add)
+    add.add_argument("--role", type=text_arg, required=True, help=HUB_ROLES)
+    users.password(add)
+    users.json(users.add("list", "the users, their roles, lockouts and tokens", cmd_user_list, changes=False))
+    users.name(users.add("remove", "remove a user (revokes its tokens; never the last admin)", cmd_user_remove,
+                         changes=True))
+    password = users.add("password", "set a user's password (ends its browser sessions, clears a lockout)",
+                         cmd_user_passwd, changes=True)
+    users.name(password)
+    users.password(password)
+    role = users.add("role", "change a user's role", cmd_user_role, changes=True)
+    users.name(role)
+    role.add_argument("--role", type=text_arg, required=True, help=HUB_ROLES)
+
+    token = hub_sub.add_parser("token", help="API tokens of the hub's users: create, list, revoke")
+    token.add_argument("--config", **config)   # type: ignore[arg-type]
+    tokens = _Commands(token.add_subparsers(dest="token_command", required=True), locate, text_arg, config)
+    create = tokens.add("create", "create an API token for a user; printed once", cmd_user_token, changes=True)
+    tokens.name(create)
+    create.add_argument("--label", type=text_arg, required=True, help="what the token is for (shown in lists)")
+    listing = tokens.add("list", "the API tokens (revoked ones too)", cmd_user_tokens, changes=False)
+    tokens.name(listing, required=False, text="only this user's")
+    tokens.json(listing)
+    tokens.add("revoke", "revoke an API token", cmd_user_revoke_token, changes=True).add_argument(
+        "--id", type=_token_id_arg, required=True)
+
+    def audit(args: argparse.Namespace) -> int:
+        from edgenvr.hub.hub_accounts import hub_layout
+
+        hub = hub_config(args)
+        return show_audit(args, hub_layout(hub), hub.receipt_public_key_path)
+    add_audit_parser(hub_sub, "what the hub's people did: sign-ins, playback, downloads, pull requests, user "
+                              "changes (the hub's audit trail, signed by its key)", time_arg, time_forms, audit,
+                     argparse.SUPPRESS)

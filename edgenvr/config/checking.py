@@ -3,19 +3,23 @@
 This module owns every rule about what a valid configuration is. The generic ones (unknown keys, types,
 bounds, defaults) come from the key descriptions on the records (records.py); the special ones are here:
 sizes and quotas, the data directory, camera ids (``edgenvr.core.camera_ids``), camera URLs, zones and
-polygons, and [sync]'s hub URL, certificate fingerprint, enrolment token and time windows; and, in
+polygons, [sync]'s hub URL, certificate fingerprint, enrolment token and time windows, [mqtt]'s broker, topics
+and password; and, in
 `check_data_dir`, what only the machine can tell (data_dir writable, min_free below the filesystem's size).
 Validation collects every problem in one pass, each message starting with the key path it is about, so
 ``edgenvr check-config`` can show a user everything to fix at once. Parsing is done by the standard library's
 ``tomllib``.
 
-Camera URLs carry passwords and [sync] an enrolment token. No message produced here contains either; see
+Camera URLs carry passwords, [sync] an enrolment token and [mqtt] a password. No message produced here contains
+any of them; see
 ``edgenvr.core.url_redaction`` and ``ConfigError``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import ipaddress
 import math
 import os
 import pwd
@@ -36,6 +40,7 @@ from edgenvr.config.records import (
     CameraConfig,
     Config,
     MotionConfig,
+    MqttConfig,
     Point,
     Polygon,
     Quota,
@@ -63,6 +68,15 @@ _TIME_WINDOW = re.compile(r"\s*([0-9]{1,2}):([0-9]{2})\s*-\s*([0-9]{1,2}):([0-9]
 _TIME_WINDOW_RULE = '"HH:MM-HH:MM" on the 24 h clock, like "22:00-06:00"'
 _PERCENT_TEXT = re.compile(r"\s*([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))\s*%\s*")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+# A DNS label (RFC 1123): letters, digits and inner hyphens. Strict on purpose: an underscore or a space in the
+# broker's host is a typo (or a secret pasted under the wrong key), never a name the resolver would find.
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+_MQTT_HOST_EXAMPLE = '"192.168.1.10" or "broker.lan"'
+# Topic prefixes are joined with the box's own levels; MQTT allows 65535 bytes, a prefix this long is a mistake.
+_MQTT_TOPIC_MAX_BYTES = 200
+# MQTT 3.1.1 servers must accept 1-23 letters and digits and may accept more (Mosquitto does): what a client id
+# may be here is what every common broker takes.
+_MQTT_CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 class ConfigError(Exception):
@@ -200,9 +214,10 @@ def _parse(text: str, source: str, base_dir: Path) -> Config:
     web = WebConfig(**checker.values(checker.section(document, "web"), "web", section_keys("web")),
                     enabled="web" in document)
     sync = checker.sync(document)
+    mqtt = checker.mqtt(document)
     if checker.problems:
         raise ConfigError(checker.problems, secrets=_secrets(document))
-    return Config(storage=storage, recording=recording, box=box, web=web, sync=sync, cameras=cameras,
+    return Config(storage=storage, recording=recording, box=box, web=web, sync=sync, mqtt=mqtt, cameras=cameras,
                   source=source, **config_values)
 
 
@@ -316,6 +331,15 @@ class _Checker:
                 return self.fingerprint(table, prefix, name, default)
             case Kind.TIME_WINDOWS:
                 return self.time_windows(table, prefix, name, default)
+            case Kind.HOST:
+                return self.host(table, prefix, name, default)
+            case Kind.PORT:
+                if name not in table:   # not set: the table's own rule picks it (MQTT: 1883, 8883 with TLS)
+                    return default
+                assert key.at_least is not None and key.at_most is not None
+                return self.whole_number(table, prefix, name, default, int(key.at_least), int(key.at_most))
+            case Kind.MQTT_TOPIC:
+                return self.mqtt_topic(table, prefix, name, default)
         raise AssertionError(f"{key.path}: {key.kind} is read by its table's own reader")
 
     # --- typed readers ---
@@ -562,6 +586,71 @@ class _Checker:
             return None
         return window
 
+    def host(self, table: dict[str, Any], prefix: str, key: str, default: str) -> str:
+        """A host name or an IP address (an IPv6 one with or without brackets), nothing else: no scheme, no port."""
+        raw = self.string(table, prefix, key)
+        if raw is None:
+            return default
+        where = _key_path(prefix, key)
+        if not raw.strip():
+            self.add(where, f"must not be empty: the host name or address, like {_MQTT_HOST_EXAMPLE}")
+            return default
+        if "://" in raw:
+            self.add(where, f"{quote(redact_url(raw))} is a URL: give the host alone, like {_MQTT_HOST_EXAMPLE} "
+                            "(the port and TLS have keys of their own)")
+            return default
+        with contextlib.suppress(ValueError):
+            return str(ipaddress.ip_address(raw.removeprefix("[").removesuffix("]")))
+        if ":" in raw:
+            self.add(where, f"{quote(raw)}: give the port in the port key, not after the host")
+            return default
+        labels = raw.removesuffix(".").split(".")
+        if len(raw) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+            self.add(where, f"{quote(raw)} is not a host name or IP address (letters, digits, \"-\" and \".\" only)")
+            return default
+        return raw
+
+    def mqtt_topic(self, table: dict[str, Any], prefix: str, key: str, default: str | None) -> str | None:
+        """A topic the box publishes under: levels joined by "/", none empty, no wildcard, not the broker's $."""
+        raw = self.string(table, prefix, key)
+        if raw is None:
+            return default
+        where = _key_path(prefix, key)
+        problem = None
+        if not raw:
+            problem = "must not be empty (leave the key out for the default)"
+        elif "+" in raw or "#" in raw:
+            problem = f'{quote(raw)}: "+" and "#" are wildcards, nothing can be published to them'
+        elif raw.startswith("$"):
+            problem = f'{quote(raw)}: topics starting with "$" are the broker\'s own'
+        elif raw.startswith("/") or raw.endswith("/") or "//" in raw:
+            problem = f'{quote(raw)} has an empty level: no "/" at either end or twice in a row'
+        elif any(not character.isprintable() or character.isspace() for character in raw):
+            problem = f"{quote(raw)} contains spaces or control characters"
+        elif len(raw.encode()) > _MQTT_TOPIC_MAX_BYTES:
+            problem = f"is {len(raw.encode())} bytes long: at most {_MQTT_TOPIC_MAX_BYTES}"
+        if problem is not None:
+            self.add(where, problem)
+            return default
+        return raw
+
+    def password(self, table: dict[str, Any], prefix: str, key: str) -> str | None:
+        """A password: any text, spaces too, but never shown (not even its type's value or a part of it)."""
+        if key not in table:
+            return None
+        where = _key_path(prefix, key)
+        value = table[key]
+        if not isinstance(value, str):
+            self.add(where, f"expected a string, got {_type_name(value)} (not shown: it is a secret)")
+            return None
+        if not value:
+            self.add(where, "must not be empty (leave the key out for a broker without passwords)")
+            return None
+        if any(not character.isprintable() and character != " " for character in value):
+            self.add(where, "contains control characters or a line break (not shown: it is a secret)")
+            return None
+        return value
+
     # --- tables with rules of their own ---
 
     def sync(self, document: dict[str, Any]) -> SyncConfig:
@@ -574,6 +663,34 @@ class _Checker:
             self.add("sync.hub_url",
                      f"required when [sync] is present: the city hub's URL, like {_HUB_URL_EXAMPLE}")
         return SyncConfig(**self.values(table, "sync", section_keys("sync")), enabled=True)
+
+    def mqtt(self, document: dict[str, Any]) -> MqttConfig:
+        """[mqtt]: its presence turns publishing on, and then the broker's host is required; TLS settings need
+        tls, a password needs its user."""
+        if "mqtt" not in document:
+            return MqttConfig()
+        table = self.section(document, "mqtt")
+        if isinstance(document["mqtt"], dict) and "host" not in table:
+            self.add("mqtt.host", f"required when [mqtt] is present: the broker's host name or address, like "
+                                  f"{_MQTT_HOST_EXAMPLE}")
+        values = self.values(table, "mqtt", [key for key in section_keys("mqtt") if key.kind is not Kind.SECRET])
+        values["password"] = self.password(table, "mqtt", "password")
+        if not values["tls"]:
+            for key in ("ca_file", "broker_fingerprint"):
+                if key in table:
+                    self.add(f"mqtt.{key}", "used only with tls = true: turn TLS on (brokers serve it on port 8883) "
+                                            "or leave the key out")
+        elif "ca_file" in table and "broker_fingerprint" in table:
+            self.add("mqtt.broker_fingerprint", "give ca_file or broker_fingerprint, not both: a pinned certificate "
+                                                "is trusted without any authority")
+        if values["username"] is not None and not values["username"]:
+            self.add("mqtt.username", "must not be empty (leave it out to connect without a user)")
+        if "password" in table and "username" not in table:
+            self.add("mqtt.password", "needs a username: a broker checks the password of a user")
+        client_id = values["client_id"]
+        if client_id is not None and not _MQTT_CLIENT_ID.fullmatch(client_id):
+            self.add("mqtt.client_id", f"{quote(client_id)}: use 1 to 128 letters, digits, \".\", \"_\", \":\" or \"-\"")
+        return MqttConfig(**values, enabled=True)
 
 
     def zones(self, value: Any, where: str) -> tuple[Zone, ...]:

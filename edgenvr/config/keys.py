@@ -43,6 +43,9 @@ class Kind(StrEnum):
     SECRET = "string, a secret: never shown in logs, messages or check-config output"
     FINGERPRINT = 'SHA-256 fingerprint: 64 hex digits, with or without ":" between pairs, any case'
     TIME_WINDOWS = 'array of local-time windows "HH:MM-HH:MM" (24 h clock, may wrap past midnight)'
+    HOST = 'host name or IP address, like "192.168.1.10" or "broker.lan"'
+    PORT = "TCP port"
+    MQTT_TOPIC = 'MQTT topic like "edgenvr/rt08": levels joined by "/", no "+" or "#" wildcards'
     TABLE = "table"
 
 

@@ -4,7 +4,7 @@ its kind, default, bounds, unit and one-line doc, declared once with `setting(..
 
 The constructors do not validate (beyond ``Quota``'s own invariant): code and tests build records
 directly, and ``parse_config`` is the one place that decides what a config file may contain. Camera URLs
-carry passwords and [sync] an enrolment token: ``repr()`` and ``str()`` never show either (see
+carry passwords, [sync] an enrolment token and [mqtt] a password: ``repr()`` and ``str()`` never show them (see
 ``edgenvr.core.url_redaction``).
 """
 
@@ -312,8 +312,10 @@ class SyncConfig:
     upload_kbps: int = setting(Kind.WHOLE_NUMBER, 0, unit="kbit/s", at_least=0, at_most=MAX_UPLOAD_KBPS, doc=(
         "Upload cap, so syncing leaves room on a shared uplink; 0: no cap."))
     continuous_windows: tuple[TimeWindow, ...] = setting(Kind.TIME_WINDOWS, (), doc=(
-        "When continuous video may be sent (events are sent at any time), like [\"22:00-06:00\"] for the "
-        "night's idle uplink; empty: continuous video is never sent."))
+        "When continuous video may be sent (events and pulls are sent at any time, first), like "
+        "[\"22:00-06:00\"] for the night's idle uplink, in the box's local time: 5-minute pieces from when "
+        "syncing began, one per camera queued at a time (if the link falls behind, the ring's oldest video is "
+        "skipped, not kept); empty: continuous video is never sent."))
     enabled: bool = False   # not a key: true when the config file has a [sync] table
 
     def __post_init__(self) -> None:
@@ -332,6 +334,68 @@ class SyncConfig:
         return "SyncConfig(" + ", ".join(f"{name}={value!r}" for name, value in shown.items()) + ")"
 
 
+@dataclass(frozen=True, repr=False)
+class MqttConfig:
+    """Events, camera states and Home Assistant discovery to an MQTT broker: published by `edgenvr run` only when
+    the file has an [mqtt] table. ``repr()``/``str()`` never show the password."""
+
+    # "" only so records can be built by keyword and a config without [mqtt] has one; an [mqtt] table must give it.
+    host: str = setting(Kind.HOST, "", required=True, doc=(
+        "The MQTT broker (Mosquitto, Home Assistant's add-on, ...); a broker that is down or slow never slows "
+        "recording: messages wait in memory (the oldest events are dropped first) and the box reconnects."))
+    port: int | None = setting(Kind.PORT, None, at_least=1, at_most=65535, doc=(
+        "The broker's port; not set: 1883, or 8883 with tls."))
+    tls: bool = setting(Kind.BOOLEAN, False, doc=(
+        "Connect with TLS; the broker's certificate must be signed by an authority the box trusts, or by ca_file, "
+        "or be the one broker_fingerprint pins."))
+    ca_file: Path | None = setting(Kind.PATH, None, doc=(
+        "With tls: a PEM file of the authority that signed the broker's certificate (a site's own CA); a relative "
+        "path is from the config file's directory; not set: the authorities the system trusts."))
+    broker_fingerprint: str | None = setting(Kind.FINGERPRINT, None, doc=(
+        "With tls: pins the broker's certificate, self-signed or not: the SHA-256 of its DER bytes (`openssl x509 "
+        "-noout -fingerprint -sha256 -in cert.pem`); not with ca_file."))
+    username: str | None = setting(Kind.STRING, None, doc=(
+        "The user the box logs in to the broker as; not set: anonymous."))
+    password: str | None = setting(Kind.SECRET, None, doc=(
+        "That user's password; never shown in logs or messages."))
+    client_id: str | None = setting(Kind.STRING, None, doc=(
+        "The box's MQTT client id, unique on the broker; not set: edgenvr-<box id>."))
+    topic_prefix: str | None = setting(Kind.MQTT_TOPIC, None, doc=(
+        "Where the box publishes: <prefix>/availability (online/offline, retained, the last will says offline), "
+        "<prefix>/cameras/<camera>/state, /motion, /tamper, /online, /snapshot (retained) and /events; "
+        "not set: edgenvr/<box id>."))
+    discovery: bool = setting(Kind.BOOLEAN, True, doc=(
+        "Publish Home Assistant discovery configs, so each camera appears with its motion, tamper and online "
+        "sensors and its latest event snapshot."))
+    discovery_prefix: str = setting(Kind.MQTT_TOPIC, "homeassistant", doc=(
+        "Home Assistant's discovery prefix (its MQTT integration's setting)."))
+    enabled: bool = False   # not a key: true when the config file has an [mqtt] table
+
+    def __post_init__(self) -> None:
+        if self.ca_file is not None:   # accept a str so callers building records by hand need not wrap it
+            object.__setattr__(self, "ca_file", Path(self.ca_file))
+
+    @property
+    def broker_port(self) -> int:
+        """The port connected to: the configured one, else MQTT's registered port (8883 with TLS, 1883 without)."""
+        if self.port is not None:
+            return self.port
+        return 8883 if self.tls else 1883
+
+    def prefix_for(self, box_id: str) -> str:
+        return self.topic_prefix if self.topic_prefix is not None else f"edgenvr/{box_id}"
+
+    def client_id_for(self, box_id: str) -> str:
+        return self.client_id if self.client_id is not None else f"edgenvr-{box_id}"
+
+    def __repr__(self) -> str:
+        # Every field but the password as the dataclass would show it, so a field added later is not left out.
+        shown = {item.name: getattr(self, item.name) for item in fields(self)}
+        if self.password is not None:
+            shown["password"] = REDACTED
+        return "MqttConfig(" + ", ".join(f"{name}={value!r}" for name, value in shown.items()) + ")"
+
+
 @dataclass(frozen=True)
 class Config:
     """A whole, validated edgenvr configuration."""
@@ -341,6 +405,7 @@ class Config:
     box: BoxConfig = field(default_factory=BoxConfig)
     web: WebConfig = field(default_factory=WebConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
     cameras: tuple[CameraConfig, ...] = ()
     log_level: str = setting(Kind.LOG_LEVEL, "info", choices=("debug", "info", "warning", "error"),
                              section="logging", name="level", doc=(
@@ -392,6 +457,7 @@ SECTIONS: dict[str, tuple[type, ...]] = {
     "cameras.motion.zones": (Zone,),
     "web": (WebConfig,),
     "sync": (SyncConfig,),
+    "mqtt": (MqttConfig,),
     "logging": (Config,),
 }
 CONFIG_KEYS: tuple[ConfigKey, ...] = tuple(

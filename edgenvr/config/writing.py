@@ -14,6 +14,7 @@ from edgenvr.config.records import (
     CameraConfig,
     Config,
     MotionConfig,
+    MqttConfig,
     Polygon,
     RecordingConfig,
     StorageConfig,
@@ -25,7 +26,7 @@ from edgenvr.config.records import (
 from edgenvr.config.values import format_size, toml_number, toml_string
 
 _ARRAYS_OF_TABLES = ("cameras", "cameras.motion.zones")
-_TURNED_ON_BY_PRESENCE = ("web", "sync")   # tables whose presence in the file turns a process on
+_TURNED_ON_BY_PRESENCE = ("web", "sync", "mqtt")   # tables whose presence in the file turns a process on
 
 
 def config_to_toml(config: Config) -> str:
@@ -42,6 +43,8 @@ def config_to_toml(config: Config) -> str:
         tables += (("web", config.web, WebConfig),)
     if config.sync.enabled:   # likewise for syncing to the hub
         tables += (("sync", config.sync, SyncConfig),)
+    if config.mqtt.enabled:   # and for publishing to an MQTT broker
+        tables += (("mqtt", config.mqtt, MqttConfig),)
     if config.box != BoxConfig():
         tables += (("box", config.box, BoxConfig),)
     for section, record, record_type in tables:
@@ -57,12 +60,13 @@ def config_to_toml(config: Config) -> str:
 def config_example() -> str:
     """Every key of the config file: its doc as a comment, its default, and the values it accepts.
 
-    Keys without a default are commented out, and so are the camera tables, [web] and [sync] (whose presence
-    turns the web server and syncing on), so the text parses to the default configuration.
+    Keys without a default are commented out, and so are the camera tables, [web], [sync] and [mqtt] (whose
+    presence turns the web server, syncing and MQTT on), so the text parses to the default configuration.
     """
     lines = ["# edgenvr configuration: every key with its default and the values it accepts. Keys shown",
              "# commented out have no default; the [[cameras]] tables are an outline, one per camera;",
-             "# uncomment [web] to serve the web UI and HTTP API, [sync] to send clips to the city hub."]
+             "# uncomment [web] to serve the web UI and HTTP API, [sync] to send clips to the city hub,",
+             "# [mqtt] to publish events and camera states to an MQTT broker (Home Assistant)."]
     for section in SECTIONS:
         comment = "# " if section.startswith("cameras") or section in _TURNED_ON_BY_PRESENCE else ""
         parent, _, name = section.rpartition(".")
@@ -96,7 +100,7 @@ def toml_value(kind: Kind, value: Any) -> str:
     """``value``, in the form its record holds it, as the TOML literal a key of ``kind`` is written with."""
     if kind is Kind.BOOLEAN:
         return "true" if value else "false"
-    if kind in (Kind.NUMBER, Kind.WHOLE_NUMBER):
+    if kind in (Kind.NUMBER, Kind.WHOLE_NUMBER, Kind.PORT):
         return toml_number(value)
     if kind is Kind.SIZE:
         return toml_string(format_size(value))

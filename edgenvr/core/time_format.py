@@ -125,3 +125,10 @@ def _bare_number_message(written: str, value: int) -> str:
         return f"{written!r} is a bare number, not a time: write {TIME_FORMS}"
     return (f"{written!r} is a bare number, which could be epoch seconds, milliseconds or a date: write "
             f"{', '.join(meanings)}, or a date like 2026-11-30 or 20261130")
+
+
+def local_minute_of_day(epoch_ms: int) -> int:
+    """The minute of the day (0-1439) at `epoch_ms` in the box's own time zone (/etc/localtime: the appliance
+    is set to its site's zone at provisioning), for windows written in local time like "22:00-06:00"."""
+    local = dt.datetime.fromtimestamp(epoch_ms / SECOND_MS).astimezone()
+    return local.hour * 60 + local.minute

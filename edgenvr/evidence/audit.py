@@ -130,6 +130,7 @@ class AuditAction(StrEnum):
     USER_ROLE = "user_role"
     TOKEN_CREATE = "token_create"
     TOKEN_REVOKE = "token_revoke"
+    PULL_REQUEST = "pull_request"   # at the city hub: someone asked a box for a range (hub.hub_web)
 
 
 class SealKind(StrEnum):
@@ -379,6 +380,55 @@ def read_records(layout: StorageLayout, since_ms: int | None = None, until_ms: i
             conn.close()
     except sqlite3.Error as exc:
         raise AuditError(f"cannot read the audit trail {layout.audit_path}: {exc}") from exc
+
+
+def upstream_batch(layout: StorageLayout, after_seq: int, max_records: int) -> tuple[list[dict[str, Any]],
+                                                                                     dict[str, Any] | None]:
+    """For a copy kept elsewhere (the city hub): up to `max_records` records after `after_seq`, each with its own
+    signature, and the head's signed statement ({seq, hash, signature}), read in one snapshot; ([], None)
+    while there is no trail. AuditError if the file cannot be read."""
+    try:
+        conn = _open_readonly(layout.audit_path)
+        if conn is None:
+            return [], None
+        try:
+            conn.execute("BEGIN")   # one snapshot: the head read belongs to the records read
+            rows = conn.execute(f"SELECT {_RECORD_COLUMNS}, signature FROM records WHERE seq > ? ORDER BY seq"
+                                " LIMIT ?", (after_seq, max_records)).fetchall()
+            head = _read_seal(conn, SealKind.HEAD)
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise AuditError(f"cannot read the audit trail {layout.audit_path}: {exc}") from exc
+    records = [{**{name: row[name] for name in RECORD_FIELDS}, "signature": row["signature"]} for row in rows]
+    return records, None if head is None else {"seq": head.seq, "hash": head.hash, "signature": head.signature}
+
+
+def checked_upstream_record(sent: dict[str, Any], box_id: str, public_key: Ed25519PublicKey) -> AuditRecord:
+    """A record as `upstream_batch` gives it, once its hash is its fields' and its own signature is by `box_id`'s
+    key; AuditError naming what is wrong otherwise (a copy never keeps a record the box's key did not make)."""
+    try:
+        record = AuditRecord(**{name: sent[name] for name in RECORD_FIELDS})
+        _checked_record_fields(record.actor, AuditAction(record.action), record.camera, record.from_ms,
+                               record.to_ms, record.reason, record.detail)
+        if not (isinstance(record.seq, int) and isinstance(record.time_ms, int)):
+            raise TypeError("seq and time_ms are integers")
+        same_hash = record_hash(record) == record.hash
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AuditError(f"not an audit record: {exc}") from None
+    if not same_hash:
+        raise AuditError(f"record {record.seq}: its hash is not that of its fields")
+    if not _seal_valid(public_key, _Seal(SealKind.RECORD, record.seq, record.hash, box_id, str(sent.get("signature")))):
+        raise AuditError(f"record {record.seq}: its signature is not by {box_id}'s key")
+    return record
+
+
+def upstream_head_valid(head: dict[str, Any], box_id: str, public_key: Ed25519PublicKey) -> bool:
+    """Whether `head` ({seq, hash, signature}) is the box's signed statement of its trail's last record."""
+    seq, hash_hex, signature = head.get("seq"), head.get("hash"), head.get("signature")
+    return isinstance(seq, int) and isinstance(hash_hex, str) and isinstance(signature, str) and \
+        _seal_valid(public_key, _Seal(SealKind.HEAD, seq, hash_hex, box_id, signature))
 
 
 def verify_trail(layout: StorageLayout, public_key: Ed25519PublicKey) -> AuditVerification:

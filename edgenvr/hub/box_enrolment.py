@@ -9,8 +9,12 @@ Owns: the boxes and enrolments tables' rows. Invariants:
   with another key it is refused (someone else holds the token): an operator makes a new token, which
   replaces the key (a box whose disk was replaced).
 - A revoked box's signatures are refused from the moment the revocation is committed.
+- Two workers given one token at once (two boxes, or one box retrying on another connection) enrol one key:
+  spending it is a conditional UPDATE (`used_ms IS NULL`) that only one of them wins; the other then answers
+  as for a spent token.
 Failure paths: EnrolmentRefused naming why (unknown or expired token, spent by another key, another box's
-token, not an Ed25519 key); a box id that is not an id -> ValueError.
+token, not an Ed25519 key); a box id that is not an id, or a site name over MAX_SITE characters ->
+ValueError.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from edgenvr.hub.hub_database import BOXES, ENROLMENTS
 TOKEN_DAYS = 7
 TOKEN_PREFIX = "enrol_"
 BOX_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+MAX_SITE = 200   # boxes.site's length: PostgreSQL enforces it (SQLite would not), so it is checked here
 
 
 class EnrolmentRefused(Exception):
@@ -45,15 +50,21 @@ def create_enrolment(engine: sa.Engine, box_id: str, site: str, clock: Clock) ->
     if not BOX_ID.fullmatch(box_id):
         raise ValueError(f"box id {box_id!r}: letters, digits, '_', '.', '-', at most 64, starting with a letter"
                          " or digit")
+    if len(site) > MAX_SITE:
+        raise ValueError(f"site {site[:40]!r}...: at most {MAX_SITE} characters")
     token = TOKEN_PREFIX + secrets.token_urlsafe(24)
     now = clock.now_ms()
-    with engine.begin() as conn:
-        if conn.execute(sa.select(BOXES.c.id).where(BOXES.c.id == box_id)).first() is None:
-            conn.execute(sa.insert(BOXES).values(id=box_id, site=site))
-        else:
-            conn.execute(sa.update(BOXES).where(BOXES.c.id == box_id).values(site=site))
-        conn.execute(sa.insert(ENROLMENTS).values(token_sha256=_digest(token), box=box_id, created_ms=now,
-                                                  expires_ms=now + TOKEN_DAYS * DAY_MS))
+
+    def add() -> None:
+        with engine.begin() as conn:
+            if not conn.execute(sa.update(BOXES).where(BOXES.c.id == box_id).values(site=site)).rowcount:
+                conn.execute(sa.insert(BOXES).values(id=box_id, site=site))
+            conn.execute(sa.insert(ENROLMENTS).values(token_sha256=_digest(token), box=box_id, created_ms=now,
+                                                      expires_ms=now + TOKEN_DAYS * DAY_MS))
+    try:
+        add()
+    except sa.exc.IntegrityError:   # a concurrent enrol added the box after our UPDATE found none: update it
+        add()
     return token
 
 
@@ -77,10 +88,14 @@ def enrol_box(engine: sa.Engine, token: str, box_id: str, public_pem: str, clock
             raise EnrolmentRefused("this token was already used (by another key); ask for a new one")
         if found.expires_ms <= now:
             raise EnrolmentRefused("this enrolment token expired; ask for a new one")
-        conn.execute(sa.update(ENROLMENTS).where(ENROLMENTS.c.token_sha256 == found.token_sha256)
-                     .values(used_ms=now))
-        conn.execute(sa.update(BOXES).where(BOXES.c.id == box_id)
-                     .values(public_key=public_pem, enrolled_ms=now, revoked_ms=None))
+        spent = conn.execute(sa.update(ENROLMENTS).where(ENROLMENTS.c.token_sha256 == found.token_sha256,
+                                                         ENROLMENTS.c.used_ms.is_(None)).values(used_ms=now))
+        if spent.rowcount:
+            conn.execute(sa.update(BOXES).where(BOXES.c.id == box_id)
+                         .values(public_key=public_pem, enrolled_ms=now, revoked_ms=None))
+            return
+    # Another request spent it between our read and our UPDATE (and has committed: ours waited for it).
+    enrol_box(engine, token, box_id, public_pem, clock)
 
 
 def box_public_key(engine: sa.Engine, box_id: str) -> Ed25519PublicKey | None:

@@ -8,7 +8,10 @@ Owns: the clips table's rows and <blobs>/clips/<id>.zip. Invariants:
   camera and range the upload's metadata announced.
 - The receipt's SHA-256 is of the bytes as stored, re-read from the hub's own disk after they were moved into
   place and fsynced; the box compares it with its own before it marks the clip synced.
-- The same clip (box, idempotency key) is kept once: a second upload of it gets the first one's receipt.
+- The same clip (box, idempotency key) is kept once: a second upload of it gets the first one's receipt, also
+  when two workers file it at once (the clips_box_key constraint decides; the loser deletes its copy).
+- A requested clip answers a pull (hub.remote_pulls) of that box for exactly its camera and range, and makes
+  it ready in the transaction that files the clip.
 - The zip is opened with bounds (`checked_entries`): plain file names only (no directories, no `..`), each
   once, stored uncompressed, at most MAX_ENTRIES, their sizes adding up to no more than the upload; extracted
   into a private scratch directory that is removed whatever happens.
@@ -34,6 +37,7 @@ from typing import Any
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edgenvr.core.camera_ids import CAMERA_ID_RULE, is_camera_id
 from edgenvr.core.clock import Clock
 from edgenvr.evidence.bundle import MANIFEST
 from edgenvr.evidence.hub_receipts import make_receipt
@@ -41,6 +45,7 @@ from edgenvr.evidence.identity import public_pem
 from edgenvr.evidence.verification import VerificationFailed, verify_export
 from edgenvr.hub.box_enrolment import box_public_key
 from edgenvr.hub.hub_database import CLIPS
+from edgenvr.hub.remote_pulls import PullRefused, check_clip_for, mark_ready
 from edgenvr.hub.tus_uploads import CompletedUpload, UploadRejected
 
 log = logging.getLogger(__name__)
@@ -95,6 +100,17 @@ class ClipIntake:
             raise UploadRejected("its Upload-Metadata must name camera, kind, start_ms and end_ms") from None
         if kind not in KINDS:
             raise UploadRejected(f"kind must be one of {', '.join(KINDS)}, not {kind[:20]!r}")
+        if not is_camera_id(camera):   # also what fits clips.camera (PostgreSQL enforces its length)
+            raise UploadRejected(f"camera {camera[:40]!r} is not a camera id: {CAMERA_ID_RULE}")
+        pull = meta.get("pull")
+        if (kind == "requested") != (pull is not None):
+            raise UploadRejected("a requested clip names its pull (and only a requested clip does)")
+        if pull is not None:
+            with self.engine.connect() as conn:
+                try:
+                    check_clip_for(conn, upload.owner, pull, camera, start_ms, end_ms)
+                except PullRefused as exc:
+                    raise UploadRejected(str(exc)) from None
         key = meta.get("idempotency_key")
         if key is not None:
             with self.engine.connect() as conn:
@@ -127,8 +143,22 @@ class ClipIntake:
         row = {"id": upload.id, "box": upload.owner, "camera": camera, "start_ms": actual["start_ms"],
                "end_ms": actual["end_ms"], "kind": kind, "sha256": digest, "bytes": final.stat().st_size,
                "received_ms": self.clock.now_ms(), "idempotency_key": key}
-        with self.engine.begin() as conn:
-            conn.execute(sa.insert(CLIPS).values(**row))
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(sa.insert(CLIPS).values(**row))
+                if pull is not None:   # the request is answered with this clip, in the same commit
+                    mark_ready(conn, pull, upload.id, row["received_ms"])
+        except sa.exc.IntegrityError:   # another worker filed the same clip since we looked: its row stands
+            same = CLIPS.c.id == upload.id
+            if key is not None:
+                same = sa.or_(same, sa.and_(CLIPS.c.box == upload.owner, CLIPS.c.idempotency_key == key))
+            with self.engine.connect() as conn:
+                earlier = conn.execute(sa.select(CLIPS).where(same)).first()
+            if earlier is None:
+                raise
+            if earlier.id != upload.id:
+                final.unlink(missing_ok=True)
+            return self._receipt(dict(earlier._mapping))
         log.info("clip %s from %s/%s %s %d-%d filed (%d bytes)", upload.id, upload.owner, camera, kind,
                  row["start_ms"], row["end_ms"], row["bytes"])
         return self._receipt(row)

@@ -6,11 +6,13 @@ listen = "0.0.0.0:8443"
 tls = true                      # HTTPS with the hub's own certificate; false behind a reverse proxy
 data_dir = "/var/lib/edgenvr-hub"
 # database_url = "postgresql://edgenvr@db/edgenvr"   (default: SQLite in data_dir)
+# workers = 1                   # > 1: that many gunicorn workers (aiohttp's), which needs PostgreSQL
 # max_clip_mb = 2048            # the largest clip a box may upload
 ```
 
 Owns: parsing (tomllib) and checking it, each problem named with its key; the paths (one source of truth).
-Failure paths: a missing file, bad TOML, an unknown key, a value of the wrong type or out of range ->
+Failure paths: a missing file, bad TOML, an unknown key, a value of the wrong type or out of range, several
+workers on SQLite (one file cannot be shared by processes the way the hub's workers share their database) ->
 HubConfigError with every problem found, one per line.
 """
 
@@ -25,6 +27,7 @@ from edgenvr.config.records import split_listen
 
 DEFAULT_LISTEN = "0.0.0.0:8443"
 DEFAULT_MAX_CLIP_MB = 2048
+MAX_WORKERS = 64
 
 
 class HubConfigError(Exception):
@@ -39,6 +42,7 @@ class HubConfig:
     data_dir: Path
     database_url: str | None
     max_clip_bytes: int
+    workers: int = 1   # 1: one process (serve_hub); more: a gunicorn master and its workers (hub_workers)
 
     @property
     def blobs_dir(self) -> Path:
@@ -83,7 +87,7 @@ def load_hub_config(path: str | Path) -> HubConfig:
     table: dict[str, Any] = raw.get("hub", {}) if isinstance(raw.get("hub"), dict) else {}
     if "hub" not in raw:
         problems.append("[hub] is missing")
-    extra = sorted(set(table) - {"listen", "tls", "data_dir", "database_url", "max_clip_mb"})
+    extra = sorted(set(table) - {"listen", "tls", "data_dir", "database_url", "max_clip_mb", "workers"})
     if extra:
         problems.append(f"[hub] unknown key(s): {', '.join(extra)}")
 
@@ -106,6 +110,13 @@ def load_hub_config(path: str | Path) -> HubConfig:
     max_clip_mb = table.get("max_clip_mb", DEFAULT_MAX_CLIP_MB)
     if not isinstance(max_clip_mb, int) or isinstance(max_clip_mb, bool) or not 1 <= max_clip_mb <= 1_000_000:
         problems.append(f"[hub] max_clip_mb must be a whole number 1-1000000, got {max_clip_mb!r}")
+    workers = table.get("workers", 1)
+    if not isinstance(workers, int) or isinstance(workers, bool) or not 1 <= workers <= MAX_WORKERS:
+        problems.append(f"[hub] workers must be a whole number 1-{MAX_WORKERS}, got {workers!r}")
+    elif workers > 1 and not (isinstance(database_url, str) and database_url.startswith("postgresql://")):
+        problems.append(f"[hub] workers = {workers} needs database_url = \"postgresql://...\": several workers "
+                        "share one database, and SQLite is a file of one process")
     if problems:
         raise HubConfigError(f"{path}:\n" + "\n".join(f"  {problem}" for problem in problems))
-    return HubConfig(host, port, bool(tls), Path(str(data_dir)), database_url, int(max_clip_mb) * 1024 * 1024)
+    return HubConfig(host, port, bool(tls), Path(str(data_dir)), database_url, int(max_clip_mb) * 1024 * 1024,
+                     int(workers))

@@ -8,6 +8,16 @@ Owns: the table definitions (one MetaData, created if missing) and the engine. I
   only in a worker's memory, so any worker can answer for any upload.
 - SQLite: WAL, synchronous=FULL (a committed offset is durable when the commit returns), a busy timeout so two
   threads of one process queue rather than fail.
+- Several workers (PostgreSQL, in its default READ COMMITTED isolation): no check-then-write decides who wins,
+  since two workers can both read "free" before either writes. A claim is a conditional UPDATE whose rowcount
+  says whether this worker won (`... WHERE lock_token IS NULL OR lock_until_ms < now`, `... WHERE used_ms IS
+  NULL`: PostgreSQL re-checks the WHERE of a row another transaction changed meanwhile, so only one matches),
+  or an INSERT against a unique constraint whose IntegrityError means another worker won (uploads_owner_key,
+  clips_box_key, the primary keys); a DELETE repeats its conditions rather than trusting an earlier SELECT.
+  Under REPEATABLE READ or SERIALIZABLE those UPDATEs would fail with serialization errors instead: keep the
+  default. The tables are created under a transaction-scoped advisory lock (workers start together), and
+  connections are checked before use (pool_pre_ping), so a restarted database costs no failed request.
+Failure paths: the database unreachable or refusing -> SQLAlchemyError from connect (the hub does not start).
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 METADATA = sa.MetaData()
+SCHEMA_LOCK = 0x65646E76   # "ednv": the advisory lock held while the tables are created on PostgreSQL
 
 # A box the hub knows: its device key (from its enrolment) authenticates every request it signs.
 BOXES = sa.Table(
@@ -77,6 +88,35 @@ UPLOADS = sa.Table(
 )
 sa.Index("uploads_expiry", UPLOADS.c.state, UPLOADS.c.expires_ms)
 
+# A remote pull (hub.remote_pulls): a range of one camera the city asked a box for. The box gets it over its
+# channel (hub.box_channel) and answers; the clip it uploads for it makes the request `ready`.
+PULLS = sa.Table(
+    "pulls", METADATA,
+    sa.Column("id", sa.String(32), primary_key=True),        # 128 random bits, hex
+    sa.Column("box", sa.String(64), nullable=False),
+    sa.Column("camera", sa.String(64), nullable=False),
+    sa.Column("start_ms", sa.BigInteger, nullable=False),
+    sa.Column("end_ms", sa.BigInteger, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),            # why it was asked for (the audit's "why")
+    sa.Column("requested_by", sa.String(128), nullable=False),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),       # remote_pulls.PullState
+    sa.Column("progress", sa.Integer, nullable=False, server_default="0"),   # percent uploaded
+    sa.Column("detail", sa.Text, nullable=False, server_default=""),         # the box's word on it
+    sa.Column("delivered_ms", sa.BigInteger),                # when the box last acknowledged it
+    sa.Column("updated_ms", sa.BigInteger, nullable=False),
+    sa.Column("clip_id", sa.String(32)),                     # once ready
+)
+sa.Index("pulls_box_state", PULLS.c.box, PULLS.c.state)
+
+# The last health report of each box (hub.fleet), as it sent it over its channel.
+BOX_REPORTS = sa.Table(
+    "box_reports", METADATA,
+    sa.Column("box", sa.String(64), primary_key=True),
+    sa.Column("received_ms", sa.BigInteger, nullable=False),
+    sa.Column("report", sa.Text, nullable=False),            # JSON (sync.box_report)
+)
+
 
 def database_url(data_dir: Path, configured: str | None) -> str:
     """The SQLAlchemy URL: the configured one (postgresql://... is driven by psycopg 3), else SQLite in data_dir."""
@@ -88,7 +128,10 @@ def database_url(data_dir: Path, configured: str | None) -> str:
 
 def connect(url: str) -> sa.Engine:
     """An engine for `url` with the tables created if missing."""
-    engine = sa.create_engine(url, connect_args={"timeout": 30} if url.startswith("sqlite") else {})
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 30})
+    else:
+        engine = sa.create_engine(url, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
         if engine.url.database:
             Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
@@ -99,5 +142,53 @@ def connect(url: str) -> sa.Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=FULL")
             cursor.close()
-    METADATA.create_all(engine)
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":   # two workers that both find a table missing must not both
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(SCHEMA_LOCK)))   # create it: one waits
+        METADATA.create_all(conn)
     return engine
+
+# Each box's audit trail, copied up record by record (hub.audit_copies): what the box's own file said when the
+# record arrived, each checked against its hash, its link to the one before and the box's signature.
+AUDIT_COPIES = sa.Table(
+    "audit_copies", METADATA,
+    sa.Column("box", sa.String(64), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("time_ms", sa.BigInteger, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("camera", sa.String(64)),
+    sa.Column("from_ms", sa.BigInteger),
+    sa.Column("to_ms", sa.BigInteger),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Column("signature", sa.String(128), nullable=False),
+    sa.Column("received_ms", sa.BigInteger, nullable=False),
+)
+
+# Where each box's copy ends, and the first thing found wrong with the box's trail (kept until looked into).
+AUDIT_STATE = sa.Table(
+    "audit_state", METADATA,
+    sa.Column("box", sa.String(64), primary_key=True),
+    sa.Column("last_seq", sa.BigInteger, nullable=False),
+    sa.Column("last_hash", sa.String(64), nullable=False),
+    sa.Column("problem", sa.Text, nullable=False, server_default=""),
+    sa.Column("problem_ms", sa.BigInteger),
+)
+
+# Clips a box had queued and could not send because their video was deleted first (the free-space floor), as
+# the box reported them (hub.lost_clips): what the city will never receive, and why.
+LOST_CLIPS = sa.Table(
+    "lost_clips", METADATA,
+    sa.Column("box", sa.String(64), primary_key=True),
+    sa.Column("box_clip", sa.BigInteger, primary_key=True, autoincrement=False),   # the box's outbox id
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("camera", sa.String(64), nullable=False),
+    sa.Column("start_ms", sa.BigInteger, nullable=False),
+    sa.Column("end_ms", sa.BigInteger, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("lost_ms", sa.BigInteger),
+    sa.Column("received_ms", sa.BigInteger, nullable=False),
+)

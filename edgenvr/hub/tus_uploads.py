@@ -16,7 +16,11 @@ Invariants:
 - One PATCH at a time per upload, across workers: a lease in the database (LOCK_LEASE_MS, renewed while the
   body flows). A new HEAD or PATCH asks the holder to let go (a client that resumes has given up on its old
   connection) and waits up to RELEASE_WAIT_SECONDS; the holder stops reading, commits what the rules above
-  allow and releases. A holder that died leaves a lease that lapses by itself.
+  allow and releases. A holder that died leaves a lease that lapses by itself. Whether a request got the lease
+  is decided by one conditional UPDATE (hub_database: two workers cannot both win it).
+- `on_complete` runs under the lease, renewed until it returns (filing a large clip outlasts a lease, and is
+  not interrupted for anyone), and its outcome is recorded only while the upload is still `receiving`: one
+  filing, one receipt, whichever worker the requests of an upload reach.
 - Paths come from validated ids only (32 hex digits); nothing from a request is joined into a path.
 - An upload belongs to whoever created it: another caller gets 403 and learns nothing else.
 
@@ -83,6 +87,10 @@ class _TooLarge(web.HTTPClientError):
     status_code = 413   # aiohttp's HTTPRequestEntityTooLarge wants sizes for its own message; ours names them
 
 
+class _Locked(web.HTTPClientError):
+    status_code = 423   # WebDAV's Locked, as tusd answers a request for an upload another one is writing
+
+
 class UploadRejected(Exception):
     """Raised by on_complete: the bytes are not acceptable (bad signature, hashes that do not match)."""
 
@@ -101,7 +109,8 @@ OnComplete = Callable[[CompletedUpload], Awaitable[str]]        # the receipt, o
 
 
 def parse_metadata(header: str) -> dict[str, str]:
-    """Upload-Metadata: comma-separated `key base64value` (the value may be absent). ValueError if malformed."""
+    """Upload-Metadata: comma-separated `key base64value` (the value may be absent). ValueError if malformed,
+    or if a value holds a NUL character (PostgreSQL's text cannot, so no backend is asked to store one)."""
     result: dict[str, str] = {}
     if not header.strip():
         return result
@@ -113,6 +122,8 @@ def parse_metadata(header: str) -> dict[str, str]:
             result[parts[0]] = base64.b64decode(parts[1], validate=True).decode() if len(parts) == 2 else ""
         except (binascii.Error, UnicodeDecodeError) as exc:
             raise ValueError(f"Upload-Metadata value of {parts[0]!r} is not base64 of UTF-8") from exc
+        if "\x00" in result[parts[0]]:
+            raise ValueError(f"Upload-Metadata value of {parts[0]!r} holds a NUL character")
     return result
 
 
@@ -279,7 +290,7 @@ class TusUploads:
             await self._receive(request, row, token, checksum)
             row = await self._row(request, owner)
             if row.offset == row.length and row.state == "receiving":   # also an empty PATCH at the end: a
-                row = await self._complete(row, request, owner)          # filing that failed is tried again
+                row = await self._complete(row, request, owner, token)   # filing that failed is tried again
             return web.Response(status=204, headers=self._state_headers(row))
         finally:
             await self._unlock(row.id, token)
@@ -376,9 +387,11 @@ class TusUploads:
         if wanted:
             log.info("upload %s: let go of a stalled PATCH at %d bytes for a newer request", row.id, new_offset)
 
-    async def _complete(self, row: Any, request: web.Request, owner: str) -> Any:
-        """Hand the complete bytes to on_complete; store its receipt, or reject the upload."""
+    async def _complete(self, row: Any, request: web.Request, owner: str, token: str) -> Any:
+        """Hand the complete bytes to on_complete, keeping the lease meanwhile; store its receipt, or reject the
+        upload."""
         completed = CompletedUpload(row.id, row.owner, row.length, parse_metadata(row.metadata), self._part(row.id))
+        keeping = asyncio.create_task(self._keep_lease(row.id, token))
         try:
             receipt, state = await self.on_complete(completed), "complete"
         except OSError as exc:   # the hub's disk: keep the bytes; an empty PATCH at the end tries again
@@ -388,8 +401,15 @@ class TusUploads:
             receipt, state = str(exc), "rejected"
             log.warning("upload %s from %s rejected: %s", row.id, owner, exc)
             self._part(row.id).unlink(missing_ok=True)
-        await self._db(lambda c: c.execute(sa.update(UPLOADS).where(UPLOADS.c.id == row.id)
-                                            .values(state=state, outcome=receipt)))
+        finally:
+            keeping.cancel()
+        recorded = await self._db(lambda c: c.execute(
+            sa.update(UPLOADS).where(UPLOADS.c.id == row.id, UPLOADS.c.state == "receiving")
+            .values(state=state, outcome=receipt)).rowcount)
+        if not recorded:   # only if this worker lost its lease mid-filing: the outcome recorded first stands
+            log.warning("upload %s from %s: filed again while its first outcome was recorded; that one stands",
+                        row.id, owner)
+            return await self._row(request, owner)
         if state == "rejected":
             raise _error(web.HTTPUnprocessableEntity, f"this upload was rejected: {receipt}")
         log.info("upload %s from %s complete: %d bytes", row.id, owner, row.length)
@@ -410,7 +430,7 @@ class TusUploads:
             if taken:
                 return token
             if asyncio.get_running_loop().time() > deadline:
-                raise _error(web.HTTPLocked, "another request is writing this upload; try again shortly")
+                raise _error(_Locked, "another request is writing this upload; try again shortly")
             await self._db(lambda c: c.execute(sa.update(UPLOADS).where(UPLOADS.c.id == upload_id)
                                                 .values(release_wanted=True)))
             await asyncio.sleep(POLL_SECONDS / 2)
@@ -419,9 +439,18 @@ class TusUploads:
         """Ask a holder to let go and wait (at most the wait) until it has; the lock is not kept."""
         try:
             token = await self._lock(upload_id)
-        except web.HTTPLocked:
+        except _Locked:
             return   # a holder that died: its lease lapses by itself; report the committed offset meanwhile
         await self._unlock(upload_id, token)
+
+    async def _keep_lease(self, upload_id: str, token: str) -> None:
+        """Renew the lease every POLL_SECONDS until cancelled, whoever asks for it."""
+        while True:
+            await asyncio.sleep(POLL_SECONDS)
+            try:
+                await self._wanted(upload_id, token)
+            except sa.exc.SQLAlchemyError as exc:   # the lease may lapse; recording the outcome stays single
+                log.warning("upload %s: cannot renew its lease while filing it: %s", upload_id, exc)
 
     async def _wanted(self, upload_id: str, token: str) -> bool:
         """Renew the lease; whether another request wants it."""
@@ -447,12 +476,12 @@ class TusUploads:
         now = self.clock.now_ms()
 
         def expired(conn: sa.Connection) -> list[str]:
-            ids = [r.id for r in conn.execute(sa.select(UPLOADS.c.id).where(
-                UPLOADS.c.state == "receiving", UPLOADS.c.expires_ms <= now,
-                sa.or_(UPLOADS.c.lock_token.is_(None), UPLOADS.c.lock_until_ms < now)))]
-            if ids:
-                conn.execute(sa.delete(UPLOADS).where(UPLOADS.c.id.in_(ids)))
-            return ids
+            stale = sa.and_(UPLOADS.c.state == "receiving", UPLOADS.c.expires_ms <= now,
+                            sa.or_(UPLOADS.c.lock_token.is_(None), UPLOADS.c.lock_until_ms < now))
+            ids = [r.id for r in conn.execute(sa.select(UPLOADS.c.id).where(stale))]
+            # each DELETE repeats the conditions: another worker may have locked or resumed it since the SELECT
+            return [upload_id for upload_id in ids
+                    if conn.execute(sa.delete(UPLOADS).where(UPLOADS.c.id == upload_id, stale)).rowcount]
         ids = await self._db(expired)
         for upload_id in ids:
             self._part(upload_id).unlink(missing_ok=True)

@@ -243,3 +243,20 @@ def recorded_stretches(conn: sqlite3.Connection, layout: StorageLayout, camera: 
     if kind is not None:
         stretches.append(Stretch(first, last, kind))
     return stretches
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Clips queued for the city hub (the outbox, sync.outbox owns its rows), for `edgenvr status` and the web."""
+    count: int               # clips queued, not yet receipted
+    oldest_ms: int | None    # start of the oldest of them
+    bytes_known: int         # sizes of those whose clip file is built (the rest is not known until exported)
+    last_error: str          # why the clip tried last did not go (the link, the hub's answer), "" if none
+
+
+def backlog(conn: sqlite3.Connection) -> Backlog:
+    count, oldest, known = conn.execute("SELECT COUNT(*), MIN(start_ms), COALESCE(SUM(bytes), 0) FROM outbox"
+                                        " WHERE state = 'queued'").fetchone()
+    error = conn.execute("SELECT last_error FROM outbox WHERE state = 'queued' AND last_error != ''"
+                         " ORDER BY priority, start_ms, id LIMIT 1").fetchone()
+    return Backlog(count, oldest, known, error[0] if error else "")

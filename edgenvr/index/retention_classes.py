@@ -23,7 +23,8 @@ HOLD = 2
 AWAITING_UPLOAD = 3
 CLASS_NAMES = {CONTINUOUS: "continuous", EVENT: "event", HOLD: "held", AWAITING_UPLOAD: "awaiting upload"}
 # What the ring may delete for age and for the quota: everything below HOLD. Video awaiting upload is deleted
-# only by the free-space floor, after all of that; held video only ever by releasing its hold.
+# only by the free-space floor, after all of that, or past the legal maximum (retention_max_days); held video
+# only ever by releasing its hold.
 DELETABLE_BELOW = HOLD
 # Every class, for `retention_class IN (...)` in a camera's index scans (one range scan per class).
 _EVERY_CLASS = ", ".join(str(value) for value in sorted(CLASS_NAMES))

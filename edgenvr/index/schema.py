@@ -177,6 +177,15 @@ MIGRATIONS: list[str] = [
          AND s.start_ms >= o.start_ms - 1200000 AND s.start_ms < o.end_ms AND s.end_ms > o.start_ms
         WHERE o.state = 'queued') AND deleting = 0;
     """,
+    # 8: a clip the city hub asked for (a remote pull, sync.outbox.enqueue_pull) names its pull: the hub's
+    # request id, once per box (the hub sends a pull again after every reconnect until it is answered).
+    # reported_ms: when the hub acknowledged that a clip ended unavailable (its video lost before it was sent).
+    """
+    ALTER TABLE outbox ADD COLUMN pull_id TEXT;
+    CREATE UNIQUE INDEX outbox_pull ON outbox(pull_id) WHERE pull_id IS NOT NULL;
+    ALTER TABLE outbox ADD COLUMN reported_ms INTEGER;
+    CREATE INDEX outbox_unreported ON outbox(state, reported_ms);
+    """,
 ]
 
 

@@ -16,13 +16,16 @@ A full sweep (see below for when), in this order:
    - continuous video (class 0) older than max_age_days;
    - event video (class 1) older than both event_days and max_age_days. After step 1 this is only the
      video of long or still-open events (a camera covered for weeks): it bounds what such an event keeps;
-   - retention_max_days is a legal maximum: every class 0 and 1 segment older than it.
-   Held video (class 2) and video awaiting upload (class 3: a clip queued for the city hub, sync.outbox) are
-   never deleted by age, retention_max_days included: a clip's video goes by these rules once the hub has it
-   (or it is given up). "Older" is by a segment's start on the recording timeline (index.recording_timeline:
-   the boot-time clocks of the box's boots end to end), never by the wall clock: a clock stepped forward (NTP
-   after a boot at 1970, a false NTP answer, a wrong RTC) or back can make no video due early. The timeline
-   counts only the time the box was up, so video outlives its days by the time the box was off. Rows indexed before the timeline existed were put on it by index migration 4.
+   - retention_max_days is a legal maximum: every class 0, 1 and 3 segment older than it. Held video (class
+   2) is never deleted by age. Video awaiting upload (class 3: a clip queued for the city hub, sync.outbox)
+   is kept by max_age_days and event_days (a clip's video goes by them once the hub has it, or it is given
+   up), but not past the legal maximum: the law on personal data wins over sending it. Its clips are given
+   up as the floor gives them up (below), with that reason.
+   "Older" is by a segment's start on the recording timeline (index.recording_timeline: the boot-time clocks
+   of the box's boots end to end), never by the wall clock: a clock stepped forward (NTP after a boot at 1970,
+   a false NTP answer, a wrong RTC) or back can make no video due early. The timeline counts only the time the
+   box was up, so video outlives its days by the time the box was off. Rows indexed before the timeline
+   existed were put on it by index migration 4.
 3. Disk pressure (quota, or free space under min_free, each with headroom for what recorders write
    before the next sweep): oldest first in recording order, (retention_class, timeline position): every
    continuous segment of every camera before any event video, and never held video. The free-space floor wins over event
@@ -176,6 +179,8 @@ def camera_rules(config: Config, camera: str, at: int) -> CameraRules:
     continuous = _strictest(at, (days.max_age_days, "max_age_days"), legal)
     if continuous is not None:
         rules.append(AgeRule(camera, CONTINUOUS, *continuous))
+    if days.retention_max_days is not None:   # the law wins over the hub: unsent video past it goes too
+        rules.append(AgeRule(camera, AWAITING_UPLOAD, at - int(days.retention_max_days * DAY_MS), legal[1]))
     if days.max_age_days is not None and days.max_age_days > days.event_days:
         event_video: tuple[float | None, str] = (days.max_age_days, "max_age_days")
     else:
@@ -356,9 +361,12 @@ class _Unsent:
     bytes: int = 0
     clips: list[sqlite3.Row] = field(default_factory=list)
 
-    def add(self, row: sqlite3.Row) -> None:
+    why: set[str] = field(default_factory=set)   # FLOOR and/or retention_max_days
+
+    def add(self, row: sqlite3.Row, why: str) -> None:
         self.segments += 1
         self.bytes += row["bytes"]
+        self.why.add(why)
 
 
 @dataclass
@@ -446,10 +454,10 @@ class RetentionPolicy:
             deleted, freed = deleted + len(gone), freed + gone_bytes
             for clip in choice.lost_clips:
                 unsent.setdefault(clip["camera"], _Unsent()).clips.append(clip)
-            for row in gone:
-                if row["retention_class"] == AWAITING_UPLOAD:
-                    unsent.setdefault(row["camera"], _Unsent()).add(row)
+            gone_ids = {row["id"] for row in gone}
             for row, reason in choice.victims:
+                if row["retention_class"] == AWAITING_UPLOAD and row["id"] in gone_ids:
+                    unsent.setdefault(row["camera"], _Unsent()).add(row, reason)
                 reasons.append(reason)
                 camera = row["camera"]
                 if camera not in by_camera:
@@ -506,12 +514,17 @@ class RetentionPolicy:
             expired = self._expire_events(conn, rule)
             choice.events += expired
             choice.more |= expired >= BATCH
+        unsent_by_age: list[sqlite3.Row] = []
         for rule in rules:
             for age in rule.segments:
                 rows = age_victims(conn, age, BATCH)
                 choice.more |= len(rows) >= BATCH
                 choice.victims += [(row, age.why) for row in rows]
+                if age.retention_class == AWAITING_UPLOAD:
+                    unsent_by_age += rows
         self._mark(conn, [row for row, _ in choice.victims])
+        choice.lost_clips += self._give_up_clips(conn, unsent_by_age, at_ms, "past retention_max_days (the legal "
+                                                 "maximum)")
         by_age = sum(row["bytes"] for row, _ in choice.victims)
         need -= by_age
         if need > 0:
@@ -529,11 +542,12 @@ class RetentionPolicy:
                 choice.more |= len(unsent) >= BATCH
                 self._mark(conn, unsent)
                 choice.victims += [(row, FLOOR) for row in unsent]
-                choice.lost_clips += self._give_up_clips(conn, unsent, at_ms)
+                choice.lost_clips += self._give_up_clips(conn, unsent, at_ms, "deleted by the free-space floor")
             choice.found_for_space = bool(chosen or unsent)
 
     @staticmethod
-    def _give_up_clips(conn: sqlite3.Connection, victims: list[sqlite3.Row], at_ms: int) -> list[sqlite3.Row]:
+    def _give_up_clips(conn: sqlite3.Connection, victims: list[sqlite3.Row], at_ms: int,
+                       why: str) -> list[sqlite3.Row]:
         """Inside the transaction that marks `victims` (video awaiting upload): their queued clips become
         `unavailable` with the reason, and what is left of those clips' video is re-classified (the marked
         rows keep their class until they go: classify skips them). Returns the outbox rows given up.
@@ -541,7 +555,7 @@ class RetentionPolicy:
         Reporting them to the hub is the sync process's later step (issue 12): the row, with this reason, is
         the record it sends. A victim whose unlink then fails stays on disk as ordinary video; its clip stays
         given up (part of it was chosen to go, and will be with the next sweep that can)."""
-        reason = f"deleted by the free-space floor before it reached the hub at {format_ms(at_ms)}"
+        reason = f"{why} before it reached the hub at {format_ms(at_ms)}"
         lost: list[sqlite3.Row] = []
         for row in victims:
             lost += conn.execute(GIVE_UP_CLIPS, {"reason": reason, "now": at_ms, "camera": row["camera"],
@@ -685,17 +699,19 @@ class RetentionPolicy:
             self._commit_alerts()
 
     def _unsent_deleted(self, unsent: dict[str, _Unsent], at_ms: int) -> None:
-        """The floor deleted video of clips queued for the hub: an error per clip, an ALERT per camera. What
-        exactly was lost is in the outbox rows, marked in the deletion's transaction (_give_up_clips)."""
+        """The floor or the legal maximum deleted video of clips queued for the hub: an error per clip, an ALERT
+        per camera. What exactly was lost is in the outbox rows, marked in the deletion's transaction
+        (_give_up_clips), which the sync process reports to the hub."""
         for camera, lost in sorted(unsent.items()):
+            why = ", ".join(sorted(lost.why)) or FLOOR
             for clip in lost.clips:
-                log.error("retention: free space below min_free: deleted video of the %s clip of %s from %s to %s"
-                          " (outbox %d) before it reached the hub", clip["kind"], camera, format_ms(clip["start_ms"]),
+                log.error("retention: %s: deleted video of the %s clip of %s from %s to %s (outbox %d) before it"
+                          " reached the hub", why, clip["kind"], camera, format_ms(clip["start_ms"]),
                           format_ms(clip["end_ms"]), clip["id"])
             named = [f"{clip['kind']} {format_ms(clip['start_ms'])} to {format_ms(clip['end_ms'])}"
                      for clip in lost.clips[:UNSENT_CLIPS_NAMED]]
             more = len(lost.clips) - len(named)
-            detail = (f"free space below min_free: deleted {lost.segments} segments ({lost.bytes / 1e6:.1f} MB) of"
+            detail = (f"{why}: deleted {lost.segments} segments ({lost.bytes / 1e6:.1f} MB) of"
                       f" {camera} awaiting upload to the hub, {len(lost.clips)} clip(s) lost before they reached it: "
                       + "; ".join(named))
             if more > 0:

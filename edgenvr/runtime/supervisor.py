@@ -7,7 +7,8 @@ run is alive -> open the index (a missing or corrupt one is rebuilt from the seg
 restarted with capped backoff; a motion worker that stops sending heartbeats (hung) is killed and restarted.
 Recorders and motion workers are separate processes, so detection trouble never touches recording; with a
 [web] table, the web server (edgenvr.web.server) is a process of its own too, restarted like the others,
-so no web client can delay recording or the index commits.
+so no web client can delay recording or the index commits; so are the sync process with [sync] and the MQTT
+publisher with [mqtt] (edgenvr.home_automation.mqtt_publisher: a broker that is down or slow waits in it).
 SIGTERM/SIGINT: recorders close and announce their open segments, the index is committed, then the process
 exits.
 """
@@ -73,7 +74,7 @@ TAMPER_KINDS = tuple(TamperKind)
 class _WorkerSlot:
     """One worker process (recorders or motion workers) and the cameras it serves."""
     name: str
-    kind: str   # "recorders" | "motion" | "web" | "sync"
+    kind: str   # "recorders" | "motion" | "web" | "sync" | "mqtt"
     cameras: tuple[CameraConfig, ...]
     process: BaseProcess | None = None
     restarts: int = 0
@@ -102,6 +103,8 @@ class Supervisor:
             self._slots.append(_WorkerSlot("web", "web", ()))
         if self.config.sync.enabled:
             self._slots.append(_WorkerSlot("sync", "sync", ()))
+        if self.config.mqtt.enabled:
+            self._slots.append(_WorkerSlot("mqtt", "mqtt", ()))
         self._motion_slot_of = {c.id: slot for slot in self._slots if slot.kind == "motion" for c in slot.cameras}
         # spawn, not fork: a forked child would share the event loop's signal wake-up socket and zmq state.
         # The recorder's parent is then this process, so PR_SET_PDEATHSIG kills it if we are killed.
@@ -188,6 +191,14 @@ class Supervisor:
             slot.process.start()
             slot.started_at = self.clock.monotonic()
             log.info("sync to %s started (pid %s)", self.config.sync.hub_url, slot.process.pid)
+            return
+        if slot.kind == "mqtt":
+            from edgenvr.home_automation.mqtt_publisher import run_mqtt_process
+            slot.process = self._context.Process(target=run_mqtt_process, name=slot.name, args=(self.config, slot.name))
+            slot.process.start()
+            slot.started_at = self.clock.monotonic()
+            log.info("mqtt to %s:%d started (pid %s)", self.config.mqtt.host, self.config.mqtt.broker_port,
+                     slot.process.pid)
             return
         if slot.kind == "recorders":
             from edgenvr.recording.recorder import run_recorder_group as target

@@ -1,5 +1,6 @@
-"""The box's client of the city hub: enrolment with the one-time token, and tus 1.0 uploads of clip files that
-resume wherever the link dropped, every request signed with the box's device key (evidence.request_signing).
+"""The box's client of the city hub: enrolment with the one-time token, the channel (sync.hub_protocol), and
+tus 1.0 uploads of clip files that resume wherever the link dropped, every request signed with the box's
+device key (evidence.request_signing).
 
 Owns: the protocol from the box's side. Invariants:
 - A chunk is sent with its SHA-256 (Upload-Checksum), so the hub keeps all of it or none; after any failure
@@ -35,11 +36,16 @@ from edgenvr.core.clock import SYSTEM_CLOCK, Clock
 from edgenvr.evidence.hub_receipts import ReceiptInvalid, read_receipt
 from edgenvr.evidence.identity import DeviceIdentity, load_public_key
 from edgenvr.evidence.request_signing import sign_request
+from edgenvr.sync.hub_protocol import (
+    CHANNEL_PATH,
+    ENROL_PATH,
+    MAX_MESSAGE_BYTES,
+    PING_S,
+    UPLOADS_PATH,
+)
 
 log = logging.getLogger(__name__)
 
-UPLOADS_PATH = "/api/v1/uploads/"
-ENROL_PATH = "/api/v1/enrol"
 CHUNK_BYTES = 1024 * 1024          # what is at risk per drop (sent again whole); small enough for a 2 Mbit/s link
 TIMEOUT = aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10, sock_read=60)
 
@@ -128,6 +134,21 @@ class HubClient:
         pem = json.loads(text)["hub_key"].encode()
         self.hub_key = load_public_key(pem, "the hub's key")
         return pem
+
+    async def open_channel(self) -> aiohttp.ClientWebSocketResponse:
+        """The box's channel to the hub (sync.hub_protocol), signed like every request; the caller reads it
+        until it closes. HubRefused if the hub will not have this box (401/403), HubUnreachable otherwise."""
+        assert self._session is not None, "use `async with HubClient(...)`"
+        headers = sign_request(self.identity, "GET", CHANNEL_PATH, {}, None, now_s=self.clock.now_ms() / 1000)
+        try:
+            return await self._session.ws_connect(self.hub_url + CHANNEL_PATH, headers=headers, ssl=self._ssl,
+                                                  heartbeat=PING_S, max_msg_size=MAX_MESSAGE_BYTES)
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status in (401, 403):
+                raise HubRefused(exc.status, exc.message) from None
+            raise HubUnreachable(f"channel: the hub answered {exc.status}: {exc.message}") from None
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise HubUnreachable(f"channel {self.hub_url}{CHANNEL_PATH}: {type(exc).__name__}: {exc}") from None
 
     # --- uploads ----------------------------------------------------------------------------------------
 

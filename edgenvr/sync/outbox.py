@@ -3,7 +3,8 @@
 Owns its rows, written by the sync process in short transactions of their own (as holds are), never by the
 recording path. Invariants:
 - Nothing is lost: a clip is queued from what the index already holds (closed motion and tamper events,
-  found again after any crash by `enqueue_closed_events`, idempotent through the unique event id), and a row
+  found again after any crash by `enqueue_closed_events`, idempotent through the unique event id; a remote
+  pull, through its unique pull id; pieces of continuous video, from where the last piece ended), and a row
   leaves `queued` only with the hub's verified receipt (`synced`) or when its video is no longer on the box
   (`unavailable`, with the reason). Nothing is ever deleted from it here.
 - Order: priority (tamper 0 > requested 1 > motion 2 > continuous 3), then the oldest first.
@@ -28,9 +29,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from edgenvr.index import schema as index_schema
-from edgenvr.index.retention_classes import classify
+from edgenvr.index.queries import Backlog, backlog  # noqa: F401 (the backlog is read where the web reads it too)
+from edgenvr.index.retention_classes import LONGEST_SEGMENT_MS, classify
 
 SETTLE_MARGIN_MS = 5_000   # after an event's padded end and one segment: its last segment file is closed
+CONTINUOUS_PIECE_MS = 5 * 60_000   # continuous video goes in pieces this long: one per camera queued at a time
 
 
 class ClipKind(StrEnum):
@@ -59,19 +62,13 @@ class OutboxItem:
     event_id: int | None
     upload: str | None       # the hub's upload path, once made
     attempts: int
+    pull_id: str | None = None   # the hub's request, for a clip it asked for (kind requested)
 
     @property
     def idempotency_key(self) -> str:
-        """The same clip is the same upload at the hub, whatever happens to this box's outbox row."""
-        return f"{self.kind}/{self.camera}/{self.start_ms}-{self.end_ms}/{self.event_id or 0}"
-
-
-@dataclass(frozen=True)
-class Backlog:
-    count: int               # clips queued, not yet receipted
-    oldest_ms: int | None    # start of the oldest of them
-    bytes_known: int         # sizes of those whose clip file is built (the rest is not known until exported)
-    last_error: str          # why the clip tried last did not go (the link, the hub's answer), "" if none
+        """The same clip is the same upload at the hub, whatever happens to this box's outbox row (two pulls of
+        one range are two clips: each request gets its answer)."""
+        return f"{self.kind}/{self.camera}/{self.start_ms}-{self.end_ms}/{self.pull_id or self.event_id or 0}"
 
 
 def sync_since(conn: sqlite3.Connection, now_ms: int) -> int:
@@ -104,13 +101,74 @@ def enqueue_closed_events(conn: sqlite3.Connection, since_ms: int, now_ms: int, 
         return len(queued)
 
 
-def next_due(conn: sqlite3.Connection, now_ms: int) -> OutboxItem | None:
-    row = conn.execute("SELECT id, kind, camera, start_ms, end_ms, event_id, upload, attempts FROM outbox"
-                       " WHERE state = 'queued' AND next_attempt_ms <= ? ORDER BY priority, start_ms, id LIMIT 1",
-                       (now_ms,)).fetchone()
+def enqueue_pull(conn: sqlite3.Connection, pull_id: str, camera: str, start_ms: int, end_ms: int, now_ms: int,
+                 due_ms: int) -> bool:
+    """Queue the clip the hub asked for (request `pull_id`), to go from `due_ms` (once its range is recorded
+    and settled); whether it is new (the hub sends a request again until it is answered: queued once)."""
+    with index_schema.write_transaction(conn):
+        queued = conn.execute(
+            "INSERT INTO outbox (kind, priority, camera, start_ms, end_ms, created_ms, next_attempt_ms, pull_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING camera, start_ms, end_ms",
+            (ClipKind.REQUESTED, PRIORITY[ClipKind.REQUESTED], camera, start_ms, end_ms, now_ms, due_ms,
+             pull_id)).fetchall()
+        _reclassify(conn, queued)   # its video is kept for the hub from this commit on
+        return bool(queued)
+
+
+def pull_row(conn: sqlite3.Connection, pull_id: str) -> tuple[OutboxState, str, int | None, int] | None:
+    """The state of the clip made for request `pull_id`: (state, last_error, bytes, attempts), None if none."""
+    row = conn.execute("SELECT state, last_error, bytes, attempts FROM outbox WHERE pull_id = ?", (pull_id,)).fetchone()
+    return None if row is None else (OutboxState(row[0]), row[1], row[2], row[3])
+
+
+def queued_ahead(conn: sqlite3.Connection, pull_id: str) -> int:
+    """How many queued clips go before the one made for `pull_id`."""
+    return int(conn.execute(
+        "SELECT COUNT(*) FROM outbox o, outbox p WHERE p.pull_id = ? AND o.state = 'queued' AND o.id != p.id"
+        " AND (o.priority, o.start_ms, o.id) < (p.priority, p.start_ms, p.id)", (pull_id,)).fetchone()[0])
+
+
+def enqueue_continuous(conn: sqlite3.Connection, cameras: list[str], since_ms: int, now_ms: int,
+                       settle_ms: int) -> int:
+    """Queue the next piece of continuous video of each camera that has none queued; how many were queued. A
+    piece starts where the camera's last one ended (or at `since_ms`), or at its oldest video after that if the
+    ring deleted what came first, and is CONTINUOUS_PIECE_MS long once that much is recorded and settled. One
+    piece per camera at a time: continuous video awaiting upload (retention class 3) stays bounded, however
+    far behind the link is, and the cursor moves on with the ring."""
+    queued = []
+    for camera in cameras:
+        last = conn.execute("SELECT MAX(end_ms), SUM(state = 'queued') FROM outbox WHERE kind = 'continuous'"
+                            " AND camera = ?", (camera,)).fetchone()
+        if last[1]:
+            continue
+        cursor = max(since_ms, last[0] or since_ms)
+        first = conn.execute("SELECT start_ms FROM segments WHERE start_ms >= ? AND camera = ? AND end_ms > ?"
+                             " AND deleting = 0 ORDER BY start_ms LIMIT 1",
+                             (cursor - LONGEST_SEGMENT_MS, camera, cursor)).fetchone()
+        if first is None:
+            continue
+        start = max(cursor, first[0])
+        if start + CONTINUOUS_PIECE_MS + settle_ms <= now_ms:
+            queued.append((camera, start, start + CONTINUOUS_PIECE_MS))
+    if not queued:
+        return 0   # no write transaction on an idle round
+    with index_schema.write_transaction(conn):
+        conn.executemany("INSERT INTO outbox (kind, priority, camera, start_ms, end_ms, created_ms)"
+                         " VALUES (?, ?, ?, ?, ?, ?)", [(ClipKind.CONTINUOUS, PRIORITY[ClipKind.CONTINUOUS], *piece,
+                                                         now_ms) for piece in queued])
+        _reclassify(conn, queued)
+    return len(queued)
+
+
+def next_due(conn: sqlite3.Connection, now_ms: int, *, continuous: bool = True) -> OutboxItem | None:
+    """The clip to send now; `continuous`: whether continuous pieces may go now (a window is open)."""
+    row = conn.execute("SELECT id, kind, camera, start_ms, end_ms, event_id, upload, attempts, pull_id FROM outbox"
+                       " WHERE state = 'queued' AND next_attempt_ms <= ?" + ("" if continuous else
+                                                                             " AND kind != 'continuous'") +
+                       " ORDER BY priority, start_ms, id LIMIT 1", (now_ms,)).fetchone()
     if row is None:
         return None
-    return OutboxItem(row[0], ClipKind(row[1]), row[2], row[3], row[4], row[5], row[6], row[7])
+    return OutboxItem(row[0], ClipKind(row[1]), row[2], row[3], row[4], row[5], row[6], row[7], row[8])
 
 
 def note_upload(conn: sqlite3.Connection, item_id: int, upload: str, size: int, sha256: str) -> None:
@@ -152,6 +210,32 @@ def retry_later(conn: sqlite3.Connection, item_id: int, error: str, at_ms: int, 
                      (error[:500], at_ms, forget_upload, item_id))
 
 
+@dataclass(frozen=True)
+class LostClip:
+    id: int
+    kind: ClipKind
+    camera: str
+    start_ms: int
+    end_ms: int
+    reason: str
+    at_ms: int
+
+
+def unreported_losses(conn: sqlite3.Connection, limit: int) -> list[LostClip]:
+    """Clips that ended unavailable (their video gone before they were sent) and the hub was not told of yet;
+    a remote pull's are told as that pull's answer instead."""
+    return [LostClip(row[0], ClipKind(row[1]), *row[2:]) for row in conn.execute(
+        "SELECT id, kind, camera, start_ms, end_ms, last_error, done_ms FROM outbox WHERE state = 'unavailable'"
+        " AND reported_ms IS NULL AND pull_id IS NULL ORDER BY id LIMIT ?", (limit,))]
+
+
+def note_reported(conn: sqlite3.Connection, ids: list[int], now_ms: int) -> None:
+    """The hub has these losses on record."""
+    with index_schema.write_transaction(conn):
+        conn.executemany("UPDATE outbox SET reported_ms = ? WHERE id = ? AND state = 'unavailable'",
+                         [(now_ms, item_id) for item_id in ids])
+
+
 def note_problem(conn: sqlite3.Connection, problem: str) -> None:
     """Why nothing goes now (the link is down, the hub refuses to enrol us), on the clip that waits first, for
     `edgenvr status`. Written only when it changed (a link down for a week is not a write every round)."""
@@ -160,11 +244,3 @@ def note_problem(conn: sqlite3.Connection, problem: str) -> None:
     if row is not None and row[1] != problem[:500]:
         with index_schema.write_transaction(conn):
             conn.execute("UPDATE outbox SET last_error = ? WHERE id = ?", (problem[:500], row[0]))
-
-
-def backlog(conn: sqlite3.Connection) -> Backlog:
-    count, oldest, known = conn.execute("SELECT COUNT(*), MIN(start_ms), COALESCE(SUM(bytes), 0) FROM outbox"
-                                        " WHERE state = 'queued'").fetchone()
-    error = conn.execute("SELECT last_error FROM outbox WHERE state = 'queued' AND last_error != ''"
-                         " ORDER BY priority, start_ms, id LIMIT 1").fetchone()
-    return Backlog(count, oldest, known, error[0] if error else "")

@@ -1,7 +1,11 @@
-"""Who may do what, decided in one place for every request: the access middleware.
+"""Who may do what, decided in one place for every request: the access middleware, of the box's web server and
+of the city hub (edgenvr.hub.hub_web), each with its own route table and context (CONTEXT_KEY: anything with
+the AccessContext members; the box's is web.web_context.WebContext).
 
 For each request: the route's rule from the route table (web.api_routes; a route without one is refused) ->
-PUBLIC routes run at once -> the caller is authenticated by `Authorization: Bearer <token>` or else the
+PUBLIC routes run at once; BOX routes (the hub's, called by enrolled boxes, never by people) run at once too,
+their handler authenticating the box by its RFC 9421 signature (or, at enrolment, its one-time token) before
+anything else -> the caller is authenticated by `Authorization: Bearer <token>` or else the
 session cookie (nothing else: not the peer address, not Host, not X-Forwarded-* headers, which anyone can
 send) -> the rule's permission is checked against the caller's role -> every camera the request names (the
 `{camera}` of the path, `camera` in the query, `camera` in the JSON body) is checked against the caller's
@@ -23,23 +27,51 @@ import hmac
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar, cast
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from edgenvr.web.accounts import Permission, Session, User
+from edgenvr.core.clock import Clock
+from edgenvr.evidence.audit import AuditAction
+from edgenvr.storage.layout import StorageLayout
+from edgenvr.web.accounts import Accounts, Permission, Session, User
 from edgenvr.web.api_routes import Access, Handler, route_rule
 from edgenvr.web.request_values import camera_id, fail, json_body
 from edgenvr.web.web_context import WebContext
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
+
+class AccessContext(Protocol):
+    """What the middleware and the routes the box and the hub share (web.account_routes, the audit search) use
+    of an app's context: the accounts and the audit trail behind one write thread, in a data directory."""
+
+    clock: Clock
+    tls: bool       # sessions' cookies are Secure over TLS
+
+    @property
+    def layout(self) -> StorageLayout: ...
+
+    @property
+    def accounts(self) -> Accounts: ...   # only from inside `write(...)`
+
+    async def write(self, action: Callable[..., T], *args: Any) -> T: ...
+
+    def audit_now(self, actor: str, action: AuditAction, **fields: Any) -> None: ...   # in the write thread
+
+    async def audit(self, actor: str, action: AuditAction, **fields: Any) -> None: ...
+
+
 SESSION_COOKIE = "edgenvr_session"
 CSRF_HEADER = "X-CSRF-Token"
 CALLER_KEY = web.RequestKey("edgenvr_caller", object)
 BODY_KEY = web.RequestKey("edgenvr_body", object)
-CONTEXT_KEY = web.AppKey("edgenvr_context", WebContext)
+CONTEXT_KEY = web.AppKey("edgenvr_context", AccessContext)
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
@@ -73,8 +105,14 @@ def caller(request: web.Request) -> Caller:
     return found
 
 
-def context(request: web.Request) -> WebContext:
+def access_context(request: web.Request) -> AccessContext:
     return request.app[CONTEXT_KEY]
+
+
+def context(request: web.Request) -> WebContext:
+    """The box's context, for the box's routes. The routes the hub shares with the box (web.account_routes' but
+    `me`, the audit search) use only its AccessContext members, which the hub's context has too."""
+    return cast(WebContext, request.app[CONTEXT_KEY])
 
 
 def require_camera(request: web.Request, camera: str) -> None:
@@ -106,6 +144,8 @@ async def _checked(request: web.Request, handler: Handler) -> web.StreamResponse
     if rule is None:
         log.error("refused %s %s: the route is not in the route table", request.method, request.path)
         fail(web.HTTPInternalServerError, "this route has no access rule")
+    if rule.access is Access.BOX:
+        return await handler(request)   # the handler checks the box's signature first (see the docstring)
     if rule.access is Access.PUBLIC:
         if rule.body is not None:
             request[BODY_KEY] = await json_body(request, rule.body)
@@ -130,7 +170,7 @@ async def _checked(request: web.Request, handler: Handler) -> web.StreamResponse
 
 
 async def _authenticate(request: web.Request) -> Caller:
-    ctx = context(request)
+    ctx = access_context(request)
     header = request.headers.get("Authorization")
     if header is not None:
         scheme, _, secret = header.partition(" ")

@@ -1,13 +1,16 @@
 """The web server's route table: every HTTP route, who may call it, what it takes and answers, and its
-OpenAPI 3 description, declared once here.
+OpenAPI 3 description, declared once here. The city hub (edgenvr.hub.hub_web) builds its own table of the same
+ApiRoutes and registers it the same way.
 
 Invariants:
 - A route exists only through this table (`register_routes`), so the access middleware (web.access) knows
   every route's rule and `/api/openapi.json` lists every route: a test compares the description with the
   router. A request to a route without a rule is refused (fail closed).
 - `access` is one of PUBLIC (health, login, static files: no credentials), SIGNED_IN (any signed-in user or
-  token) or a Permission of web.accounts; a route whose path has `{camera}`, or whose query or body has a
-  `camera`, is also checked against the caller's camera grants by the middleware.
+  token), a Permission of web.accounts, or BOX (the hub's routes for enrolled boxes: the handler checks the
+  box's RFC 9421 signature, or at enrolment its one-time token; no user credential is ever accepted there);
+  a route whose path has `{camera}`, or whose query or body has a `camera`, is also checked against the
+  caller's camera grants by the middleware.
 - Request bodies are validated against `body` (JSON Schema) before the handler runs: a body that does not
   match gets 400 with the validator's message; query parameters are read by web.request_values, which
   answers 400 for anything malformed.
@@ -28,6 +31,7 @@ from edgenvr.web.accounts import Permission
 class Access(StrEnum):
     PUBLIC = "public"          # no credentials: health, login, static files
     SIGNED_IN = "signed_in"    # any signed-in user or token
+    BOX = "box"                # the hub's box routes: the box's signature (its handler checks it), never a user
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -66,6 +70,18 @@ BODIES: dict[str, dict[str, Any]] = {
                     "properties": {"role": _ROLE, "cameras": _CAMERAS, "password": _PASSWORD}},
     "token": {"type": "object", "additionalProperties": False, "required": ["label"],
               "properties": {"label": {"type": "string", "minLength": 1, "maxLength": 80}}},
+    # The city hub's (edgenvr.hub.hub_web): here because the one validator (web.request_values) reads this
+    # table. Hub users see every camera of every box, so they carry no camera grant.
+    "hub_user_add": {"type": "object", "additionalProperties": False, "required": ["name", "role", "password"],
+                     "properties": {"name": _USER_NAME, "role": _ROLE, "password": _PASSWORD}},
+    "hub_user_change": {"type": "object", "additionalProperties": False, "minProperties": 1,
+                        "properties": {"role": _ROLE, "password": _PASSWORD}},
+    "pull_request": {"type": "object", "additionalProperties": False,
+                     "required": ["box", "camera", "start_ms", "end_ms", "reason"],
+                     "properties": {"box": {"type": "string", "minLength": 1, "maxLength": 64,
+                                            "description": "The box's id (the hub checks it is one)."},
+                                    "camera": CAMERA_PATH["schema"], "start_ms": _TIME, "end_ms": _TIME,
+                                    "reason": _REASON}},
 }
 
 
@@ -102,8 +118,18 @@ def route_rule(request: web.Request) -> ApiRoute | None:
     return getattr(request.match_info.route, ROUTE_RULE_KEY, None)
 
 
-def openapi_document(routes: list[ApiRoute], version: str) -> dict[str, Any]:
-    """The OpenAPI 3.1 description of `routes` (served at /api/openapi.json)."""
+BOX_SIGNATURE = {"type": "apiKey", "in": "header", "name": "Signature",
+                 "description": "Boxes sign each request with their device key (RFC 9421: Signature-Input, Signature, "
+                                "Content-Digest of a body; key id = the box's id); at enrolment the one-time token "
+                                "in the body is the credential."}
+BOX_API_DESCRIPTION = ("Times are UTC epoch milliseconds. Sign in with POST /api/login (a session cookie; send its "
+                       "csrf_token as X-CSRF-Token on every POST/PUT/PATCH/DELETE) or send "
+                       "`Authorization: Bearer TOKEN`.")
+
+
+def openapi_document(routes: list[ApiRoute], version: str, *, title: str = "edgenvr box API",
+                     description: str = BOX_API_DESCRIPTION) -> dict[str, Any]:
+    """The OpenAPI 3.1 description of `routes` (served at /api/openapi.json), with the body schemas they use."""
     paths: dict[str, dict[str, Any]] = {}
     error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     for route in routes:
@@ -120,7 +146,11 @@ def openapi_document(routes: list[ApiRoute], version: str) -> dict[str, Any]:
                           **{status: {"description": text, **error}
                              for status, text in route.responses.items() if status != "200"}},
         }
-        if route.access is not Access.PUBLIC:
+        if route.access is Access.BOX:
+            operation["security"] = [{"box_signature": []}]
+            operation["responses"]["401"] = {"description": "Not signed by an enrolled box", **error}
+            operation["x-edgenvr-access"] = str(route.access)
+        elif route.access is not Access.PUBLIC:
             operation["security"] = [{"session": []}, {"bearer": []}]
             operation["responses"]["401"] = {"description": "Not signed in", **error}
             operation["responses"]["403"] = {"description": "Not allowed for this user", **error}
@@ -131,17 +161,19 @@ def openapi_document(routes: list[ApiRoute], version: str) -> dict[str, Any]:
             operation["requestBody"] = {"required": True, "content": {"application/json": {
                 "schema": {"$ref": f"#/components/schemas/{route.body}"}}}}
         paths.setdefault(route.path, {})[route.method.lower()] = operation
+    schemes: dict[str, Any] = {"session": {"type": "apiKey", "in": "cookie", "name": "edgenvr_session"},
+                               "bearer": {"type": "http", "scheme": "bearer"}}
+    if any(route.access is Access.BOX for route in routes):
+        schemes["box_signature"] = BOX_SIGNATURE
+    used = {route.body for route in routes if route.body is not None}
     return {
         "openapi": "3.1.0",
-        "info": {"title": "edgenvr box API", "version": version,
-                 "description": "Times are UTC epoch milliseconds. Sign in with POST /api/login (a session cookie; "
-                                "send its csrf_token as X-CSRF-Token on every POST/PUT/PATCH/DELETE) or send "
-                                "`Authorization: Bearer TOKEN`."},
+        "info": {"title": title, "version": version, "description": description},
         "paths": paths,
         "components": {
-            "schemas": {**BODIES, "Error": {"type": "object", "required": ["error"],
-                                            "properties": {"error": {"type": "string"}}}},
-            "securitySchemes": {"session": {"type": "apiKey", "in": "cookie", "name": "edgenvr_session"},
-                                "bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {**{name: schema for name, schema in BODIES.items() if name in used},
+                        "Error": {"type": "object", "required": ["error"],
+                                  "properties": {"error": {"type": "string"}}}},
+            "securitySchemes": schemes,
         },
     }

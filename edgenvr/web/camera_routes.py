@@ -29,6 +29,7 @@ from edgenvr.detection.reference_approval import latest_reference
 from edgenvr.evidence.audit import AuditAction
 from edgenvr.index.queries import (
     EventRow,
+    backlog,
     camera_states,
     event_by_id,
     events,
@@ -119,6 +120,17 @@ async def list_cameras(request: web.Request) -> web.Response:
     user = caller(request).user
     cameras = await _index_read(request, _camera_list, ctx.config, ctx.layout, ctx.clock.now_ms())
     return web.json_response({"cameras": [c for c in cameras if user.may_see(c["id"])]})
+
+
+async def sync_status(request: web.Request) -> web.Response:
+    """The box's store-and-forward to the city hub: how much waits and why (as `edgenvr status` says it)."""
+    sync = context(request).config.sync
+    if not sync.enabled:
+        return web.json_response({"enabled": False})
+    waiting = await _index_read(request, backlog)
+    return web.json_response({"enabled": True, "hub_url": sync.hub_url, "backlog": waiting.count,
+                              "backlog_bytes_built": waiting.bytes_known, "oldest_ms": waiting.oldest_ms,
+                              "last_error": waiting.last_error})
 
 
 def _event_json(event: EventRow) -> dict[str, Any]:
@@ -405,6 +417,8 @@ async def audited(request: web.Request, who: str, action: AuditAction, **fields:
 
 
 ROUTES = [
+    ApiRoute("GET", "/api/sync", sync_status, Access.SIGNED_IN,
+             "Sync to the city hub: enabled, hub_url, backlog (clips waiting), oldest_ms, last_error (why they wait)"),
     ApiRoute("GET", "/api/cameras", list_cameras, Access.SIGNED_IN,
              "The cameras you may see: id, name, state (recording, reconnecting, offline since T...), open tamper"),
     ApiRoute("GET", "/api/cameras/{camera}/timeline", camera_timeline, Permission.VIEW,

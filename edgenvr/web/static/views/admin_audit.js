@@ -7,7 +7,7 @@ import { errorMessage, field, notice } from "../ui.js";
 
 const ACTIONS = ["export", "playback", "live_view", "hold_add", "hold_release", "reference_approve", "config_change",
   "login", "login_failed", "lockout", "logout", "user_add", "user_remove", "user_password", "user_role",
-  "token_create", "token_revoke"];
+  "token_create", "token_revoke", "pull_request"];
 const LIMIT = 2000;
 
 export function render(body) {

@@ -6,8 +6,11 @@ import { errorMessage, field, notice } from "../ui.js";
 
 const FIRST_ADMIN = "edgenvr user add --config /etc/edgenvr/edgenvr.toml --name NAME --role admin --password-stdin";
 
-/** onSignedIn(answer of POST /api/login) runs after a successful sign-in. languageButton: the switch. */
-export function render(main, { onSignedIn, languageButton }) {
+/**
+ * onSignedIn(answer of POST /api/login) runs after a successful sign-in. languageButton: the switch.
+ * firstAdmin: the command that makes the first admin (the city hub shows its own).
+ */
+export function render(main, { onSignedIn, languageButton, firstAdmin = FIRST_ADMIN }) {
   const box = h("div", { class: "signin-box" });
   main.append(h("section", { class: "signin" },
     h("div", { class: "signin-top" }, h("span", { class: "brand-mark", "aria-hidden": "true" }), languageButton),
@@ -15,7 +18,7 @@ export function render(main, { onSignedIn, languageButton }) {
   box.append(h("p", { class: "loading", text: t("common.loading") }));
 
   api("/api/login").then(({ admin_exists: adminExists }) => {
-    box.replaceChildren(...(adminExists ? form(onSignedIn) : noAdmin()));
+    box.replaceChildren(...(adminExists ? form(onSignedIn) : noAdmin(firstAdmin)));
     box.querySelector("input")?.focus();
   }).catch((error) => {
     box.replaceChildren(notice("error", t("signin.unreachable"), " ", errorMessage(error)),
@@ -23,11 +26,11 @@ export function render(main, { onSignedIn, languageButton }) {
   });
 }
 
-function noAdmin() {
+function noAdmin(firstAdmin) {
   return [
     h("h1", { text: t("signin.no_admin_title") }),
     h("p", { text: t("signin.no_admin_text") }),
-    h("pre", { class: "command" }, h("code", { text: FIRST_ADMIN })),
+    h("pre", { class: "command" }, h("code", { text: firstAdmin })),
     h("p", { text: t("signin.no_admin_after") }),
     h("button", { type: "button", text: t("signin.check_again"), onclick: () => location.reload() }),
   ];
