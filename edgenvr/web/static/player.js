@@ -128,6 +128,11 @@ export class Player {
     });
   }
 
+  /** Whether the video is in play mode (also while it waits for data): what the play button toggles. */
+  playing() {
+    return Boolean(this.window) && !this.video.paused;
+  }
+
   togglePlay() {
     if (!this.window) return false;
     if (this.video.paused) this.play();

@@ -115,8 +115,11 @@ export function render(main, params) {
   });
 
   function showState(state, detail) {
-    playButton.textContent = state === "playing" ? t("playback.pause") : t("playback.play");
-    playButton.classList.toggle("is-playing", state === "playing");
+    // the button says what a press does: a video stalled for data ("loading") is still playing, and pausing it
+    // is what the button would do
+    const playing = state === "playing" || (state === "loading" && player.playing());
+    playButton.textContent = playing ? t("playback.pause") : t("playback.play");
+    playButton.classList.toggle("is-playing", playing);
     overlayActions.replaceChildren();
     const show = (...content) => {
       overlay.hidden = false;
