@@ -25,10 +25,10 @@ from typing import Any
 import pytest
 
 from edgenvr.core.records import RecorderState, TamperKind
-from edgenvr.hub.clip_intake import KINDS
 from edgenvr.hub.hub_web import BOX_UI_FILES, STATIC_DIR, static_files
 from edgenvr.sync.hub_channel import HubChannel
 from edgenvr.sync.hub_protocol import PullState
+from edgenvr.sync.outbox import ClipKind
 from edgenvr.sync.uploader import Uploader
 from edgenvr.web.accounts import Role
 from edgenvr.web.server import STATIC_DIR as BOX_STATIC_DIR
@@ -79,7 +79,7 @@ def test_every_key_the_hub_pages_name_is_in_the_hub_catalogues() -> None:
 
 
 @pytest.mark.parametrize(("prefix", "values"), [
-    ("pull_state", list(PullState)), ("kind", list(KINDS)), ("role", list(Role)), ("tamper", list(TamperKind)),
+    ("pull_state", list(PullState)), ("kind", list(ClipKind)), ("role", list(Role)), ("tamper", list(TamperKind)),
     ("state", list(RecorderState)),
 ])
 def test_every_value_the_hub_sends_has_words(prefix: str, values: list[str]) -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -41,6 +40,7 @@ from edgenvr.sync.hub_protocol import (
     CHANNEL_PATH,
     MAX_MESSAGE_BYTES,
     PING_S,
+    PULL_ID,
     MessageType,
     PullState,
 )
@@ -48,7 +48,6 @@ from edgenvr.sync.hub_protocol import (
 log = logging.getLogger(__name__)
 
 POLL_S = 1.0
-PULL_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class BoxChannels:

@@ -47,10 +47,10 @@ from edgenvr.hub.box_enrolment import box_public_key
 from edgenvr.hub.hub_database import CLIPS
 from edgenvr.hub.remote_pulls import PullRefused, check_clip_for, mark_ready
 from edgenvr.hub.tus_uploads import CompletedUpload, UploadRejected
+from edgenvr.sync.outbox import ClipKind
 
 log = logging.getLogger(__name__)
 
-KINDS = ("tamper", "requested", "motion", "continuous")   # the box's outbox priorities, highest first
 MAX_ENTRIES = 64
 SAFE_NAME = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
@@ -98,8 +98,8 @@ class ClipIntake:
             start_ms, end_ms = int(meta["start_ms"]), int(meta["end_ms"])
         except (KeyError, ValueError):
             raise UploadRejected("its Upload-Metadata must name camera, kind, start_ms and end_ms") from None
-        if kind not in KINDS:
-            raise UploadRejected(f"kind must be one of {', '.join(KINDS)}, not {kind[:20]!r}")
+        if kind not in set(ClipKind):
+            raise UploadRejected(f"kind must be one of {', '.join(ClipKind)}, not {kind[:20]!r}")
         if not is_camera_id(camera):   # also what fits clips.camera (PostgreSQL enforces its length)
             raise UploadRejected(f"camera {camera[:40]!r} is not a camera id: {CAMERA_ID_RULE}")
         pull = meta.get("pull")

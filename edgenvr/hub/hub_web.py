@@ -34,8 +34,6 @@ import mimetypes
 import os
 import sqlite3
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -47,10 +45,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 import edgenvr
 from edgenvr.core.clock import SYSTEM_CLOCK, Clock
 from edgenvr.core.time_format import basic_utc
-from edgenvr.evidence.audit import AuditAction, AuditError, AuditTrail
+from edgenvr.evidence.audit import AuditAction, AuditError
 from edgenvr.evidence.identity import DeviceIdentity, IdentityError
 from edgenvr.hub.box_enrolment import BOX_ID
-from edgenvr.hub.clip_intake import KINDS
 from edgenvr.hub.fleet import fleet
 from edgenvr.hub.hub_accounts import (
     HUB_ID,
@@ -74,6 +71,7 @@ from edgenvr.hub.stored_clips import (
     read_clip,
 )
 from edgenvr.storage.layout import StorageLayout
+from edgenvr.sync.outbox import ClipKind
 from edgenvr.web import account_routes, evidence_routes
 from edgenvr.web.access import (
     BODY_KEY,
@@ -82,7 +80,7 @@ from edgenvr.web.access import (
     caller,
     secure_headers,
 )
-from edgenvr.web.accounts import Accounts, Permission
+from edgenvr.web.accounts import Permission
 from edgenvr.web.api_routes import (
     CAMERA_QUERY,
     Access,
@@ -90,8 +88,9 @@ from edgenvr.web.api_routes import (
     openapi_document,
     register_routes,
 )
-from edgenvr.web.request_values import fail, time_range, whole_number
+from edgenvr.web.request_values import byte_range, fail, time_range, whole_number
 from edgenvr.web.server import STATIC_DIR as BOX_STATIC_DIR
+from edgenvr.web.web_context import AdminWrites
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +110,7 @@ _PLAYBACK_SEEN_KEY = web.AppKey("edgenvr_hub_playback_seen", dict)   # (who, cli
 
 
 @dataclass
-class HubWebContext:
+class HubWebContext(AdminWrites):
     """The web.access.AccessContext of the hub: its accounts and audit trail behind one write thread (SQLite
     connections stay in the thread that made them; the event loop never waits on a disk write or an Argon2
     hash), plus the database and config the hub's routes read."""
@@ -123,43 +122,12 @@ class HubWebContext:
     tls: bool = field(init=False)
     layout: StorageLayout = field(init=False)
     identity: DeviceIdentity = field(init=False)
-    _writer: ThreadPoolExecutor = field(init=False)
-    _accounts: Accounts | None = field(init=False, default=None)
-    _audit: AuditTrail | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.tls = self.config.tls
         self.layout = hub_layout(self.config)
         self.identity = hub_identity(self.receipt_key)
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-web-writer")
-
-    async def write(self, action: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._writer, action, *args)
-
-    @property
-    def accounts(self) -> Accounts:
-        """Only from inside `write(...)`."""
-        if self._accounts is None:
-            self._accounts = Accounts(self.layout, self.clock)
-        return self._accounts
-
-    def audit_now(self, actor: str, action: AuditAction, **fields: Any) -> None:
-        """Append a record (in the write thread); AuditError/OSError/sqlite3.Error propagate: the caller refuses
-        what it was about to do."""
-        if self._audit is None:
-            self._audit = AuditTrail(self.layout, self.identity, self.clock)
-        self._audit.append(actor, action, **fields)
-
-    async def audit(self, actor: str, action: AuditAction, **fields: Any) -> None:
-        await self.write(lambda: self.audit_now(actor, action, **fields))
-
-    def close(self) -> None:
-        def close_stores() -> None:
-            for store in (self._accounts, self._audit):
-                if store is not None:
-                    store.close()
-        self._writer.submit(close_stores).result()
-        self._writer.shutdown(wait=True)
+        self.start_writes("hub-web-writer")
 
 
 def hub_context(request: web.Request) -> HubWebContext:
@@ -226,8 +194,8 @@ def _box_param(raw: str | None) -> str | None:
 async def search_clips(request: web.Request) -> web.Response:
     query = request.query
     kind = query.get("kind") or None
-    if kind is not None and kind not in KINDS:
-        fail(web.HTTPBadRequest, f"kind must be one of {', '.join(KINDS)}")
+    if kind is not None and kind not in set(ClipKind):
+        fail(web.HTTPBadRequest, f"kind must be one of {', '.join(ClipKind)}")
     wanted = ClipQuery(
         box=_box_param(query.get("box")), camera=query.get("camera") or None, kind=kind,   # camera: checked by
         from_ms=whole_number(query["from_ms"], "from_ms") if query.get("from_ms") else None,   # web.access
@@ -264,28 +232,6 @@ async def clip_detail(request: web.Request) -> web.Response:
                               "manifest": manifest})
 
 
-def _byte_range(request: web.Request, size: int, etag: str) -> tuple[int, int, bool]:
-    """[first, end) of a `size`-byte file that the request's Range asks for, and whether it is partial (a
-    Range whose If-Range names another version gets the whole file); 416 for a range beyond it."""
-    try:
-        wanted = request.http_range
-    except ValueError:
-        wanted = slice(None, None)
-    first, end = wanted.start, wanted.stop
-    if first is not None and first < 0:       # "bytes=-N": the last N bytes
-        first, end = max(0, size + first), size
-    first = first or 0
-    end = size if end is None else min(end, size)
-    if_range = request.headers.get("If-Range")
-    partial = (request.headers.get("Range") is not None and wanted != slice(None, None)
-               and (if_range is None or if_range == etag))
-    if not partial:
-        return 0, size, False
-    if first >= size or first >= end:
-        raise web.HTTPRequestRangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
-    return first, end, True
-
-
 async def clip_video(request: web.Request) -> web.StreamResponse:
     ctx = hub_context(request)
     part = whole_number(request.query.get("part", "1"), "part", low=1, high=MAX_PART)
@@ -303,7 +249,7 @@ async def clip_video(request: web.Request) -> web.StreamResponse:
             seen.clear()
         seen[(who, row.id, part)] = now
     etag = f'"{row.sha256[:32]}-{part}"'
-    first, end, partial = _byte_range(request, video.size, etag)
+    first, end, partial = byte_range(request, video.size, etag)
     try:
         handle = await asyncio.to_thread(open, clip_path(ctx.config.clips_dir, row.id), "rb")
     except FileNotFoundError:
@@ -415,7 +361,8 @@ PEOPLE_ROUTES = [
              "Every enrolled box's last report: silent boxes, offline cameras, tamper, backlog, disk (troubled first)"),
     ApiRoute("GET", "/api/clips", search_clips, Permission.VIEW, "Clips received from boxes, newest first",
              (_BOX_QUERY, CAMERA_QUERY,
-              {"name": "kind", "in": "query", "required": False, "schema": {"type": "string", "enum": list(KINDS)}},
+              {"name": "kind", "in": "query", "required": False,
+               "schema": {"type": "string", "enum": [str(kind) for kind in ClipKind]}},
               {"name": "from_ms", "in": "query", "required": False, "schema": _TIME,
                "description": "Clips ending after this (UTC epoch ms)."},
               {"name": "to_ms", "in": "query", "required": False, "schema": _TIME,

@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import sqlite3
 from collections.abc import Callable
 from typing import Any
@@ -47,6 +46,7 @@ from edgenvr.sync.box_report import box_report, what_matters
 from edgenvr.sync.hub_client import HubClient, HubRefused, HubUnreachable
 from edgenvr.sync.hub_protocol import (
     AUDIT_BATCH,
+    PULL_ID,
     REPORT_EVERY_S,
     MessageType,
     PullState,
@@ -56,7 +56,6 @@ from edgenvr.sync.outbox import OutboxState
 log = logging.getLogger(__name__)
 
 CHECK_S = 5.0            # how often what the report says is looked at for a change
-PULL_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class HubChannel:

@@ -15,6 +15,7 @@ Channel (a WebSocket the box opens at CHANNEL_PATH, signed like every box reques
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 
 ENROL_PATH = "/api/v1/enrol"
@@ -24,6 +25,7 @@ PING_S = 30.0                    # WebSocket pings both ways: NAT mappings stay,
 MAX_MESSAGE_BYTES = 256 * 1024
 AUDIT_BATCH = 50                 # records per audit message (a record is at most a few KB)
 REPORT_EVERY_S = 60.0
+PULL_ID = re.compile(r"[0-9a-f]{32}")   # a pull request's id: 128 random bits, hex
 
 
 class MessageType(StrEnum):

@@ -58,6 +58,7 @@ from edgenvr.web.playback_video import (
     plan_playback_video,
 )
 from edgenvr.web.request_values import (
+    byte_range,
     configured_camera,
     fail,
     query_range,
@@ -180,22 +181,7 @@ async def camera_video(request: web.Request) -> web.StreamResponse:
         log.warning("playback of %s refused: %s", camera, error)
         fail(web.HTTPConflict, f"this video cannot be played: {error}")
     await _audit_playback(request, camera, start_ms, end_ms)
-    try:
-        wanted = request.http_range
-    except ValueError:
-        wanted = slice(None, None)
-    first, end = wanted.start, wanted.stop
-    if first is not None and first < 0:       # "bytes=-N": the last N bytes
-        first, end = max(0, video.size + first), video.size
-    first = first or 0
-    end = video.size if end is None else min(end, video.size)
-    if_range = request.headers.get("If-Range")
-    partial = (request.headers.get("Range") is not None and wanted != slice(None, None)
-               and (if_range is None or if_range == f'"{video.etag}"'))   # another version: the whole file
-    if not partial:
-        first, end = 0, video.size
-    if partial and (first >= video.size or first >= end):
-        raise web.HTTPRequestRangeNotSatisfiable(headers={"Content-Range": f"bytes */{video.size}"})
+    first, end, partial = byte_range(request, video.size, f'"{video.etag}"')
     response = web.StreamResponse(status=206 if partial else 200, headers={
         "Content-Type": "video/mp4", "Accept-Ranges": "bytes", "ETag": f'"{video.etag}"',
         "Cache-Control": "private, no-cache", "Content-Length": str(end - first),

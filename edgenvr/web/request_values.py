@@ -1,6 +1,6 @@
-"""Reading values out of requests: query times and ranges, ids, and JSON bodies validated against the route
-table's schemas. Everything malformed becomes an HTTP error with a JSON `{"error": message}` body, raised
-here, so a handler only ever sees checked values.
+"""Reading values out of requests: query times and ranges, ids, byte ranges (Range, If-Range), and JSON bodies
+validated against the route table's schemas. Everything malformed becomes an HTTP error with a JSON
+`{"error": message}` body, raised here, so a handler only ever sees checked values.
 
 Invariants: times are UTC epoch ms integers within core.units' bounds; a range is start < end, not in the
 future (a minute of client clock skew allowed at the end), and at most the caller's limit long; camera ids
@@ -99,3 +99,25 @@ async def json_body(request: web.Request, schema: str) -> dict[str, Any]:
         where = "/".join(str(part) for part in error.instance_path) or "body"
         fail(web.HTTPBadRequest, f"{where}: {error.message[:300]}")
     return body
+
+
+def byte_range(request: web.Request, size: int, etag: str) -> tuple[int, int, bool]:
+    """[first, end) of a `size`-byte file that the request's Range asks for, and whether it is partial (a
+    Range whose If-Range names another version gets the whole file); 416 for a range beyond it."""
+    try:
+        wanted = request.http_range
+    except ValueError:
+        wanted = slice(None, None)
+    first, end = wanted.start, wanted.stop
+    if first is not None and first < 0:       # "bytes=-N": the last N bytes
+        first, end = max(0, size + first), size
+    first = first or 0
+    end = size if end is None else min(end, size)
+    if_range = request.headers.get("If-Range")
+    partial = (request.headers.get("Range") is not None and wanted != slice(None, None)
+               and (if_range is None or if_range == etag))
+    if not partial:
+        return 0, size, False
+    if first >= size or first >= end:
+        raise web.HTTPRequestRangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
+    return first, end, True

@@ -32,22 +32,18 @@ from edgenvr.web.accounts import Accounts
 T = TypeVar("T")
 
 
-@dataclass
-class WebContext:
-    config: Config
-    clock: Clock = SYSTEM_CLOCK
-    tls: bool = True
-    layout: StorageLayout = field(init=False)
-    _writer: ThreadPoolExecutor = field(init=False)
-    _accounts: Accounts | None = field(init=False, default=None)
-    _audit: AuditTrail | None = field(init=False, default=None)
-    _identity: DeviceIdentity | None = field(init=False, default=None)
+class AdminWrites:
+    """The one thread that writes a web server's small admin files, user accounts and the audit trail (the box's
+    web process and the hub's). A subclass has `layout`, `clock` and `identity` (the key that signs the trail)
+    and calls `start_writes` once."""
 
-    def __post_init__(self) -> None:
-        self.layout = StorageLayout(self.config.storage.data_dir)
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="web-writer")
+    layout: StorageLayout
+    clock: Clock
 
-    # --- the write thread: accounts, audit, holds ---
+    def start_writes(self, thread_name: str) -> None:
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
+        self._accounts: Accounts | None = None
+        self._audit: AuditTrail | None = None
 
     async def write(self, action: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._writer, action, *args)
@@ -59,21 +55,42 @@ class WebContext:
             self._accounts = Accounts(self.layout, self.clock)
         return self._accounts
 
+    def audit_now(self, actor: str, action: AuditAction, **fields: Any) -> None:
+        """Append an audit record (in the write thread). AuditError/OSError/sqlite3.Error propagate: the
+        caller refuses the action it was about to take."""
+        if self._audit is None:
+            self._audit = AuditTrail(self.layout, self.identity, self.clock)   # type: ignore[attr-defined]
+        self._audit.append(actor, action, **fields)
+
+    async def audit(self, actor: str, action: AuditAction, **fields: Any) -> None:
+        await self.write(lambda: self.audit_now(actor, action, **fields))
+
+    def close(self) -> None:
+        def close_stores() -> None:
+            for store in (self._accounts, self._audit):
+                if store is not None:
+                    store.close()
+        self._writer.submit(close_stores).result()
+        self._writer.shutdown(wait=True)
+
+
+@dataclass
+class WebContext(AdminWrites):
+    config: Config
+    clock: Clock = SYSTEM_CLOCK
+    tls: bool = True
+    layout: StorageLayout = field(init=False)
+    _identity: DeviceIdentity | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.layout = StorageLayout(self.config.storage.data_dir)
+        self.start_writes("web-writer")
+
     @property
     def identity(self) -> DeviceIdentity:
         if self._identity is None:
             self._identity = device_identity(self.layout, self.config.box.box_id, self.config.box.box_name)
         return self._identity
-
-    def audit_now(self, actor: str, action: AuditAction, **fields: Any) -> None:
-        """Append an audit record (in the write thread). AuditError/OSError/sqlite3.Error propagate: the
-        caller refuses the action it was about to take."""
-        if self._audit is None:
-            self._audit = AuditTrail(self.layout, self.identity, self.clock)
-        self._audit.append(actor, action, **fields)
-
-    async def audit(self, actor: str, action: AuditAction, **fields: Any) -> None:
-        await self.write(lambda: self.audit_now(actor, action, **fields))
 
     # --- reads of the index ---
 
@@ -91,11 +108,3 @@ class WebContext:
             yield conn
         finally:
             conn.close()
-
-    def close(self) -> None:
-        def close_stores() -> None:
-            for store in (self._accounts, self._audit):
-                if store is not None:
-                    store.close()
-        self._writer.submit(close_stores).result()
-        self._writer.shutdown(wait=True)
