@@ -92,6 +92,7 @@ class HubClient:
         if tls_fingerprint:
             self._ssl = aiohttp.Fingerprint(bytes.fromhex(tls_fingerprint.replace(":", "").replace(" ", "")))
         self._session: aiohttp.ClientSession | None = None
+        self.answered = False   # the hub answered a request of this client (the link is up, if flaky)
 
     async def __aenter__(self) -> HubClient:
         self._session = aiohttp.ClientSession(timeout=TIMEOUT)
@@ -113,6 +114,7 @@ class HubClient:
             async with self._session.request(method, self.hub_url + path, headers=sent, data=body,
                                              ssl=self._ssl) as reply:
                 text = await reply.text(errors="replace")
+                self.answered = True
                 return reply.status, dict(reply.headers), text
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise HubUnreachable(f"{method} {self.hub_url}{path}: {type(exc).__name__}: {exc}") from None

@@ -12,7 +12,8 @@ Invariants:
   kept in the row), so nothing is sent twice but the chunk in flight when it stopped.
 - The link: one attempt, then, while the hub is unreachable, waits that double with jitter (core.link_backoff),
   never spinning; an attempt that got chunks through before the link dropped is followed at once, and the
-  waits start over (a flaky link that still carries bytes is used, not waited out). Chunks halve (down to
+  waits start over (a flaky link that still carries bytes is used, not waited out); one in which the hub
+  answered (the link is up) but no chunk got through waits only the first wait. Chunks halve (down to
   MIN_CHUNK_BYTES) after an attempt that got nothing through and double back after each one committed: what
   a drop costs fits what the link carries.
   A hub that refuses a clip (422, 413) is not retried blindly: that clip waits REFUSED_RETRY_S, others go on.
@@ -148,6 +149,8 @@ class Uploader:
                         wait = 0.0
                     else:                  # nothing got through: smaller chunks fit between the drops
                         self._chunk = max(MIN_CHUNK_BYTES, self._chunk // 2)
+                        if client.answered:   # the hub is there, the link cut the chunk: the first wait, not longer
+                            self._backoff.reset()
                         wait = self._backoff.failed()
                     self._progressed = False
                     log.warning("sync: the hub is unreachable (%s); %d clip(s) wait; trying again in %.0f s",
