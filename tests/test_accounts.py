@@ -70,7 +70,8 @@ def stored_bytes(layout: StorageLayout) -> bytes:
 
 def test_each_role_grants_its_permissions_and_no_more() -> None:
     assert ROLE_PERMISSIONS[Role.VIEWER] == {Permission.VIEW}
-    assert ROLE_PERMISSIONS[Role.OPERATOR] == {Permission.VIEW, Permission.EXPORT, Permission.HOLD}
+    assert ROLE_PERMISSIONS[Role.OPERATOR] == {Permission.VIEW, Permission.EXPORT, Permission.HOLD,
+                                               Permission.READ_METRICS}
     assert ROLE_PERMISSIONS[Role.ADMIN] == set(Permission)
     operator = User("citra", Role.OPERATOR, None, START_MS, None)
     assert operator.may(Permission.EXPORT) and operator.may(Permission.HOLD)
@@ -371,7 +372,7 @@ def test_the_file_appears_at_the_first_change_readable_by_the_service_alone(layo
     with Accounts(layout, clock) as reopened, sqlite3.connect(layout.users_path) as conn:
         assert [user.name for user in reopened.users()] == ["ani"]
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2   # 2: the setup code's table
 
 
 def test_a_users_file_that_is_not_sqlite_is_refused_with_a_message(layout: StorageLayout) -> None:

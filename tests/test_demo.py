@@ -62,3 +62,45 @@ def _wait_listening(port: int) -> bool:
                 return True
         time.sleep(0.2)
     return False
+
+
+def test_the_demo_with_a_hub_enrols_the_box_which_reports_and_sends_its_motion_clips(
+        tmp_path: Path, simulator_ready: None) -> None:
+    """`edgenvr demo --with-hub PORT`: the city side on the same machine, with its own login; the box enrols
+    with the one-time token and the pinned certificate, shows up in the fleet, and its motion events arrive
+    as signed clips."""
+    port, hub_port = free_port(), free_port()
+    demo = subprocess.Popen([sys.executable, "-m", "edgenvr", "demo", "--seconds", "170", "--port", str(port),
+                             "--with-hub", str(hub_port), "--data-dir", str(tmp_path / "demo")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        printed = ""
+        deadline = time.monotonic() + 90
+        while "Ctrl-C stops" not in printed and time.monotonic() < deadline:
+            printed += demo.stdout.readline()   # type: ignore[union-attr]
+        assert f"https://localhost:{hub_port}/" in printed, printed
+        name, password = re.search(r"hub sign in\s+: (\S+) / (\S+)", printed).groups()   # type: ignore[union-attr]
+        context = ssl.create_default_context(cafile=str(tmp_path / "demo" / "hub" / "data" / "keys" / "tls.crt"))
+        context.check_hostname = False
+        login = urllib.request.Request(f"https://127.0.0.1:{hub_port}/api/login", method="POST",
+                                       data=json.dumps({"name": name, "password": password}).encode(),
+                                       headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(login, context=context, timeout=30) as answer:
+            cookie = answer.headers["Set-Cookie"].split(";", 1)[0]
+
+        def get(path: str) -> dict:
+            request = urllib.request.Request(f"https://127.0.0.1:{hub_port}{path}", headers={"Cookie": cookie})
+            with urllib.request.urlopen(request, context=context, timeout=30) as answer:
+                return json.load(answer)
+        boxes: list = []
+        clips: list = []
+        deadline = time.monotonic() + 150   # someone walks past twice a minute; the event closes, then it goes
+        while time.monotonic() < deadline and not (clips and boxes):
+            boxes = [b for b in get("/api/fleet")["boxes"] if b["cameras"].get("demo-gate") == "recording"]
+            clips = [c for c in get("/api/clips")["clips"] if c["kind"] == "motion"]
+            time.sleep(2)
+        assert boxes and not boxes[0]["silent"], get("/api/fleet")
+        assert clips and clips[0]["camera"] == "demo-gate", (tmp_path / "demo" / "hub" / "hub.log").read_text()[-3000:]
+    finally:
+        demo.terminate()
+        demo.wait(60)

@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import time
+import tomllib
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from edgenvr.config.checking import parse_config
 from edgenvr.core.clock import SYSTEM_CLOCK
 from edgenvr.evidence.bundle import zip_export
 from edgenvr.evidence.identity import DeviceIdentity, device_identity, signing_key
@@ -466,3 +468,29 @@ def test_the_hub_serves_https_with_its_own_certificate_on_every_worker(
             workers.add(reply.json()["worker"])
         with pytest.raises(requests.exceptions.SSLError):
             requests.get(hub.url + "/api/health", timeout=5)   # not signed by anyone the system trusts
+
+
+def test_the_sync_table_enrol_prints_gets_a_box_through_to_a_tls_hub_pinned_by_its_fingerprint(
+        box: Box, tmp_path: Path) -> None:
+    """What the city IT office pastes into a box's config, as `edgenvr hub enrol` prints it, is enough: the box
+    enrols and uploads over the hub's self-signed certificate, pinned; another pin is refused before anything
+    is sent (the token stays unused)."""
+    with running_hub(tmp_path, tls=True) as hub:
+        printed = hub.cli("enrol", "--box", BOX, "--site", "Pos RT 08")
+        assert printed.returncode == 0, printed.stderr
+        table = printed.stderr[printed.stderr.index("[sync]"):].rstrip(")\n")
+        sync = tomllib.loads(table)["sync"]
+        assert sync["enrolment_token"] == printed.stdout.strip()
+        assert sync["hub_url"] == f"https://127.0.0.1:{hub.port}"
+        pinned = parse_config(f'[box]\nid = "{BOX}"\n{table}\n').sync
+        wrong = "AB:" * 31 + "AB"
+
+        async def enrol_and_send(fingerprint: str) -> Delivered:
+            async with HubClient(pinned.hub_url, box.identity, tls_fingerprint=fingerprint,
+                                 chunk_bytes=256 * 1024) as client:
+                await client.enrol(sync["enrolment_token"])
+                return await client.upload(box.exports[0].archive, _metadata(box.exports[0], "gate/motion/tls"))
+        with pytest.raises(HubUnreachable):
+            asyncio.run(enrol_and_send(wrong))
+        delivered = asyncio.run(enrol_and_send(pinned.hub_fingerprint or ""))
+        assert delivered.receipt["sha256"] == hashlib.sha256(box.exports[0].archive.read_bytes()).hexdigest()

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from edgenvr.core.records import RecorderState, TamperKind
-from edgenvr.hub.hub_web import BOX_UI_FILES, STATIC_DIR, static_files
+from edgenvr.hub.hub_web import BOX_UI_FILES, STATIC_DIR, catalogues, static_files
 from edgenvr.sync.hub_channel import HubChannel
 from edgenvr.sync.hub_protocol import PullState
 from edgenvr.sync.outbox import ClipKind
@@ -49,7 +49,8 @@ REASON = "Laporan polisi 22/XII: tabrak lari di gerbang"
 
 
 def _catalogue(lang: str) -> dict[str, str]:
-    return json.loads((STATIC_DIR / "i18n" / f"{lang}.json").read_text(encoding="utf-8"))
+    """What the hub serves as i18n/<lang>.json: the box's words with the hub's on top."""
+    return json.loads(catalogues()[f"i18n/{lang}.json"])
 
 
 CATALOGUES = {lang: _catalogue(lang) for lang in LANGUAGES}
@@ -62,6 +63,10 @@ def t(lang: str, key: str, **values: Any) -> str:
 # --- the files, without a browser ------------------------------------------------------------------------------
 
 def test_catalogues_have_the_same_keys_and_placeholders() -> None:
+    own = {lang: json.loads((STATIC_DIR / "i18n" / f"{lang}.json").read_text(encoding="utf-8")) for lang in LANGUAGES}
+    assert own["id"].keys() == own["en"].keys(), set(own["id"]) ^ set(own["en"])
+    for lang in LANGUAGES:   # the hub's words win over the box's
+        assert all(CATALOGUES[lang][key] == text for key, text in own[lang].items())
     indonesian, english = CATALOGUES["id"], CATALOGUES["en"]
     assert indonesian.keys() == english.keys(), set(indonesian) ^ set(english)
     for key, text in indonesian.items():
@@ -114,7 +119,7 @@ def test_imports_and_static_paths_name_files_the_hub_serves() -> None:
         for target in re.findall(r"/static/([A-Za-z0-9_./-]+\.[a-z]+)", served[name].read_text(encoding="utf-8")):
             if "${" not in target:
                 assert target in served, f"{name} names /static/{target}"
-    assert served["i18n/id.json"].parent.parent == STATIC_DIR, "the hub's catalogues, not the box's"
+    assert set(catalogues()) == {f"i18n/{lang}.json" for lang in LANGUAGES} <= set(served)
 
 
 @pytest.mark.parametrize("script", sorted(STATIC_DIR.rglob("*.js")), ids=lambda path: path.name)
@@ -287,3 +292,24 @@ def test_a_viewer_watches_but_neither_asks_for_video_nor_downloads_evidence(site
         assert page.locator(".hub-player").get_by_role("link", name=t(lang, "clips.download")).count() == 0
         page.goto(f"{visit.base}/#/pulls")   # typed in by hand: the fleet instead
         page.get_by_role("heading", name=t(lang, "fleet.title")).wait_for()
+
+
+@pytest.mark.slow
+def test_an_admin_searches_the_hub_audit_trail_by_box_camera(site: HubSite, browser: Any) -> None:
+    """The hub's audit trail names a camera box/camera: the filter offers the cameras the boxes reported and
+    finds the playbacks of one."""
+    viewer = site.login("viewer")
+    assert site.request("GET", f"/api/clips/{site.clip['id']}/video.mp4", session=viewer).status == 200
+    with box_syncing(site), browsing(browser, site) as visit:
+        page, lang = visit.page, visit.lang
+        sign_in(visit, "admin")
+        page.locator(f"tr[data-box='{BOX_ID}']").get_by_text(t(lang, "fleet.reporting")).wait_for(timeout=30_000)
+        page.get_by_role("link", name=t(lang, "nav.audit")).click()
+        page.get_by_role("heading", name=t(lang, "hub.audit_title")).wait_for()
+        page.get_by_label(t(lang, "audit.camera"), exact=True).select_option(f"{BOX_ID}/gate")
+        page.get_by_label(t(lang, "audit.action"), exact=True).select_option("playback")
+        page.get_by_role("button", name=t(lang, "audit.search")).click()
+        rows = page.locator(".audit-table tbody tr")
+        rows.filter(has_text="viewer").first.wait_for()
+        texts = rows.all_inner_texts()
+        assert texts and all(f"{BOX_ID}/gate" in text and t(lang, "action.playback") in text for text in texts), texts

@@ -97,7 +97,7 @@ class Hub:
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, daemon=True)
         thread.start()
-        app = web.Application()
+        app = web.Application(middlewares=[tus_uploads.tus_resumable_header])   # as hub_server's app
         app.add_routes(uploads.routes())
         worker = Worker(uploads, engine, loop, thread, web.AppRunner(app))
         worker.run(worker.runner.setup())
@@ -253,6 +253,7 @@ def test_only_its_creator_can_touch_an_upload(hub: Hub) -> None:
         wrong = requests.request(method, url, headers={**TUS, **headers, "Authorization": "Bearer guess"},
                                  data=b"0123456789", timeout=10)
         assert nobody.status_code == wrong.status_code == 401, method
+        assert nobody.headers["Tus-Resumable"] == wrong.headers["Tus-Resumable"] == "1.0.0", method
     assert requests.post(hub.url, headers={**TUS, "Upload-Length": "10"}, timeout=10).status_code == 401
     assert _offset(url) == 0 and not hub.completed
 
@@ -289,6 +290,27 @@ def test_malformed_requests_get_a_4xx_naming_the_problem_and_store_nothing(hub: 
     assert _offset(url) == 0 and not hub.completed
     parts = list((hub.root / "blobs" / "uploads").iterdir())
     assert [p.stat().st_size for p in parts] == [0]   # the one valid upload, empty
+
+
+def test_patch_and_delete_also_arrive_as_post_with_a_method_override(hub: Hub) -> None:
+    """Clients behind proxies that drop PATCH (tus-js-client's overridePatchMethod) send POST with
+    X-HTTP-Method-Override; a POST without it is refused with the methods an upload takes."""
+    url = _create(hub, 10)
+    patching = {**_auth(), "Content-Type": "application/offset+octet-stream"}
+    for offset, body in ((0, b"01234"), (5, b"56789")):
+        reply = requests.post(url, data=body, timeout=10, headers={
+            **patching, "Upload-Offset": str(offset), "X-HTTP-Method-Override": "PATCH",
+            "Upload-Checksum": _sha256(body)})
+        assert reply.status_code == 204 and reply.headers["Upload-Offset"] == str(offset + 5), reply.text
+    assert [u.path.read_bytes() for u in hub.completed] == [b"0123456789"]
+    plain = requests.post(url, data=b"x", headers={**patching, "Upload-Offset": "10"}, timeout=10)
+    assert plain.status_code == 405 and plain.headers["Tus-Resumable"] == "1.0.0"
+    assert set(plain.headers["Allow"].split(",")) == {"OPTIONS", "HEAD", "PATCH", "DELETE"}
+    other = _create(hub, 10)
+    assert requests.post(other, headers={**_auth("box-b"), "X-HTTP-Method-Override": "DELETE"},
+                         timeout=10).status_code == 403
+    assert requests.post(other, headers={**_auth(), "X-HTTP-Method-Override": "DELETE"}, timeout=10).status_code == 204
+    assert requests.head(other, headers=_auth(), timeout=10).status_code == 404
 
 
 def test_creating_again_with_the_same_idempotency_key_gives_the_same_upload(hub: Hub) -> None:

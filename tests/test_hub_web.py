@@ -399,6 +399,11 @@ def test_the_hub_audit_trail_has_every_action_and_is_signed_by_the_hub_key(site:
     answer = site.request("GET", "/api/audit?action=pull_request", token=site.tokens["admin"])
     assert answer.status == 200 and all(r["action"] == "pull_request" for r in answer.json()["records"])
     assert answer.json()["records"]
+    one_camera = site.request("GET", f"/api/audit?camera={BOX_ID}/gate", token=site.tokens["admin"])
+    assert one_camera.status == 200 and one_camera.json()["records"]
+    assert {r["camera"] for r in one_camera.json()["records"]} == {f"{BOX_ID}/gate"}
+    for bad in ("../gate", f"{BOX_ID}/../x", "a%20b/gate"):
+        assert site.request("GET", f"/api/audit?camera={bad}", token=site.tokens["admin"]).status == 400, bad
     checked = site.cli("audit", "verify")
     assert checked.returncode == 0 and "intact" in checked.stdout, checked.stdout + checked.stderr
     hub_key = load_public_key((site.hub.data_dir / "keys" / "hub.pub").read_bytes())

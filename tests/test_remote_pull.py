@@ -42,6 +42,7 @@ def _box_config(root: Path, camera_url: str, hub_url: str, token: str) -> tuple[
                       + config_text(root / "data", {"gate": camera_url, "yard": dead}, segment_seconds=2)
                       + f'[web]\nlisten = "127.0.0.1:{web_port}"\ntls = false\n'
                       + f'[sync]\nhub_url = "{hub_url}"\nenrolment_token = "{token}"\n')
+    add_user(config, "admin", "admin")   # a box without an admin serves its setup page only
     add_user(config, "viewer", "viewer")
     return config, web_port
 
@@ -118,6 +119,9 @@ def test_a_pull_reaches_a_box_that_only_dials_out_and_becomes_a_verifiable_clip(
             assert hub.cli("fetch", done["clip_id"], "--out", str(out)).returncode == 0
             verified = edgenvr("verify", str(out))
             assert verified.returncode == 0, verified.stdout + verified.stderr
+            # Why it left the box is in its signed manifest (and so in the box's own audit record of it).
+            manifest = json.loads((out / "manifest.json").read_text())
+            assert f"pull {pull_id}): Polsek request 114/XI/2026" in manifest["reason"], manifest["reason"]
 
             # Video the box no longer has (here: from before it started recording) gets that answer.
             gone = _pull(hub, "gate", started_ms - 3_600_000, started_ms - 3_000_000)

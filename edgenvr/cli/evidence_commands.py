@@ -1,5 +1,6 @@
-"""The evidence commands: `edgenvr identity`, `export`, `verify` and `audit` (list, verify), and the audit
-record every footage action on the command line writes first (`audited`).
+"""The evidence commands: `edgenvr identity`, `export`, `report` (the signed continuity report), `verify` (an
+export folder or a report) and `audit` (list, verify), and the audit record every footage action on the
+command line writes first (`audited`).
 
 An action and its audit record: the record is appended before the action, so an audit trail that cannot be
 written stops the action (exit 1, nothing done); an action that then fails gets a second record saying so.
@@ -14,7 +15,7 @@ import sqlite3
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, TypeVar
 
 from edgenvr.config.records import Config
 from edgenvr.core.time_format import format_ms
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from edgenvr.evidence.audit import AuditTrail
 
 Loader = Callable[[str], Config]
+T = TypeVar("T")
 AUDIT_UNWRITABLE = ("the audit trail cannot be written (if it was tampered with, `edgenvr audit verify` names"
                     " the record; a new trail starts when the file is moved aside)")
 
@@ -125,27 +127,16 @@ def cmd_export(args: argparse.Namespace, load: Loader) -> int:
     from edgenvr.evidence.bundle import ExportError, ExportRequest, export_clip
     from edgenvr.evidence.clip_builder import ClipError
     from edgenvr.evidence.identity import IdentityError
-    from edgenvr.index.queries import open_readonly
 
     config = load(args.config)
-    layout = StorageLayout(config.storage.data_dir)
     who = actor(args.by)
     request = ExportRequest(args.camera, args.from_ms, args.to_ms, Path(args.out), args.reason, who,
                             allow_altered=args.allow_altered)
     if args.hold:
         _hold(config, who, args.camera, args.from_ms, args.to_ms, args.reason)
     try:
-        conn = open_readonly(layout)
-    except FileNotFoundError as exc:
-        print(f"edgenvr: {exc}", file=sys.stderr)
-        return 1
-    try:
-        identity = _identity(config)
-        trail = _open_audit(config)
-        try:
-            clip, manifest = export_clip(conn, config, layout, identity, trail, request, progress=_progress_bar())
-        finally:
-            trail.close()
+        clip, manifest = _signing(config, lambda conn, layout, identity, trail: export_clip(
+            conn, config, layout, identity, trail, request, progress=_progress_bar()))
     except (ClipError, ExportError) as exc:
         print(f"\nedgenvr: not exported: {exc}", file=sys.stderr)
         return 1
@@ -153,17 +144,34 @@ def cmd_export(args: argparse.Namespace, load: Loader) -> int:
         print(f"\nedgenvr: not exported: {AUDIT_UNWRITABLE}, or the box's key cannot be used ({exc})",
               file=sys.stderr)
         return 1
-    except OSError as exc:
+    except OSError as exc:   # also no index yet
         print(f"\nedgenvr: not exported: {exc}", file=sys.stderr)
         return 1
-    finally:
-        conn.close()
     print(f"exported {args.camera} {format_ms(clip.start_ms)} - {format_ms(clip.end_ms)}: {len(clip.files)} video"
           f" file(s), {len(clip.gaps)} gap(s), to {request.out_dir}")
     if manifest["altered_sources"]:
         print(f"edgenvr: WARNING: {manifest['altered_sources']} source segment(s) were altered since recording;"
               " the manifest says which", file=sys.stderr)
     return 0
+
+
+def _signing(config: Config, work: Callable[..., T]) -> T:
+    """`work(conn, layout, identity, trail)` on the index (read-only), the box's key and its audit trail, all
+    closed after. Raises what opening them raises (OSError: no index; IdentityError, AuditError) and what
+    `work` raises."""
+    from edgenvr.index.queries import open_readonly
+
+    layout = StorageLayout(config.storage.data_dir)
+    conn = open_readonly(layout)
+    try:
+        identity = _identity(config)
+        trail = _open_audit(config)
+        try:
+            return work(conn, layout, identity, trail)
+        finally:
+            trail.close()
+    finally:
+        conn.close()
 
 
 def _hold(config: Config, who: str, camera: str, from_ms: int, to_ms: int, reason: str) -> None:
@@ -195,12 +203,61 @@ def _progress_bar() -> Callable[[int, int], None] | None:
     return show
 
 
+def cmd_report(args: argparse.Namespace, load: Loader) -> int:
+    """`edgenvr report`: bad input (range over MAX_RANGE_DAYS, unknown camera, --out not .html/.json or
+    existing) exits 2; an --out that cannot be written, an index, key or audit trail that cannot be used exit 1."""
+    from edgenvr.evidence.audit import AuditError
+    from edgenvr.evidence.continuity_report import (
+        ReportError,
+        ReportRequest,
+        check_range,
+        make_report,
+        output_files,
+    )
+    from edgenvr.evidence.identity import IdentityError
+
+    request = ReportRequest(args.from_ms, args.to_ms, Path(args.out), args.camera, actor(args.by), args.reason)
+    try:   # before the config and the index are read
+        check_range(request.from_ms, request.to_ms)
+        output_files(request.out)
+    except ReportError as exc:
+        print(f"edgenvr: report not written: {exc}", file=sys.stderr)
+        return 2
+    config = load(args.config)
+    try:
+        written, signer = _signing(config, lambda conn, layout, identity, trail: (
+            make_report(conn, config, layout, identity, trail, request), identity.fingerprint))
+    except ReportError as exc:
+        print(f"edgenvr: report not written: {exc}", file=sys.stderr)
+        return 2
+    except (AuditError, IdentityError) as exc:
+        print(f"edgenvr: report not written: {AUDIT_UNWRITABLE}, or the box's key cannot be used ({exc})",
+              file=sys.stderr)
+        return 1
+    except OSError as exc:   # also no index yet
+        problem = f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
+        print(f"edgenvr: report not written: {problem}", file=sys.stderr)
+        return 1
+    for camera in written.document["cameras"]:
+        totals = camera["totals"]
+        gaps = sum(gap["cause"] != "jitter" for gap in camera["gaps"])
+        print(f"{camera['id']:<16} {totals['recorded_percent']:>6}% recorded, {gaps} gap(s),"
+              f" {sum(e['kind'] == 'offline' for e in camera['events'])} offline,"
+              f" {sum(e['kind'] == 'tamper' for e in camera['events'])} tamper event(s)")
+    print(f"report signed by key {signer}: {', '.join(str(path) for path in written.files)}")
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
+    from edgenvr.evidence.continuity_report_verification import is_report
     from edgenvr.evidence.verification import VerificationFailed, verify_export
 
+    target = Path(args.folder)
+    if not target.is_dir() and is_report(target):
+        return _verify_report(target, args.pubkey)
     try:
         key = Path(args.pubkey).read_bytes() if args.pubkey else None
-        verified = verify_export(Path(args.folder), key)
+        verified = verify_export(target, key)
     except OSError as exc:
         print(f"edgenvr: NOT VERIFIED: {exc}", file=sys.stderr)
         return 1
@@ -210,6 +267,26 @@ def cmd_verify(args: argparse.Namespace) -> int:
     print(f"OK: camera {verified.camera}, {verified.start} - {verified.end}, {verified.files} video file(s),"
           f" signed by key {verified.fingerprint}" + ("" if args.pubkey else
                                                       " (compare it with the box's: `edgenvr identity`)"))
+    return 0
+
+
+def _verify_report(path: Path, pubkey: str | None) -> int:
+    from edgenvr.evidence.continuity_report_verification import verify_report
+    from edgenvr.evidence.verification import VerificationFailed
+
+    try:
+        key = Path(pubkey).read_bytes() if pubkey else None
+        verified = verify_report(path, key)
+    except OSError as exc:
+        print(f"edgenvr: NOT VERIFIED: {exc}", file=sys.stderr)
+        return 1
+    except VerificationFailed as exc:
+        print(f"edgenvr: NOT VERIFIED: {exc}", file=sys.stderr)
+        return 1
+    page = " (the page's text is the signed report's)" if verified.page_checked else ""
+    print(f"OK: continuity report of box {verified.box_id}, {format_ms(verified.from_ms)} -"
+          f" {format_ms(verified.to_ms)}, camera(s) {', '.join(verified.cameras)}{page}, signed by key"
+          f" {verified.fingerprint}" + ("" if pubkey else " (compare it with the box's: `edgenvr identity`)"))
     return 0
 
 
@@ -273,8 +350,23 @@ def add_evidence_commands(sub: "argparse._SubParsersAction[argparse.ArgumentPars
                         help="export source segments altered since recording anyway (marked in the manifest)")
     export.set_defaults(func=lambda args: cmd_export(args, load))
 
-    verify = sub.add_parser("verify", help="check an export folder (no config needed, on any machine)")
-    verify.add_argument("folder")
+    report = sub.add_parser("report", help="a signed continuity report: per camera and box-local day the share"
+                            " recorded, every gap and why, offline and tamper events, holds, clips sent to the hub")
+    report.add_argument("--config", required=True)
+    report.add_argument("--from", dest="from_ms", type=time_arg, required=True, metavar="TIME", help=time_forms)
+    report.add_argument("--to", dest="to_ms", type=time_arg, required=True, metavar="TIME",
+                        help="like --from; at most 366 days after it (time after now is not counted)")
+    report.add_argument("--camera", type=text_arg, help="one camera (default: every camera)")
+    report.add_argument("--out", required=True, help="FILE.html (one printable page) or FILE.json (the signed"
+                        " document, with FILE.sig and FILE.pub beside it); never an existing file")
+    report.add_argument("--reason", type=text_arg, default="", help="why (a request number); kept in the report"
+                        " and the audit trail")
+    report.add_argument("--by", type=text_arg, help="who asks (default: the login name)")
+    report.set_defaults(func=lambda args: cmd_report(args, load))
+
+    verify = sub.add_parser("verify", help="check an export folder or a continuity report (.html, .json): no"
+                            " config needed, on any machine")
+    verify.add_argument("folder", metavar="FOLDER|REPORT")
     verify.add_argument("--pubkey", help="the box's public key obtained out of band, instead of device.pub")
     verify.set_defaults(func=cmd_verify)
 

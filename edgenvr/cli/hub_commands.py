@@ -1,7 +1,7 @@
-"""`edgenvr hub`: the city hub. `edgenvr hub --config HUB.toml` serves; `enrol` prints a box's one-time
-enrolment token; `revoke` stops trusting a box; `clips` lists received clips; `fetch` writes a clip's evidence
-folder, which `edgenvr verify` accepts; `pull` asks a box for a range and `pulls` shows how requests stand;
-`boxes` is the fleet view; `lost` lists clips boxes lost before they could send them.
+"""`edgenvr hub`: the city hub. `edgenvr hub --config HUB.toml` serves; `migrate` creates its database tables;
+`enrol` prints a box's one-time enrolment token; `revoke` stops trusting a box; `clips` lists received clips;
+`fetch` writes a clip's evidence folder, which `edgenvr verify` accepts; `pull` asks a box for a range and
+`pulls` shows how requests stand; `boxes` is the fleet view; `lost` lists clips boxes lost before they could send them.
 
 Failure paths: a bad config -> its problems, exit 2; an unknown box or clip, or a pull breaking a rule -> a
 message, exit 1; the
@@ -17,6 +17,7 @@ import getpass
 import json
 import shutil
 import sys
+import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import asdict
@@ -74,6 +75,31 @@ def cmd_hub_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hub_migrate(args: argparse.Namespace) -> int:
+    """Create the hub's missing tables (hub_database.connect: on PostgreSQL under an advisory lock, so workers
+    starting at the same time are harmless), waiting up to --wait seconds for a database that is still starting
+    (systemd/edgenvr-hub-migrate.service runs it before the hub). What exists is never changed: the tables have no
+    versioned migrations yet, a new table is all a new edgenvr has added so far."""
+    config = _config(args)
+    deadline = time.monotonic() + args.wait   # real time: this waits for another program, the database
+    while True:
+        try:
+            engine = _engine(config)
+            break
+        except sa.exc.OperationalError as exc:   # not reachable (yet), or refusing: tried again until the deadline
+            if time.monotonic() >= deadline:
+                print(f"edgenvr hub migrate: the database cannot be used: {exc.orig or exc}", file=sys.stderr)
+                return 1
+            time.sleep(2)
+        except sa.exc.SQLAlchemyError as exc:
+            print(f"edgenvr hub migrate: {exc}", file=sys.stderr)
+            return 1
+    tables = sa.inspect(engine).get_table_names()
+    engine.dispose()
+    print(f"hub database ready ({engine.dialect.name}): {len(tables)} tables")
+    return 0
+
+
 def cmd_hub_enrol(args: argparse.Namespace) -> int:
     config = _config(args)
     try:
@@ -82,9 +108,28 @@ def cmd_hub_enrol(args: argparse.Namespace) -> int:
         print(f"edgenvr hub enrol: {exc}", file=sys.stderr)
         return 2
     print(token)
-    print(f"(one-time enrolment token for box {args.box} at {args.site}: put it in that box's [sync] "
-          "enrolment_token; it is shown only now)", file=sys.stderr)
+    print(f"(one-time enrolment token for box {args.box} at {args.site}, shown only now. In that box's config:\n"
+          f"{sync_table(config, token)})", file=sys.stderr)
     return 0
+
+
+def sync_table(config: HubConfig, token: str) -> str:
+    """The [sync] table a box needs to reach this hub: its URL (the listening address, or a placeholder when
+    it listens on every address), the token, and the pin of its certificate when it serves TLS itself."""
+    from edgenvr.web.tls_certificate import (
+        CertificateError,
+        certificate_at,
+        fingerprint,
+    )
+    host = "THIS-HUB'S-ADDRESS" if config.host in ("0.0.0.0", "::", "") else config.host
+    lines = ["[sync]", f'hub_url = "{"https" if config.tls else "http"}://{host}:{config.port}"',
+             f'enrolment_token = "{token}"']
+    if config.tls:   # the hub's own certificate, which the box pins (made by the hub's first start, not here:
+        try:         # a file made by whoever runs this command might be unreadable to the hub's service user)
+            lines.append(f'hub_fingerprint = "{fingerprint(certificate_at(config.tls_certificate_path))}"')
+        except CertificateError:
+            lines.append("# hub_fingerprint: start the hub once (it makes its certificate), then enrol the box again")
+    return "\n".join(lines)
 
 
 def cmd_hub_revoke(args: argparse.Namespace) -> int:
@@ -216,6 +261,10 @@ def add_hub_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]",
         parser.set_defaults(func=func)
         return parser
 
+    migrate = command("migrate", "create the hub's database tables that are missing (before the hub starts)",
+                      cmd_hub_migrate)
+    migrate.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
+                         help="wait this long for the database to answer (default 60)")
     enrol = command("enrol", "print a one-time enrolment token for a box", cmd_hub_enrol)
     enrol.add_argument("--box", required=True, help="the box's [box] id")
     enrol.add_argument("--site", required=True, help="where it is (shown in the fleet view)")

@@ -1,5 +1,5 @@
 """The `edgenvr` command line: run, demo, check-config, segments, gaps, status, check-index, hold, retention,
-events, reference; the evidence commands (identity, export, verify, audit) are in cli.evidence_commands, the
+events, reference; the evidence commands (identity, export, report, verify, audit) are in cli.evidence_commands, the
 users' in cli.user_commands, the city hub's (`edgenvr hub`) in cli.hub_commands.
 Every action on footage or its protection (hold add/release, reference approve, export) is audited first.
 
@@ -21,14 +21,18 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from edgenvr.cli.appliance_commands import add_appliance_commands
+from edgenvr.cli.discover_command import add_discover_command
 from edgenvr.cli.evidence_commands import actor, add_evidence_commands, audited
 from edgenvr.cli.hub_commands import add_hub_commands
 from edgenvr.cli.user_commands import add_user_commands
 from edgenvr.config.checking import ConfigError, check_data_dir, load_config
 from edgenvr.config.records import Config
+from edgenvr.core.clock import SYSTEM_CLOCK
 from edgenvr.core.process_setup import setup_logging
 from edgenvr.core.records import COMMISSIONING, EventKind, RecorderState
 from edgenvr.core.time_format import TIME_FORMS, format_ms, parse_time_ms
+from edgenvr.core.time_sync import time_sync_state
 from edgenvr.index.schema import IndexVersionError
 from edgenvr.storage.layout import StorageLayout
 from edgenvr.sync import outbox
@@ -128,7 +132,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from edgenvr.cli.demo import run_demo
 
     setup_logging(args.log_level or "info", "demo")
-    return run_demo(Path(args.data_dir) if args.data_dir else None, args.seconds, args.port)
+    return run_demo(Path(args.data_dir) if args.data_dir else None, args.seconds, args.port, args.with_hub)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -254,6 +258,11 @@ def cmd_status(args: argparse.Namespace) -> int:
             oldest = f", the oldest from {format_ms(waiting.oldest_ms)}" if waiting.oldest_ms is not None else ""
             problem = f"; last problem: {waiting.last_error}" if waiting.last_error else ""
             print(f"sync to {config.sync.hub_url}: {waiting.count} clip(s) waiting{oldest}{problem}")
+    time_sync = time_sync_state(SYSTEM_CLOCK)   # the kernel's word, and what timesyncd says of its NTP server
+    if args.json:
+        print(json.dumps({"time_sync": time_sync.to_json()}))
+    else:
+        print(f"clock: {time_sync.describe(format_ms)}")
     return 0
 
 
@@ -456,6 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data-dir", help="where to record (default: a new temporary directory)")
     demo.add_argument("--seconds", type=_seconds_arg, default=None, help="stop after this long (default: until Ctrl-C)")
     demo.add_argument("--port", type=int, default=8443, help="the web UI's port (default: 8443)")
+    demo.add_argument("--with-hub", nargs="?", type=int, const=9443, default=None, metavar="PORT",
+                      help="also run a city hub on this machine (on PORT, default 9443) that the box syncs to")
     demo.set_defaults(func=cmd_demo)
 
     check = sub.add_parser("check-config", help="validate a config file and print every problem")
@@ -472,7 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="one JSON object per line")
         p.set_defaults(func=func)
 
-    status = sub.add_parser("status", help="what each camera's recorder is doing (as last indexed)")
+    status = sub.add_parser("status", help="what each camera's recorder is doing (as last indexed), the sync "
+                                           "backlog, and whether the clock is synchronised (NTP)")
     status.add_argument("--config", required=True)
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
@@ -486,6 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_evidence_commands(sub, _load, _time_arg, _text_arg, TIME_FORMS)
     add_user_commands(sub, _load, _text_arg)
     add_hub_commands(sub, _time_arg, _text_arg, TIME_FORMS)
+    add_appliance_commands(sub, _load)
+    add_discover_command(sub)
     return parser
 
 

@@ -198,7 +198,17 @@ def _parse(text: str, source: str, base_dir: Path) -> Config:
     except tomllib.TOMLDecodeError as error:
         # tomllib's message already ends with "(at line N, column M)".
         raise ConfigError([f"{source}: invalid TOML: {error}"]) from None
+    return _checked(document, source, base_dir)
 
+
+def config_from_document(document: dict[str, Any], source: str) -> Config:
+    """Check a TOML document already parsed (tomllib's dict): how runtime.provision_file checks the provisioning
+    file's tables laid over the box's config file. A relative data_dir is taken relative to the current
+    directory, as parse_config takes it."""
+    return _checked(document, source, Path.cwd())
+
+
+def _checked(document: dict[str, Any], source: str, base_dir: Path) -> Config:
     checker = _Checker(base_dir)
     checker.check_keys(document, "", TOP_LEVEL_KEYS)
     box = BoxConfig(**checker.values(checker.section(document, "box"), "box", section_keys("box")))
@@ -591,23 +601,12 @@ class _Checker:
         raw = self.string(table, prefix, key)
         if raw is None:
             return default
-        where = _key_path(prefix, key)
-        if not raw.strip():
-            self.add(where, f"must not be empty: the host name or address, like {_MQTT_HOST_EXAMPLE}")
-            return default
-        if "://" in raw:
-            self.add(where, f"{quote(redact_url(raw))} is a URL: give the host alone, like {_MQTT_HOST_EXAMPLE} "
-                            "(the port and TLS have keys of their own)")
+        problem = host_problem(raw)
+        if problem is not None:
+            self.add(_key_path(prefix, key), problem)
             return default
         with contextlib.suppress(ValueError):
             return str(ipaddress.ip_address(raw.removeprefix("[").removesuffix("]")))
-        if ":" in raw:
-            self.add(where, f"{quote(raw)}: give the port in the port key, not after the host")
-            return default
-        labels = raw.removesuffix(".").split(".")
-        if len(raw) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
-            self.add(where, f"{quote(raw)} is not a host name or IP address (letters, digits, \"-\" and \".\" only)")
-            return default
         return raw
 
     def mqtt_topic(self, table: dict[str, Any], prefix: str, key: str, default: str | None) -> str | None:
@@ -791,6 +790,25 @@ class _Checker:
             self.add(where, problem)
             return None
         return url
+
+
+def host_problem(raw: str) -> str | None:
+    """Why `raw` is not a host name or an IP address (an IPv6 one with or without brackets; no scheme, no port),
+    or None when it is one. The rule of [mqtt] host, and of the NTP servers a provisioning file names."""
+    if not raw.strip():
+        return f"must not be empty: the host name or address, like {_MQTT_HOST_EXAMPLE}"
+    if "://" in raw:
+        return (f"{quote(redact_url(raw))} is a URL: give the host alone, like {_MQTT_HOST_EXAMPLE} "
+                "(the port and TLS have keys of their own)")
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(raw.removeprefix("[").removesuffix("]"))
+        return None
+    if ":" in raw:
+        return f"{quote(raw)}: give the port in the port key, not after the host"
+    labels = raw.removesuffix(".").split(".")
+    if len(raw) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+        return f"{quote(raw)} is not a host name or IP address (letters, digits, \"-\" and \".\" only)"
+    return None
 
 
 def parse_quota(value: str | int) -> Quota:

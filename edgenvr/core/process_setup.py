@@ -92,8 +92,12 @@ def become_child_process(shared_lock: Path | None, name: str, log_level: str, *,
     `nice` (BACKGROUND_NICE for work that must yield to recording), and `shared_lock` (if any) held shared for
     the process's life (the supervisor's start-up waits for it to be free)."""
     die_with_parent()
+    refused_nice = None
     if nice:
-        os.nice(nice)   # only ever raised: never needs privileges
+        try:
+            os.nice(nice)   # only ever raised: never needs privileges (edgenvr.service allows setpriority for it)
+        except OSError as error:   # a sandbox refusing the call: serve at the same priority rather than not at all
+            refused_nice = error
     try:  # `ps -o comm`/`top` then show "recorders-1", "motion-1" instead of "python3"
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
     except (OSError, AttributeError):
@@ -101,6 +105,9 @@ def become_child_process(shared_lock: Path | None, name: str, log_level: str, *,
     if os.getppid() == 1:  # the parent died before prctl took effect
         os._exit(1)
     setup_logging(log_level, name)
+    if refused_nice is not None:
+        logging.getLogger(__name__).warning("cannot lower this process's priority (%s): it competes with recording "
+                                            "for the CPU", refused_nice)
     if shared_lock is None:
         return
     lock = lock_file(shared_lock, exclusive=False, wait_seconds=30)

@@ -131,6 +131,7 @@ class AuditAction(StrEnum):
     TOKEN_CREATE = "token_create"
     TOKEN_REVOKE = "token_revoke"
     PULL_REQUEST = "pull_request"   # at the city hub: someone asked a box for a range (hub.hub_web)
+    REPORT = "report"               # a signed continuity report (evidence.continuity_report)
 
 
 class SealKind(StrEnum):

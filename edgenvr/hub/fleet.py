@@ -79,9 +79,15 @@ def checked_report(text: str) -> dict[str, Any]:
 def store_report(engine: sa.Engine, box: str, text: str, now_ms: int) -> None:
     checked = checked_report(text)
     values = {"received_ms": now_ms, "report": json.dumps(checked)}
-    with engine.begin() as conn:
-        if not conn.execute(sa.update(BOX_REPORTS).where(BOX_REPORTS.c.box == box).values(**values)).rowcount:
-            conn.execute(sa.insert(BOX_REPORTS).values(box=box, **values))
+
+    def store() -> None:
+        with engine.begin() as conn:
+            if not conn.execute(sa.update(BOX_REPORTS).where(BOX_REPORTS.c.box == box).values(**values)).rowcount:
+                conn.execute(sa.insert(BOX_REPORTS).values(box=box, **values))
+    try:
+        store()
+    except sa.exc.IntegrityError:   # the box's first report, also filed by another worker meanwhile (a channel
+        store()                     # reopened on it): its row exists now, update it
 
 
 def fleet(engine: sa.Engine, now_ms: int, silent_after_ms: int = SILENT_AFTER_MS) -> list[BoxHealth]:

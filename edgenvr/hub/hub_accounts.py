@@ -5,9 +5,10 @@ the hub's data_dir: `<data_dir>/users.sqlite3` and `<data_dir>/audit.sqlite3`.
 Invariants:
 - One accounts model for box and hub: roles viewer/operator/admin, Argon2id passwords, API tokens, sessions,
   lock-out (web.accounts). At the hub a role means: viewer (Permission.VIEW) the fleet, the clips and their
-  playback; operator (+ EXPORT) also pull requests and evidence downloads; admin (+ MANAGE_USERS, READ_AUDIT)
-  also users, tokens and the audit trail. Hub users carry no camera grant: every one sees every camera of
-  every box (a grant names a camera id, which means nothing across sites; the hub's users are the city's).
+  playback; operator (+ EXPORT, READ_METRICS) also pull requests, evidence downloads and the Prometheus
+  metrics (hub.hub_metrics); admin (+ MANAGE_USERS, READ_AUDIT) also users, tokens and the audit trail. Hub
+  users carry no camera grant: every one sees every camera of every box (a grant names a camera id, which
+  means nothing across sites; the hub's users are the city's).
 - The trail is signed by the hub's receipt key (the key boxes learn at enrolment; `keys/hub.pub` checks it),
   as DeviceIdentity HUB_ID, so `edgenvr hub audit verify` needs nothing but that public key.
 - A record's `camera` at the hub is `<box>/<camera>`: a camera id alone is ambiguous across boxes.

@@ -39,7 +39,7 @@ from edgenvr.hub.box_enrolment import EnrolmentRefused, box_public_key, enrol_bo
 from edgenvr.hub.clip_intake import ClipIntake
 from edgenvr.hub.hub_config import HubConfig
 from edgenvr.hub.hub_web import add_hub_routes
-from edgenvr.hub.tus_uploads import TusUploads
+from edgenvr.hub.tus_uploads import TusUploads, tus_resumable_header
 from edgenvr.sync.hub_protocol import ENROL_PATH
 from edgenvr.web.access import access_middleware
 from edgenvr.web.tls_certificate import tls_server_context
@@ -91,7 +91,7 @@ def make_hub_app(config: HubConfig, engine: sa.Engine, receipt_key: Ed25519Priva
         task.cancel()
 
     # JSON bodies only; tus chunks are streamed. Every route passes the one access middleware (web.access).
-    app = web.Application(middlewares=[access_middleware], client_max_size=64 * 1024)
+    app = web.Application(middlewares=[tus_resumable_header, access_middleware], client_max_size=64 * 1024)
     app[ENGINE_KEY] = engine
     app[UPLOADS_KEY] = uploads
     add_hub_routes(app, config, engine, receipt_key, clock, public=[web.get("/api/health", health)],

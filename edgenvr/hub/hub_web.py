@@ -29,6 +29,7 @@ breaks a rule -> 400 naming it; the audit trail or the accounts unusable -> 503,
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import mimetypes
 import os
@@ -47,6 +48,7 @@ from edgenvr.core.clock import SYSTEM_CLOCK, Clock
 from edgenvr.core.time_format import basic_utc
 from edgenvr.evidence.audit import AuditAction, AuditError
 from edgenvr.evidence.identity import DeviceIdentity, IdentityError
+from edgenvr.hub import hub_metrics
 from edgenvr.hub.box_enrolment import BOX_ID
 from edgenvr.hub.fleet import fleet
 from edgenvr.hub.hub_accounts import (
@@ -88,7 +90,13 @@ from edgenvr.web.api_routes import (
     openapi_document,
     register_routes,
 )
-from edgenvr.web.request_values import byte_range, fail, time_range, whole_number
+from edgenvr.web.request_values import (
+    byte_range,
+    camera_id,
+    fail,
+    time_range,
+    whole_number,
+)
 from edgenvr.web.server import STATIC_DIR as BOX_STATIC_DIR
 from edgenvr.web.web_context import AdminWrites
 
@@ -98,13 +106,15 @@ T = TypeVar("T")
 
 STATIC_DIR = Path(__file__).parent / "static"
 # The box UI's modules the hub's UI imports, served from the box's static dir (one copy of each). The hub's own
-# files win on a clash: its i18n/<lang>.json catalogues are what the box's i18n.js loads at the hub.
+# files win on a clash. Its i18n/<lang>.json, which the box's i18n.js loads, is the box's catalogue with the
+# hub's on top (`catalogues`): the reused modules find their words, and the hub says only what differs.
 BOX_UI_FILES = ("app.css", "icon.svg", "api.js", "dom.js", "i18n.js", "session.js", "time.js", "ui.js",
-                "views/login.js")
+                "views/login.js", "views/admin_audit.js")
 PLAYBACK_AUDIT_S = 600.0      # as the box: a player makes many Range requests for one video
 SEND_CHUNK = 256 * 1024
 MAX_PART = 64                 # clip_intake.MAX_ENTRIES bounds a clip's files
 _STATIC_KEY = web.AppKey("edgenvr_hub_static", dict)
+_CATALOGUES_KEY = web.AppKey("edgenvr_hub_catalogues", dict)
 _OPENAPI_KEY = web.AppKey("edgenvr_hub_openapi", dict)
 _PLAYBACK_SEEN_KEY = web.AppKey("edgenvr_hub_playback_seen", dict)   # (who, clip, part) -> monotonic s
 
@@ -128,6 +138,15 @@ class HubWebContext(AdminWrites):
         self.layout = hub_layout(self.config)
         self.identity = hub_identity(self.receipt_key)
         self.start_writes("hub-web-writer")
+
+    def requested_camera(self, raw: str) -> str:
+        """A camera a request names: a camera id (the clip search, with its own box filter) or, as the hub's
+        audit trail names cameras (hub_accounts.audit_camera), box/camera; each part checked, else 400."""
+        box, _, camera = raw.rpartition("/")
+        if box and not BOX_ID.fullmatch(box):
+            fail(web.HTTPBadRequest, "camera: not box/camera (a box id, '/', a camera id)")
+        camera_id(camera)
+        return raw
 
 
 def hub_context(request: web.Request) -> HubWebContext:
@@ -154,7 +173,11 @@ async def me(request: web.Request) -> web.Response:
 
 
 async def static_file(request: web.Request) -> web.StreamResponse:
-    path = request.app[_STATIC_KEY].get(request.match_info.get("name", "index.html"))
+    name = request.match_info.get("name", "index.html")
+    catalogue = request.app[_CATALOGUES_KEY].get(name)
+    if catalogue is not None:
+        return web.Response(body=catalogue, content_type="application/json", headers={"Cache-Control": "no-cache"})
+    path = request.app[_STATIC_KEY].get(name)
     if path is None:
         fail(web.HTTPNotFound, "no such file")
     content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
@@ -166,6 +189,16 @@ def static_files() -> dict[str, Path]:
     files = {name: BOX_STATIC_DIR / name for name in BOX_UI_FILES if (BOX_STATIC_DIR / name).is_file()}
     files |= {path.relative_to(STATIC_DIR).as_posix(): path for path in sorted(STATIC_DIR.rglob("*")) if path.is_file()}
     return files
+
+
+def catalogues() -> dict[str, bytes]:
+    """"i18n/<lang>.json" -> the box's catalogue of that language with the hub's keys on top."""
+    merged = {}
+    for path in sorted((STATIC_DIR / "i18n").glob("*.json")):
+        box = json.loads((BOX_STATIC_DIR / "i18n" / path.name).read_text(encoding="utf-8"))
+        merged[f"i18n/{path.name}"] = json.dumps(box | json.loads(path.read_text(encoding="utf-8")),
+                                                 ensure_ascii=False).encode()
+    return merged
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -388,6 +421,7 @@ PEOPLE_ROUTES = [
     ApiRoute("POST", "/api/pulls", create_pull, Permission.EXPORT,
              "Ask a box for a range of one camera (at most 24 h); it uploads it as a clip when its channel is open",
              body="pull_request", responses={"201": "The request", "503": "The audit trail cannot be written"}),
+    hub_metrics.ROUTE,
 ]
 
 
@@ -410,6 +444,7 @@ _BOX_SUMMARIES = {
     "head": "tus: an upload's committed offset (and its receipt once filed)",
     "patch": "tus: the next chunk of an upload",
     "terminate": "tus: abandon an upload",
+    "overridden": "tus: a PATCH or DELETE sent as POST with X-HTTP-Method-Override",
     "handle": "The box's channel (a WebSocket the box opens): pulls down; reports, pull states, audit records up",
 }
 
@@ -440,6 +475,7 @@ def add_hub_routes(app: web.Application, config: HubConfig, engine: sa.Engine, r
     app[CONTEXT_KEY] = ctx
     app[account_routes.LIMITER_KEY] = LoginLimiter()
     app[_STATIC_KEY] = static_files()
+    app[_CATALOGUES_KEY] = catalogues()
     app[_PLAYBACK_SEEN_KEY] = {}
     app[_OPENAPI_KEY] = openapi_document(
         routes, edgenvr.__version__, title="edgenvr city hub API",

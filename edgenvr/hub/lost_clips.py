@@ -48,12 +48,18 @@ def record_losses(engine: sa.Engine, box: str, losses: list[Any], now_ms: int) -
         rows.append({"box": box, "box_clip": loss["id"], "kind": loss["kind"], "camera": loss["camera"],
                      "start_ms": loss["start_ms"], "end_ms": loss["end_ms"], "reason": loss["reason"][:500],
                      "lost_ms": loss.get("at_ms"), "received_ms": now_ms})
-    with engine.begin() as conn:
-        for row in rows:
-            known = conn.execute(sa.select(LOST_CLIPS.c.box_clip).where(
-                LOST_CLIPS.c.box == box, LOST_CLIPS.c.box_clip == row["box_clip"])).first()
-            if known is None:
-                conn.execute(sa.insert(LOST_CLIPS).values(**row))
+
+    def store() -> None:
+        with engine.begin() as conn:
+            for row in rows:
+                known = conn.execute(sa.select(LOST_CLIPS.c.box_clip).where(
+                    LOST_CLIPS.c.box == box, LOST_CLIPS.c.box_clip == row["box_clip"])).first()
+                if known is None:
+                    conn.execute(sa.insert(LOST_CLIPS).values(**row))
+    try:
+        store()
+    except sa.exc.IntegrityError:   # the same losses filed by another worker meanwhile (the box re-sent them on
+        store()                     # a reopened channel): the second pass skips what is on record now
     return [row["box_clip"] for row in rows]
 
 

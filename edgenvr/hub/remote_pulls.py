@@ -24,10 +24,9 @@ import sqlalchemy as sa
 from edgenvr.core.camera_ids import CAMERA_ID_RULE, is_camera_id
 from edgenvr.core.clock import Clock
 from edgenvr.hub.hub_database import BOXES, PULLS
-from edgenvr.sync.hub_protocol import MessageType, PullState
+from edgenvr.sync.hub_protocol import MAX_PULL_REASON, MessageType, PullState
 
 MAX_PULL_MS = 24 * 3600 * 1000   # one clip; a longer span is asked for in pieces
-MAX_REASON = 500
 
 
 FINAL = (PullState.READY, PullState.UNAVAILABLE)
@@ -77,8 +76,8 @@ def request_pull(engine: sa.Engine, box: str, camera: str, start_ms: int, end_ms
     if end_ms - start_ms > MAX_PULL_MS:
         raise PullRefused(f"one pull is at most {MAX_PULL_MS // 3_600_000} h; ask for a longer span in pieces")
     reason = reason.strip()
-    if not reason or len(reason) > MAX_REASON:
-        raise PullRefused(f"give the reason for the pull (1-{MAX_REASON} characters)")
+    if not reason or len(reason) > MAX_PULL_REASON:
+        raise PullRefused(f"give the reason for the pull (1-{MAX_PULL_REASON} characters)")
     now = clock.now_ms()
     with engine.begin() as conn:
         known = conn.execute(sa.select(BOXES.c.revoked_ms, BOXES.c.public_key).where(BOXES.c.id == box)).first()
@@ -128,7 +127,7 @@ def box_says(engine: sa.Engine, box: str, pull_id: str, state: PullState, progre
     with engine.begin() as conn:
         changed = conn.execute(
             sa.update(PULLS).where(PULLS.c.id == pull_id, PULLS.c.box == box, PULLS.c.state.notin_(FINAL))
-            .values(state=state, progress=max(0, min(100, progress)), detail=detail[:MAX_REASON],
+            .values(state=state, progress=max(0, min(100, progress)), detail=detail[:MAX_PULL_REASON],
                     delivered_ms=now_ms, updated_ms=now_ms)).rowcount
     return bool(changed)
 

@@ -142,6 +142,22 @@ def _error(kind: type[web.HTTPException], message: str, **headers: str) -> web.H
     return kind(text=message + "\n", headers={**HEADERS_EXPOSED, **headers})
 
 
+@web.middleware
+async def tus_resumable_header(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every answer under the uploads path carries Tus-Resumable, as the protocol asks of all but OPTIONS
+    (clients check it): also the ones made before the endpoint runs (401 from the signature check, 405 and
+    404 from routing), which `_error` cannot reach."""
+    if not request.path.startswith(UPLOADS_PATH):
+        return await handler(request)
+    try:
+        response = await handler(request)
+    except web.HTTPException as answer:
+        answer.headers.setdefault("Tus-Resumable", TUS_VERSION)
+        raise
+    response.headers.setdefault("Tus-Resumable", TUS_VERSION)
+    return response
+
+
 class TusUploads:
     """The endpoint. `routes()` are added to the hub's app; `sweep_expired()` is called now and then."""
 
@@ -159,7 +175,19 @@ class TusUploads:
         one = UPLOADS_PATH + "{upload}"
         return [web.options(UPLOADS_PATH, self.options), web.post(UPLOADS_PATH, self.create),
                 web.options(one, self.options), web.head(one, self.head), web.patch(one, self.patch),
-                web.delete(one, self.terminate)]
+                web.delete(one, self.terminate), web.post(one, self.overridden)]
+
+    async def overridden(self, request: web.Request) -> web.StreamResponse:
+        """A PATCH or DELETE sent as POST with X-HTTP-Method-Override (the protocol's way through proxies and
+        clients that cannot send them). The box's signature covers the method actually sent (POST), so it is
+        checked as usual; anything else is the 405 a POST to an upload would get without the header."""
+        action = {"PATCH": self.patch, "DELETE": self.terminate}.get(
+            request.headers.get("X-HTTP-Method-Override", "").upper())
+        if action is None:
+            raise web.HTTPMethodNotAllowed("POST", ("OPTIONS", "HEAD", "PATCH", "DELETE"), headers=HEADERS_EXPOSED,
+                                           text="an upload takes POST only with X-HTTP-Method-Override: PATCH or "
+                                                "DELETE\n")
+        return await action(request)
 
     # --- database work (in a thread: never on the event loop) -------------------------------------------
 
@@ -370,8 +398,8 @@ class TusUploads:
                          written, row.offset, checksum[0])
                 raise _ChecksumMismatch(text="the chunk does not match its Upload-Checksum\n",
                                         headers={**HEADERS_EXPOSED, "Upload-Offset": str(row.offset)})
-            if written:
-                os.fsync(fd)
+            if written:   # in a thread: an fsync can take 100 ms on a busy disk, the loop serves other boxes
+                await asyncio.to_thread(os.fsync, fd)
         except OSError as exc:
             log.error("upload %s: cannot write %d bytes at %d: %s (nothing of this PATCH is kept)", row.id, written,
                       row.offset, exc)

@@ -199,6 +199,18 @@ def events(conn: sqlite3.Connection, layout: StorageLayout, camera: str | None =
             for r in conn.execute(query + " ORDER BY start_ms, camera", args)]
 
 
+def newest_codec(conn: sqlite3.Connection, camera: str, last_end_ms: int | None) -> str | None:
+    """The codec of the camera's newest segment, given the end of its newest video (its camera row's
+    last_end_ms). A few seeks in segments_camera_class, one per class, from a longest segment before that end
+    (segments are bounded in length), instead of ordering every segment of the camera."""
+    if last_end_ms is None:
+        return None
+    row = conn.execute(f"SELECT codec FROM segments WHERE camera = ? AND retention_class IN {_EVERY_CLASS}"
+                       " AND start_ms >= ? ORDER BY start_ms DESC LIMIT 1",
+                       (camera, last_end_ms - LONGEST_SEGMENT_MS)).fetchone()
+    return None if row is None else row[0]
+
+
 def event_by_id(conn: sqlite3.Connection, layout: StorageLayout, event_id: int) -> EventRow | None:
     row = conn.execute("SELECT start_ms, camera FROM events WHERE id = ?", (event_id,)).fetchone()
     if row is None:
@@ -243,6 +255,12 @@ def recorded_stretches(conn: sqlite3.Connection, layout: StorageLayout, camera: 
     if kind is not None:
         stretches.append(Stretch(first, last, kind))
     return stretches
+
+
+# Running totals of the clips the hub has receipted, rows of `counters` (index migration 9): sync.outbox adds to
+# them when it marks a clip synced, web.box_metrics reads them.
+DELIVERED_CLIPS = "sync_delivered_clips"
+DELIVERED_BYTES = "sync_delivered_bytes"
 
 
 @dataclass(frozen=True)

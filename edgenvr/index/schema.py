@@ -186,6 +186,26 @@ MIGRATIONS: list[str] = [
     ALTER TABLE outbox ADD COLUMN reported_ms INTEGER;
     CREATE INDEX outbox_unreported ON outbox(state, reported_ms);
     """,
+    # 9: running totals the metrics route reads (web.box_metrics: a scrape reads a few rows, never sums the
+    # segments or the outbox), each kept by the write that already carries its state: a camera's bytes of video
+    # indexed (index.writer, in the camera's row, which a new segment rewrites anyway), the writer's commit
+    # timing and the ring's size (index.writer, in each commit), clips delivered to the hub (sync.outbox, in the
+    # transaction that marks one synced). They start from what the index holds now.
+    """
+    ALTER TABLE cameras ADD COLUMN written_bytes INTEGER NOT NULL DEFAULT 0;
+    UPDATE cameras SET written_bytes = (SELECT COALESCE(SUM(bytes), 0) FROM segments WHERE camera = cameras.id);
+    CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO counters (name, value) SELECT 'sync_delivered_clips', COUNT(*) FROM outbox WHERE state = 'synced';
+    INSERT INTO counters (name, value)
+        SELECT 'sync_delivered_bytes', COALESCE(SUM(bytes), 0) FROM outbox WHERE state = 'synced';
+    INSERT INTO counters (name, value)
+        SELECT 'index_segment_bytes', COALESCE(SUM(bytes), 0) FROM segments WHERE deleting = 0;
+    """,
+    # 10: why the city hub asked for a clip (a remote pull's reason, e.g. a police report number): the box's
+    # export of it, its manifest and its audit record say so.
+    """
+    ALTER TABLE outbox ADD COLUMN pull_reason TEXT NOT NULL DEFAULT '';
+    """,
 ]
 
 

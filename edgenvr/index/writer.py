@@ -16,6 +16,13 @@ measured on the timeline too when both segments are of one boot: a hole in wall 
 clock does not see is the clock moving, not the recorder stopping, and its reason says so ("clock jumped",
 "clock not synchronised") instead of a multi-year "recorder was not running"; a wall clock that went back
 makes no gap at all (the clock_jump event, runtime.periodic_work, records it).
+
+Running totals for the metrics route (web.box_metrics; index migration 9), written with what already changes:
+each camera's bytes of video indexed (`cameras.written_bytes`, in the camera's row that a new segment rewrites
+anyway), and, in each commit's transaction, the `counters` rows COMMIT_COUNTERS: how many writer transactions
+were timed and their total duration (each one's duration is known only once it is committed, so a commit carries
+the figures of those before it), when this commit happened, and the bytes of the segments indexed. A few bytes
+in a page the commit writes anyway cost it nothing measurable; nothing is written for them alone.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -59,6 +67,12 @@ NO_VIDEO_LOST = "no video lost"
 # How far the wall clock may part from the boot-time clock between two segments without being a step: the
 # anchoring of segment times (~1 s) plus NTP's slewing (at most 0.5 ms/s; 1 ms/s allowed).
 CLOCK_TOLERANCE_MS = 2000
+# The `counters` rows each commit writes (see the module docstring), read by web.box_metrics.
+COMMITS_TIMED = "index_commits_timed"
+COMMIT_MICROSECONDS = "index_commit_us_total"
+LAST_COMMIT_MS = "index_last_commit_ms"
+INDEXED_BYTES = "index_segment_bytes"
+COMMIT_COUNTERS = (COMMITS_TIMED, COMMIT_MICROSECONDS, LAST_COMMIT_MS, INDEXED_BYTES)
 
 
 @dataclass(frozen=True)
@@ -80,6 +94,7 @@ class _Camera:
     offline_since_ms: int | None = None  # start of the open offline event
     motion: dict[str, object] = field(default_factory=dict)  # the motion worker's last status
     motion_written: float = 0.0  # monotonic time the motion status was last queued for writing
+    written_bytes: int = 0   # bytes of the camera's segments ever indexed (cameras.written_bytes; pending included)
     # the newest segment in recording order (whose end is last_end_ms) on the timeline: end, boot, clock state
     last_timeline_end_ms: int | None = None
     last_boot: int | None = None
@@ -110,14 +125,19 @@ class IndexWriter:
         self._cameras: dict[str, _Camera] = {}
         self.last_commit = clock.monotonic()
         self.commits = 0  # write transactions committed (each costs the card tens of KB, see the module docstring)
+        # Every writer transaction's duration, kept across restarts in `counters` (see the module docstring)
+        stored = dict(conn.execute("SELECT name, value FROM counters WHERE name IN (?, ?, ?, ?)",
+                                   COMMIT_COUNTERS).fetchall())
+        self.commits_timed: int = stored.get(COMMITS_TIMED, 0)
+        self.commit_microseconds: int = stored.get(COMMIT_MICROSECONDS, 0)
         # Bytes of the segment files the index knows (committed rows not marked `deleting`): the ring's size.
         # Changed only here: +commit, -note_deleted.
         self.indexed_bytes = conn.execute("SELECT COALESCE(SUM(bytes), 0) FROM segments WHERE deleting = 0").fetchone()[0]
-        for row in conn.execute("SELECT id, state, state_since_ms, state_reason, dropped_json, last_end_ms, motion_json"
-                                " FROM cameras"):
+        for row in conn.execute("SELECT id, state, state_since_ms, state_reason, dropped_json, last_end_ms, motion_json,"
+                                " written_bytes FROM cameras"):
             self._cameras[row["id"]] = _Camera(row["state"], row["state_since_ms"], row["state_reason"],
                                                json.loads(row["dropped_json"]), row["last_end_ms"], row["state_reason"],
-                                               motion=json.loads(row["motion_json"]))
+                                               motion=json.loads(row["motion_json"]), written_bytes=row["written_bytes"])
         for row in conn.execute("SELECT camera, start_ms FROM events WHERE kind = 'offline' AND end_ms IS NULL"):
             self._camera(row["camera"]).offline_since_ms = row["start_ms"]
         for camera_id, camera in self._cameras.items():
@@ -139,6 +159,7 @@ class IndexWriter:
         if gap is not None:
             self._gaps.append(gap)
         camera.last_problem = ""
+        camera.written_bytes += segment.bytes
         timeline_end = placed.timeline_ms + segment.duration_ms
         # The newest in recording order, which after the wall clock went back is not the one ending latest
         if camera.last_timeline_end_ms is None or timeline_end >= camera.last_timeline_end_ms:
@@ -299,9 +320,13 @@ class IndexWriter:
         try once more; a failure is raised with nothing half-written (the transaction rolls back)."""
         for attempt in (1, 2):
             try:
+                # The disk's time, so the real clock: a simulated one does not move while SQLite waits on fsync
+                started = time.perf_counter()
                 with write_transaction(self.conn):  # anything raised inside `work` rolls back too
                     work(self.conn)
                 self.commits += 1
+                self.commits_timed += 1
+                self.commit_microseconds += round((time.perf_counter() - started) * 1e6)
                 return
             except sqlite3.OperationalError as exc:
                 disk_full = "full" in str(exc)
@@ -341,13 +366,14 @@ class IndexWriter:
             conn.executemany("INSERT INTO gaps (camera, start_ms, end_ms, reason) VALUES (?,?,?,?)",
                              [(g.camera, g.start_ms, g.end_ms, g.reason) for g in gaps])
             conn.executemany(
-                "INSERT INTO cameras (id, state, state_since_ms, state_reason, dropped_json, last_end_ms, motion_json)"
-                " VALUES (?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET state=excluded.state,"
+                "INSERT INTO cameras (id, state, state_since_ms, state_reason, dropped_json, last_end_ms, motion_json,"
+                " written_bytes) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET state=excluded.state,"
                 " state_since_ms=excluded.state_since_ms, state_reason=excluded.state_reason,"
                 " dropped_json=excluded.dropped_json, last_end_ms=excluded.last_end_ms,"
-                " motion_json=excluded.motion_json",
+                " motion_json=excluded.motion_json, written_bytes=excluded.written_bytes",
                 [(cid, c.state, c.since_ms, c.reason, json.dumps(c.dropped, sort_keys=True), c.last_end_ms,
-                  json.dumps(c.motion, sort_keys=True)) for cid in sorted(dirty) for c in [self._cameras[cid]]])
+                  json.dumps(c.motion, sort_keys=True), c.written_bytes)
+                 for cid in sorted(dirty) for c in [self._cameras[cid]]])
             conn.executemany(
                 "INSERT INTO events (camera, kind, subkind, start_ms, end_ms, keep_from_ms, keep_to_ms, zones,"
                 " peak_score, snapshot, detail, timeline_keep_to_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
@@ -371,6 +397,11 @@ class IndexWriter:
                 span[0], span[1] = min(span[0], start), max(span[1], end)
             for camera, (start, end) in ranges.items():
                 classify(conn, camera, start, end)
+            conn.executemany("INSERT INTO counters (name, value) VALUES (?, ?)"
+                             " ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                             [(COMMITS_TIMED, self.commits_timed), (COMMIT_MICROSECONDS, self.commit_microseconds),
+                              (LAST_COMMIT_MS, self.clock.now_ms()),
+                              (INDEXED_BYTES, self.indexed_bytes + sum(s.bytes for s in segments))])
 
         self.transaction(write)
         self._segments, self._gaps, self._dirty, self._events, self._references = [], [], set(), {}, []

@@ -8,7 +8,8 @@ write rate of the last hour, and when at that rate the ring must start deleting 
 This module owns the report and decides nothing: the rules and the sweep's steps are retention.policy's
 (camera_rules; expired_events, age_victims, pressure_victims and unsent_victims with choose_until), counted
 here step by step instead of carried out, so the report cannot drift from what the sweep does. It only reads
-the index (a read-only connection is enough) and asks the filesystem for its free space.
+the index (a read-only connection is enough) and asks the filesystem for its free space. `class_days` gives the
+report's days per class by index seeks alone, for readers that ask every minute (the metrics route).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from edgenvr.index.retention_classes import (
     DELETABLE_BELOW,
     EVENT,
     HOLD,
+    LONGEST_SEGMENT_MS,
     classes_after,
 )
 from edgenvr.retention.policy import (
@@ -164,6 +166,33 @@ def _class_spans(conn: sqlite3.Connection) -> dict[tuple[str, int], ClassSpan]:
                             " FROM segments NOT INDEXED WHERE deleting = 0 GROUP BY camera, retention_class"):
         spans[(row[0], row[1])] = ClassSpan(row[1], row[2], row[3], row[4], row[5])
     return spans
+
+
+def class_days(conn: sqlite3.Connection, cameras: list[str]) -> dict[tuple[str, int], float]:
+    """(camera, class) -> the days of video it keeps (ClassSpan.days: its oldest segment's start to its newest
+    one's end), for classes that hold video. Cheap enough to ask often (the metrics route, web.box_metrics, on
+    every scrape): a few seeks at both ends of segments_camera_class per camera and class instead of the
+    report's scan of every row. The newest end is the latest end among the segments starting within a longest
+    segment of the newest start (segments are bounded in length)."""
+    found: dict[tuple[str, int], float] = {}
+    for camera in cameras:
+        for retention_class in CLASS_NAMES:
+            ends = []
+            for order in ("", "DESC"):
+                row = conn.execute(
+                    "SELECT start_ms FROM segments INDEXED BY segments_camera_class WHERE camera = ?"
+                    f" AND retention_class = ? AND deleting = 0 ORDER BY start_ms {order} LIMIT 1",
+                    (camera, retention_class)).fetchone()
+                ends.append(None if row is None else row[0])
+            oldest, newest_start = ends
+            if oldest is None or newest_start is None:
+                continue
+            newest = conn.execute(
+                "SELECT MAX(end_ms) FROM segments INDEXED BY segments_camera_class WHERE camera = ?"
+                " AND retention_class = ? AND deleting = 0 AND start_ms >= ?",
+                (camera, retention_class, newest_start - LONGEST_SEGMENT_MS)).fetchone()[0]
+            found[(camera, retention_class)] = ClassSpan(retention_class, oldest_ms=oldest, newest_ms=newest).days
+    return found
 
 
 def _write_rates(conn: sqlite3.Connection, at: int) -> tuple[dict[str, float], int]:

@@ -95,6 +95,12 @@ class StorageLayout:
         return self.data_dir / "exports"
 
     @property
+    def provisioning_state_path(self) -> Path:
+        """What `edgenvr provision` has applied of a provisioning file (runtime.provisioning): its SHA-256 and
+        the steps done, so a run cut by a power loss resumes; then when it was completed. Holds no secret."""
+        return self.data_dir / "provisioning.json"
+
+    @property
     def supervisor_lock(self) -> Path:
         return self.data_dir / ".supervisor.lock"
 

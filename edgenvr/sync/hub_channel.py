@@ -231,9 +231,12 @@ class HubChannel:
                     self.tell(pull_id, PullState.UNAVAILABLE, detail=missing)
                     return
                 now = self.clock.now_ms()
-                outbox.enqueue_pull(conn, pull_id, camera, start_ms, end_ms, now, max(now, end_ms + self.settle_ms))
+                reason = request.get("reason")
+                reason = reason if isinstance(reason, str) else ""
+                outbox.enqueue_pull(conn, pull_id, camera, start_ms, end_ms, now, max(now, end_ms + self.settle_ms),
+                                    reason)
                 log.info("sync: the hub asks for %s %s-%s (pull %s, %r)", camera, format_ms(start_ms),
-                         format_ms(end_ms), pull_id, str(request.get("reason", ""))[:200])
+                         format_ms(end_ms), pull_id, reason[:200])
                 row = outbox.pull_row(conn, pull_id)
             if row is None or (row[0] == OutboxState.QUEUED and pull_id in self._latest):
                 self._unsent.put_nowait(pull_id)   # asked again (a reconnect): the latest word on it

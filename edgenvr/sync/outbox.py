@@ -28,9 +28,11 @@ import sqlite3
 from dataclasses import dataclass
 from enum import StrEnum
 
+from edgenvr.index import queries as index_queries
 from edgenvr.index import schema as index_schema
 from edgenvr.index.queries import Backlog, backlog  # noqa: F401 (the backlog is read where the web reads it too)
 from edgenvr.index.retention_classes import LONGEST_SEGMENT_MS, classify
+from edgenvr.sync.hub_protocol import MAX_PULL_REASON
 
 SETTLE_MARGIN_MS = 5_000   # after an event's padded end and one segment: its last segment file is closed
 CONTINUOUS_PIECE_MS = 5 * 60_000   # continuous video goes in pieces this long: one per camera queued at a time
@@ -63,6 +65,7 @@ class OutboxItem:
     upload: str | None       # the hub's upload path, once made
     attempts: int
     pull_id: str | None = None   # the hub's request, for a clip it asked for (kind requested)
+    pull_reason: str = ""        # and why it was asked for
 
     @property
     def idempotency_key(self) -> str:
@@ -102,15 +105,16 @@ def enqueue_closed_events(conn: sqlite3.Connection, since_ms: int, now_ms: int, 
 
 
 def enqueue_pull(conn: sqlite3.Connection, pull_id: str, camera: str, start_ms: int, end_ms: int, now_ms: int,
-                 due_ms: int) -> bool:
-    """Queue the clip the hub asked for (request `pull_id`), to go from `due_ms` (once its range is recorded
-    and settled); whether it is new (the hub sends a request again until it is answered: queued once)."""
+                 due_ms: int, reason: str = "") -> bool:
+    """Queue the clip the hub asked for (request `pull_id`, for `reason`), to go from `due_ms` (once its range
+    is recorded and settled); whether it is new (the hub sends a request again until it is answered: queued
+    once)."""
     with index_schema.write_transaction(conn):
         queued = conn.execute(
-            "INSERT INTO outbox (kind, priority, camera, start_ms, end_ms, created_ms, next_attempt_ms, pull_id)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING camera, start_ms, end_ms",
-            (ClipKind.REQUESTED, PRIORITY[ClipKind.REQUESTED], camera, start_ms, end_ms, now_ms, due_ms,
-             pull_id)).fetchall()
+            "INSERT INTO outbox (kind, priority, camera, start_ms, end_ms, created_ms, next_attempt_ms, pull_id,"
+            " pull_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING camera, start_ms,"
+            " end_ms", (ClipKind.REQUESTED, PRIORITY[ClipKind.REQUESTED], camera, start_ms, end_ms, now_ms, due_ms,
+                        pull_id, reason[:MAX_PULL_REASON])).fetchall()
         _reclassify(conn, queued)   # its video is kept for the hub from this commit on
         return bool(queued)
 
@@ -162,13 +166,13 @@ def enqueue_continuous(conn: sqlite3.Connection, cameras: list[str], since_ms: i
 
 def next_due(conn: sqlite3.Connection, now_ms: int, *, continuous: bool = True) -> OutboxItem | None:
     """The clip to send now; `continuous`: whether continuous pieces may go now (a window is open)."""
-    row = conn.execute("SELECT id, kind, camera, start_ms, end_ms, event_id, upload, attempts, pull_id FROM outbox"
-                       " WHERE state = 'queued' AND next_attempt_ms <= ?" + ("" if continuous else
+    row = conn.execute("SELECT id, kind, camera, start_ms, end_ms, event_id, upload, attempts, pull_id, pull_reason"
+                       " FROM outbox WHERE state = 'queued' AND next_attempt_ms <= ?" + ("" if continuous else
                                                                              " AND kind != 'continuous'") +
                        " ORDER BY priority, start_ms, id LIMIT 1", (now_ms,)).fetchone()
     if row is None:
         return None
-    return OutboxItem(row[0], ClipKind(row[1]), row[2], row[3], row[4], row[5], row[6], row[7], row[8])
+    return OutboxItem(row[0], ClipKind(row[1]), *row[2:])
 
 
 def note_upload(conn: sqlite3.Connection, item_id: int, upload: str, size: int, sha256: str) -> None:
@@ -178,11 +182,17 @@ def note_upload(conn: sqlite3.Connection, item_id: int, upload: str, size: int, 
 
 
 def mark_synced(conn: sqlite3.Connection, item_id: int, receipt: str, now_ms: int) -> None:
-    """The hub holds it (its verified receipt): the clip's video is ordinary ring video again."""
+    """The hub holds it (its verified receipt): the clip's video is ordinary ring video again, and it counts in
+    the running totals of clips delivered (`counters`, index migration 9: what web.box_metrics reads)."""
     with index_schema.write_transaction(conn):
+        newly = conn.execute("SELECT COALESCE(bytes, 0) FROM outbox WHERE id = ? AND state != 'synced'",
+                             (item_id,)).fetchone()
         _reclassify(conn, conn.execute(
             "UPDATE outbox SET state = 'synced', receipt = ?, done_ms = ?, last_error = '' WHERE id = ?"
             " RETURNING camera, start_ms, end_ms", (receipt, now_ms, item_id)).fetchall())
+        if newly is not None:   # a clip is delivered once, however often its receipt is recorded
+            conn.executemany("UPDATE counters SET value = value + ? WHERE name = ?",
+                             [(1, index_queries.DELIVERED_CLIPS), (newly[0], index_queries.DELIVERED_BYTES)])
 
 
 def mark_unavailable(conn: sqlite3.Connection, item_id: int, reason: str, now_ms: int) -> None:

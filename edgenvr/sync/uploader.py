@@ -87,6 +87,14 @@ class Throttle:
             await asyncio.sleep(ahead)
 
 
+def export_reason(item: outbox.OutboxItem) -> str:
+    """What the clip's manifest and the box's audit record give as the export's reason."""
+    said = f"upload to the city hub ({item.kind} clip {item.id})"
+    if item.pull_id is not None:
+        said += f", asked for by the hub (pull {item.pull_id}): {item.pull_reason or 'no reason given'}"
+    return said
+
+
 class Uploader:
     def __init__(self, config: Config, clock: Clock = SYSTEM_CLOCK, channel: HubChannel | None = None) -> None:
         self.config = config
@@ -257,8 +265,7 @@ class Uploader:
         trail = AuditTrail(self.layout, self.identity, self.clock)
         try:
             export_clip(conn, self.config, self.layout, self.identity, trail,
-                        ExportRequest(item.camera, item.start_ms, item.end_ms, folder,
-                                      f"upload to the city hub ({item.kind} clip {item.id})", EXPORTED_BY))
+                        ExportRequest(item.camera, item.start_ms, item.end_ms, folder, export_reason(item), EXPORTED_BY))
         finally:
             trail.close()
             conn.close()

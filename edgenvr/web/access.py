@@ -3,6 +3,7 @@ of the city hub (edgenvr.hub.hub_web), each with its own route table and context
 the AccessContext members; the box's is web.web_context.WebContext).
 
 For each request: the route's rule from the route table (web.api_routes; a route without one is refused) ->
+on a box without an admin yet, every route not marked `during_setup` answers 503 (web.setup_routes) ->
 PUBLIC routes run at once; BOX routes (the hub's, called by enrolled boxes, never by people) run at once too,
 their handler authenticating the box by its RFC 9421 signature (or, at enrolment, its one-time token) before
 anything else -> the caller is authenticated by `Authorization: Bearer <token>` or else the
@@ -39,7 +40,7 @@ from edgenvr.evidence.audit import AuditAction
 from edgenvr.storage.layout import StorageLayout
 from edgenvr.web.accounts import Accounts, Permission, Session, User
 from edgenvr.web.api_routes import Access, Handler, route_rule
-from edgenvr.web.request_values import camera_id, fail, json_body
+from edgenvr.web.request_values import fail, json_body
 from edgenvr.web.web_context import WebContext
 
 log = logging.getLogger(__name__)
@@ -66,12 +67,21 @@ class AccessContext(Protocol):
 
     async def audit(self, actor: str, action: AuditAction, **fields: Any) -> None: ...
 
+    def requested_camera(self, raw: str) -> str: ...   # a camera named in a path or query, checked (else 400)
+
+
+class SetupGate(Protocol):
+    """A box without an admin serves its setup page only (web.setup_routes; the hub has no gate)."""
+
+    async def require_set_up(self) -> None: ...   # raises the setup answer (503) while there is no admin
+
 
 SESSION_COOKIE = "edgenvr_session"
 CSRF_HEADER = "X-CSRF-Token"
 CALLER_KEY = web.RequestKey("edgenvr_caller", object)
 BODY_KEY = web.RequestKey("edgenvr_body", object)
 CONTEXT_KEY = web.AppKey("edgenvr_context", AccessContext)
+SETUP_GATE_KEY = web.AppKey("edgenvr_setup_gate", SetupGate)
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
@@ -144,6 +154,9 @@ async def _checked(request: web.Request, handler: Handler) -> web.StreamResponse
     if rule is None:
         log.error("refused %s %s: the route is not in the route table", request.method, request.path)
         fail(web.HTTPInternalServerError, "this route has no access rule")
+    gate = request.app.get(SETUP_GATE_KEY)
+    if gate is not None and not rule.during_setup:
+        await gate.require_set_up()   # no admin yet: the setup page's answer, whoever asks
     if rule.access is Access.BOX:
         return await handler(request)   # the handler checks the box's signature first (see the docstring)
     if rule.access is Access.PUBLIC:
@@ -160,7 +173,7 @@ async def _checked(request: web.Request, handler: Handler) -> web.StreamResponse
         _check_same_origin(request)   # a WebSocket is a GET the browser lets any page open
     for camera in (request.match_info.get("camera"), request.query.get("camera")):
         if camera is not None:
-            require_camera(request, camera_id(camera))
+            require_camera(request, access_context(request).requested_camera(camera))
     if rule.body is not None:
         body = await json_body(request, rule.body)
         if "camera" in body:

@@ -72,7 +72,7 @@ async def _store(ctx: WebContext, action: Any, *args: Any) -> Any:
         fail(web.HTTPServiceUnavailable, "the audit trail cannot be written, so nothing was done")
     except (sqlite3.Error, OSError) as error:
         log.error("the accounts file cannot be used: %s", error)
-        fail(web.HTTPServiceUnavailable, "the box's accounts cannot be read or written right now")
+        fail(web.HTTPServiceUnavailable, "the user accounts cannot be read or written right now")
 
 
 # --- signing in ---
@@ -250,7 +250,7 @@ async def revoke_token(request: web.Request) -> web.Response:
 
 ROUTES = [
     ApiRoute("GET", "/api/login", login_status, Access.PUBLIC,
-             "Whether an admin account exists (until one does, nobody can sign in)"),
+             "Whether an admin account exists (until one does, nobody can sign in)", during_setup=True),
     ApiRoute("POST", "/api/login", login, Access.PUBLIC,
              "Sign in: sets the session cookie and answers the user and the CSRF token", body="login",
              responses={"401": "Wrong name or password", "409": "No admin account exists yet",

@@ -41,7 +41,14 @@ Invariants:
   returns.
 - The file is created on the first write, 0600 (password hashes are for the service alone, not for the
   data's viewer group), schema version in `PRAGMA user_version`. Created by root (a CLI run with sudo), it is
-  given to the data directory's owner, the service user, who must read and write it.
+  given to the data directory's owner, the service user, who must read and write it. An older version is
+  brought up to date when it is opened (version 2 added `setup_code`).
+- The first admin of a box without one (docs/architecture.md, "Appliance"): either provisioned with an Argon2id
+  hash made elsewhere (`put_admin_with_hash`: parameters bounded, so no hash can make each login cost the box
+  gigabytes), or made through the web's setup page with a one-time setup code (`complete_setup`). The code is
+  stored only as an Argon2id hash (it is typed by people, so guessable in principle), at most one at a time,
+  with where it came from (the provisioning file, or the box's console); the admin's creation and the code's
+  removal are one transaction, so a code is used once, and none is kept or accepted once an admin exists.
 
 Failure paths: a data directory that is missing or unwritable, a full disk, a file that is not SQLite or was
 written by a newer edgenvr, a lock held past the busy timeout: AccountError with the path and the cause, and
@@ -64,7 +71,7 @@ import threading
 import time
 import unicodedata
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -72,8 +79,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+import argon2
 from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from edgenvr.core.camera_ids import CAMERA_ID_RULE, is_camera_id
 from edgenvr.core.clock import SYSTEM_CLOCK, Clock
@@ -96,7 +104,15 @@ SECRET_BYTES = 32
 MAX_SECRET_CHARS = 128                  # longer than any secret made here: refused without a look-up
 FILE_MODE = 0o600
 BUSY_TIMEOUT_S = 10                     # how long a change waits for another process's (each takes ms)
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+MIN_SETUP_CODE = 12                     # characters, after normalising (a provisioned code; made ones have 16)
+SETUP_CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"   # no 0/O, 1/I/L: read off a screen and typed
+SETUP_CODE_GROUPS = 4                   # of 4 characters: 16 * log2(31) = 79 bits
+# The bounds of a provisioned Argon2id hash: a login checks the password with the hash's own parameters, and
+# the box has 2 GB; OWASP's settings and argon2-cffi's default (64 MiB, t=3, p=4) are well inside them.
+MAX_HASH_MEMORY_KIB = 256 * 1024
+MAX_HASH_TIME_COST = 10
+MAX_HASH_PARALLELISM = 8
 
 NAME_RULE = 'use 1-32 characters a-z, 0-9, ".", "_" and "-", starting with a letter or digit'
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
@@ -131,6 +147,15 @@ SCHEMA = [
     )""",
     "CREATE INDEX sessions_user ON sessions(user)",
 ]
+# Version -> the statements that bring the version before it up to it.
+MIGRATIONS: dict[int, list[str]] = {
+    2: ["""CREATE TABLE setup_code (
+        id INTEGER PRIMARY KEY CHECK (id = 1),   -- at most one code waits
+        code_hash TEXT NOT NULL,                 -- Argon2id of the normalised code
+        source TEXT NOT NULL,                    -- SetupCodeSource
+        created_ms INTEGER NOT NULL
+    )"""],
+}
 
 
 class Role(StrEnum):
@@ -146,17 +171,39 @@ class Permission(StrEnum):
     MANAGE_USERS = "manage_users"
     APPROVE_REFERENCE = "approve_reference"
     READ_AUDIT = "read_audit"
+    # the Prometheus metrics of the box or the hub (web.box_metrics, hub.hub_metrics): looking after the
+    # machine (disk, sync, recording health) is an operator's job, not a viewer's
+    READ_METRICS = "read_metrics"
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.VIEWER: frozenset({Permission.VIEW}),
-    Role.OPERATOR: frozenset({Permission.VIEW, Permission.EXPORT, Permission.HOLD}),
+    Role.OPERATOR: frozenset({Permission.VIEW, Permission.EXPORT, Permission.HOLD, Permission.READ_METRICS}),
     Role.ADMIN: frozenset(Permission),
 }
 
 
 class AccountError(ValueError):
     """A change or look-up that cannot be done; the message is fit for the UI and the CLI, never secret."""
+
+
+class SetupCodeSource(StrEnum):
+    PROVISIONED = "provisioned"   # given in the provisioning file (runtime.provisioning)
+    CONSOLE = "console"           # made at boot and shown on the box's console only (runtime.setup_console)
+
+
+class SetupRefusal(StrEnum):
+    WRONG_CODE = "wrong_code"
+    NO_CODE = "no_code"           # none waits (none was given or made, or it was used)
+    ADMIN_EXISTS = "admin_exists"
+
+
+class SetupRefused(AccountError):
+    """The setup code was not accepted; `refusal` says why (the message never shows the code)."""
+
+    def __init__(self, refusal: SetupRefusal, message: str) -> None:
+        super().__init__(message)
+        self.refusal = refusal
 
 
 @dataclass(frozen=True)
@@ -253,6 +300,53 @@ def check_new_password(name: str, password: object) -> str:
     if normalised.casefold() == name.casefold():
         raise AccountError("the password must not be the user name")
     return normalised
+
+
+def check_password_hash(password_hash: object) -> str:
+    """An Argon2id hash (PHC string) as argon2-cffi and the `argon2` command make one, with parameters a box can
+    afford at every login; AccountError saying what is wrong (never the hash itself)."""
+    if not isinstance(password_hash, str) or not password_hash.startswith("$argon2id$") or len(password_hash) > 512:
+        raise AccountError('the password hash must be an Argon2id hash ("$argon2id$v=19$m=...,t=...,p=...$salt$hash")')
+    malformed = AccountError("the password hash is not a well-formed Argon2id hash")
+    try:
+        parameters = argon2.extract_parameters(password_hash)
+    except ValueError:   # InvalidHashError
+        raise malformed from None
+    if (parameters.memory_cost > MAX_HASH_MEMORY_KIB or parameters.time_cost > MAX_HASH_TIME_COST
+            or parameters.parallelism > MAX_HASH_PARALLELISM):
+        raise AccountError(f"the password hash's parameters are too costly for the box (at most m={MAX_HASH_MEMORY_KIB}"
+                           f" KiB, t={MAX_HASH_TIME_COST}, p={MAX_HASH_PARALLELISM}): every login would pay them")
+    try:   # within those bounds: one check parses all of it (salt, digest); a mismatch is the expected answer
+        _HASHER.verify(password_hash, "-" * MIN_PASSWORD)
+    except VerifyMismatchError:
+        pass
+    except (VerificationError, ValueError):   # the library could not decode it (salt, digest)
+        raise malformed from None
+    return password_hash
+
+
+def normalised_setup_code(code: object) -> str | None:
+    """A setup code as compared: NFKC, upper case, without spaces and dashes (people copy "ab12-cd34 ..."); None
+    for anything that cannot be one."""
+    if not isinstance(code, str) or len(code) > MAX_SECRET_CHARS:
+        return None
+    normalised = "".join(c for c in unicodedata.normalize("NFKC", code) if not c.isspace() and c != "-").upper()
+    return normalised if normalised and normalised.isascii() and normalised.isprintable() else None
+
+
+def check_setup_code(code: object) -> str:
+    """A setup code fit to be given (the provisioning file's), normalised; AccountError saying the rule."""
+    normalised = normalised_setup_code(code)
+    if normalised is None or len(normalised) < MIN_SETUP_CODE:
+        raise AccountError(f"a setup code is {MIN_SETUP_CODE}-{MAX_SECRET_CHARS} letters and digits (spaces and"
+                           ' "-" between groups do not count)')
+    return normalised
+
+
+def new_setup_code() -> str:
+    """A random setup code for the console, in groups people can read and type: "7KQM-2XWD-R9FH-T4PN"."""
+    letters = "".join(secrets.choice(SETUP_CODE_ALPHABET) for _ in range(4 * SETUP_CODE_GROUPS))
+    return "-".join(letters[i:i + 4] for i in range(0, len(letters), 4))
 
 
 def check_label(label: object) -> str:
@@ -418,6 +512,80 @@ class Accounts:
     def has_admin(self) -> bool:
         with self._read() as conn:
             return conn is not None and self._admins(conn) > 0
+
+    def put_admin_with_hash(self, name: str, password_hash: str) -> bool:
+        """Make `name` an admin (every camera) whose password is the one `password_hash` was made from (the
+        provisioning file's): added, or, if the user exists, given that hash and the admin role (its sessions
+        end). Any setup code waiting is dropped: an admin exists. True if the user was added. Done again with the
+        same arguments it changes nothing further (provisioning resumed after a power cut)."""
+        name = check_name(name)
+        password_hash = check_password_hash(password_hash)
+        with self._write("provision the admin") as conn:
+            now = self._clock.now_ms()
+            row = self._user_row(conn, name)
+            if row is None:
+                conn.execute(f"INSERT INTO users ({_USER_COLUMNS}) VALUES (?, ?, NULL, ?, ?, 0, NULL)",
+                             (name, str(Role.ADMIN), password_hash, now))
+            elif (row["role"], row["cameras"], row["password_hash"]) != (str(Role.ADMIN), None, password_hash):
+                conn.execute("UPDATE users SET role = ?, cameras = NULL, password_hash = ?, failures = 0,"
+                             " locked_until_ms = NULL WHERE name = ?", (str(Role.ADMIN), password_hash, name))
+                conn.execute("DELETE FROM sessions WHERE user = ?", (name,))
+            conn.execute("DELETE FROM setup_code")
+        return row is None
+
+    # -- the first admin, by setup code ---------------------------------------------------------------------
+
+    def set_setup_code(self, code: str, source: SetupCodeSource) -> None:
+        """Store the one setup code that may make the first admin (replacing any earlier one), as a hash.
+        SetupRefused(ADMIN_EXISTS) if there is an admin already: then nothing may be set up."""
+        normalised = check_setup_code(code)
+        code_hash = _HASHER.hash(normalised)
+        with self._write("store the setup code") as conn:
+            if self._admins(conn):
+                raise SetupRefused(SetupRefusal.ADMIN_EXISTS, "this box has an admin already: sign in")
+            conn.execute("INSERT OR REPLACE INTO setup_code (id, code_hash, source, created_ms) VALUES (1, ?, ?, ?)",
+                         (code_hash, str(SetupCodeSource(source)), self._clock.now_ms()))
+
+    def setup_code_source(self) -> SetupCodeSource | None:
+        """Where the setup code waiting came from; None when none waits (or an admin exists)."""
+        with self._read() as conn:
+            row = None if conn is None else conn.execute("SELECT source FROM setup_code").fetchone()
+            if row is None or self._admins(conn):
+                return None
+            return SetupCodeSource(row["source"])
+
+    def complete_setup(self, code: str, name: str, password: str, before: Callable[[], object] = lambda: None) -> User:
+        """Make the first admin with the setup code: `name` with `password`, every camera; the code is used up in
+        the same transaction. `before` runs once the code matched and before anything is written (the audit
+        record: if it raises, nothing is done). SetupRefused: the code is wrong, none waits, or an admin
+        exists; AccountError: the name or password breaks a rule (checked before the code, which then stays)."""
+        name = check_name(name)
+        normalised_password = check_new_password(name, password)
+        with self._read() as conn:
+            row = None if conn is None else conn.execute("SELECT code_hash FROM setup_code").fetchone()
+            admins = 0 if conn is None else self._admins(conn)
+        if admins:
+            raise SetupRefused(SetupRefusal.ADMIN_EXISTS, "this box has an admin already: sign in")
+        candidate = normalised_setup_code(code)
+        if row is None:
+            raise SetupRefused(SetupRefusal.NO_CODE, "no setup code waits on this box")
+        if candidate is None or not _password_matches(row["code_hash"], candidate, "the setup code"):
+            raise SetupRefused(SetupRefusal.WRONG_CODE, "wrong setup code")
+        before()
+        password_hash = _HASHER.hash(normalised_password)
+        with self._write("make the first admin") as conn:
+            fresh = conn.execute("SELECT code_hash FROM setup_code").fetchone()
+            if self._admins(conn):
+                raise SetupRefused(SetupRefusal.ADMIN_EXISTS, "this box has an admin already: sign in")
+            if fresh is None or fresh["code_hash"] != row["code_hash"]:   # used or replaced meanwhile
+                raise SetupRefused(SetupRefusal.NO_CODE, "the setup code was used or replaced meanwhile")
+            if self._user_row(conn, name) is not None:
+                raise AccountError(f"user {name} exists already")
+            now = self._clock.now_ms()
+            conn.execute(f"INSERT INTO users ({_USER_COLUMNS}) VALUES (?, ?, NULL, ?, ?, 0, NULL)",
+                         (name, str(Role.ADMIN), password_hash, now))
+            conn.execute("DELETE FROM setup_code")
+        return User(name, Role.ADMIN, None, now, None)
 
     # -- passwords ------------------------------------------------------------------------------------------
 
@@ -617,11 +785,12 @@ class Accounts:
             current = self._create_file()
         conn = _connect(self._path)
         try:
-            if _version(conn, self._path) == 0:
-                if not create:
-                    conn.close()
-                    return None
-                _set_up(conn, self._path)
+            version = _version(conn, self._path)
+            if version == 0 and not create:
+                conn.close()
+                return None
+            if version < SCHEMA_VERSION:
+                _set_up(conn, self._path)   # a new file's schema, or an older one's migrations
         except BaseException:
             conn.close()
             raise
@@ -699,7 +868,8 @@ def _version(conn: sqlite3.Connection, path: Path) -> int:
 
 
 def _set_up(conn: sqlite3.Connection, path: Path) -> None:
-    """WAL and the schema, in one transaction; another process doing it at the same time is no error.
+    """WAL and the schema (or the migrations an older file needs), in one transaction; another process doing it
+    at the same time is no error.
 
     Two processes setting up a new file at once can get "database is locked" at once, without SQLite's busy
     handler (it refuses to wait where both waiting could deadlock; seen in CI): the set-up is then tried
@@ -711,8 +881,12 @@ def _set_up(conn: sqlite3.Connection, path: Path) -> None:
             if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
                 raise sqlite3.OperationalError("cannot switch to WAL")
             with write_transaction(conn):
-                if _version(conn, path) == 0:
-                    for statement in SCHEMA:
+                version = _version(conn, path)
+                statements = SCHEMA if version == 0 else []
+                for target in range(max(version, 1) + 1, SCHEMA_VERSION + 1):
+                    statements = [*statements, *MIGRATIONS[target]]
+                if statements:
+                    for statement in statements:
                         conn.execute(statement)
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             return

@@ -11,6 +11,8 @@ Invariants:
   box's RFC 9421 signature, or at enrolment its one-time token; no user credential is ever accepted there);
   a route whose path has `{camera}`, or whose query or body has a `camera`, is also checked against the
   caller's camera grants by the middleware.
+- Until the box has an admin, only the routes marked `during_setup` answer (the setup page and what it needs);
+  the others answer 503 with `setup_required: true` (web.setup_routes), whatever their access rule.
 - Request bodies are validated against `body` (JSON Schema) before the handler runs: a body that does not
   match gets 400 with the validator's message; query parameters are read by web.request_values, which
   answers 400 for anything malformed.
@@ -68,6 +70,11 @@ BODIES: dict[str, dict[str, Any]] = {
                  "properties": {"name": _USER_NAME, "role": _ROLE, "password": _PASSWORD, "cameras": _CAMERAS}},
     "user_change": {"type": "object", "additionalProperties": False, "minProperties": 1,
                     "properties": {"role": _ROLE, "cameras": _CAMERAS, "password": _PASSWORD}},
+    "setup": {"type": "object", "additionalProperties": False, "required": ["code", "name", "password"],
+              "properties": {"code": {"type": "string", "minLength": 1, "maxLength": 128,
+                                      "description": "The one-time setup code (the box's console, or the "
+                                                     "provisioning file)"},
+                             "name": _USER_NAME, "password": _PASSWORD}},
     "token": {"type": "object", "additionalProperties": False, "required": ["label"],
               "properties": {"label": {"type": "string", "minLength": 1, "maxLength": 80}}},
     # The city hub's (edgenvr.hub.hub_web): here because the one validator (web.request_values) reads this
@@ -96,6 +103,9 @@ class ApiRoute:
     body: str | None = None             # a key of BODIES
     responses: dict[str, str] = field(default_factory=dict)   # status -> description (besides the errors)
     content: str = "application/json"   # of the 200 answer
+    # Served while the box has no admin yet (the setup page, its UI files, health); every other route then
+    # answers 503 with `setup_required` (web.access, web.setup_routes).
+    during_setup: bool = False
 
     @property
     def state_changing(self) -> bool:
@@ -124,7 +134,9 @@ BOX_SIGNATURE = {"type": "apiKey", "in": "header", "name": "Signature",
                                 "in the body is the credential."}
 BOX_API_DESCRIPTION = ("Times are UTC epoch milliseconds. Sign in with POST /api/login (a session cookie; send its "
                        "csrf_token as X-CSRF-Token on every POST/PUT/PATCH/DELETE) or send "
-                       "`Authorization: Bearer TOKEN`.")
+                       "`Authorization: Bearer TOKEN`. Until the box has an admin, only /api/setup, /api/health, "
+                       "GET /api/login and the UI's files answer; every other route answers 503 with "
+                       "`setup_required: true`.")
 
 
 def openapi_document(routes: list[ApiRoute], version: str, *, title: str = "edgenvr box API",
@@ -157,6 +169,8 @@ def openapi_document(routes: list[ApiRoute], version: str, *, title: str = "edge
             operation["x-edgenvr-access"] = str(route.access)
         else:
             operation["security"] = []
+        if route.during_setup:
+            operation["x-edgenvr-during-setup"] = True
         if route.body is not None:
             operation["requestBody"] = {"required": True, "content": {"application/json": {
                 "schema": {"$ref": f"#/components/schemas/{route.body}"}}}}

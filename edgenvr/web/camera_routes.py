@@ -34,6 +34,7 @@ from edgenvr.index.queries import (
     event_by_id,
     events,
     gaps,
+    newest_codec,
     recorded_stretches,
 )
 from edgenvr.index.writer import GAP_THRESHOLD_MS
@@ -97,8 +98,7 @@ def _camera_list(conn: sqlite3.Connection, config: Config, layout: StorageLayout
     for camera in config.cameras:
         row = states.get(camera.id)
         state = RecorderState(row["state"]) if row is not None else RecorderState.UNKNOWN
-        codec = conn.execute("SELECT codec FROM segments WHERE camera = ? ORDER BY start_ms DESC LIMIT 1",
-                             (camera.id,)).fetchone()
+        codec = newest_codec(conn, camera.id, row["last_end_ms"] if row is not None else None)
         reference = latest_reference(conn, camera.id)
         result.append({
             "id": camera.id, "name": camera.name,
@@ -107,7 +107,7 @@ def _camera_list(conn: sqlite3.Connection, config: Config, layout: StorageLayout
             "state_reason": (row["state_reason"] or "") if row is not None else "",
             "last_video_ms": row["last_end_ms"] if row is not None else None,
             "tamper": sorted(tampered.get(camera.id, [])),
-            "codec": codec[0] if codec else None,
+            "codec": codec,
             "reference": None if reference is None else {
                 "approved_ms": reference["approved_ms"],
                 "provisional": reference["approved_by"] == COMMISSIONING,

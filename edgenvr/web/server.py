@@ -1,5 +1,6 @@
-"""The box's web server: the aiohttp application (route table + access middleware), its static UI, health and
-OpenAPI routes, and the process `edgenvr run` starts when the config has a [web] table.
+"""The box's web server: the aiohttp application (route table + access middleware, the setup gate of a box
+without an admin: web.setup_routes), its static UI, health, status and OpenAPI routes, and the process
+`edgenvr run` starts when the config has a [web] table.
 
 It runs in a process of its own (runtime.supervisor starts and restarts it), so no number of browsers, slow
 phones or API scripts can delay a recorder or the supervisor's index commits: it shares only the index
@@ -27,8 +28,22 @@ import edgenvr
 from edgenvr.config.records import Config
 from edgenvr.core.clock import SYSTEM_CLOCK, Clock
 from edgenvr.core.process_setup import BACKGROUND_NICE, become_child_process
-from edgenvr.web import account_routes, camera_routes, evidence_routes, live_playlist
-from edgenvr.web.access import CONTEXT_KEY, LoginLimiter, access_middleware
+from edgenvr.core.time_sync import time_sync_state
+from edgenvr.web import (
+    account_routes,
+    box_metrics,
+    camera_routes,
+    evidence_routes,
+    live_playlist,
+    setup_routes,
+)
+from edgenvr.web.access import (
+    CONTEXT_KEY,
+    SETUP_GATE_KEY,
+    LoginLimiter,
+    access_middleware,
+    context,
+)
 from edgenvr.web.api_routes import Access, ApiRoute, openapi_document, register_routes
 from edgenvr.web.live_playlist import LivePlaylists
 from edgenvr.web.live_relay import LiveRelay
@@ -41,10 +56,20 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 _STATIC_KEY = web.AppKey("edgenvr_static", dict)
 _OPENAPI_KEY = web.AppKey("edgenvr_openapi", dict)
+STATUS_NTP_MAX_AGE_S = 5.0   # timesyncd's details are read at most this often, however often status is asked
 
 
 async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "version": edgenvr.__version__})
+
+
+async def box_status(request: web.Request) -> web.Response:
+    """The box as a whole (cameras have their own routes): version, id and name, and its clock (NTP)."""
+    ctx = context(request)
+    clock = await asyncio.to_thread(time_sync_state, ctx.clock, max_age_s=STATUS_NTP_MAX_AGE_S)
+    return web.json_response({"version": edgenvr.__version__, "box": {"id": ctx.config.box.box_id,
+                                                                     "name": ctx.config.box.box_name},
+                              "time_sync": clock.to_json()})
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -68,16 +93,20 @@ def _static_files() -> dict[str, Path]:
 
 
 _SERVER_ROUTES = [
-    ApiRoute("GET", "/api/health", health, Access.PUBLIC, "Whether the box's web server answers, and its version"),
+    ApiRoute("GET", "/api/health", health, Access.PUBLIC, "Whether the box's web server answers, and its version",
+             during_setup=True),
+    ApiRoute("GET", "/api/status", box_status, Access.SIGNED_IN,
+             "The box: version, id and name, and its clock's synchronisation (`time_sync`: synchronised, the NTP "
+             "server, the last sync and its offset, or why they are unknown)"),
     ApiRoute("GET", "/api/openapi.json", openapi, Access.SIGNED_IN, "This description of the API"),
-    ApiRoute("GET", "/", static_file, Access.PUBLIC, "The UI"),
-    ApiRoute("GET", "/static/{name:.+}", static_file, Access.PUBLIC, "The UI's files"),
+    ApiRoute("GET", "/", static_file, Access.PUBLIC, "The UI", during_setup=True),
+    ApiRoute("GET", "/static/{name:.+}", static_file, Access.PUBLIC, "The UI's files", during_setup=True),
 ]
 
 
 def all_routes() -> list[ApiRoute]:
-    return [*_SERVER_ROUTES, *account_routes.ROUTES, *camera_routes.ROUTES, *live_playlist.ROUTES,
-            *evidence_routes.ROUTES]
+    return [*_SERVER_ROUTES, *account_routes.ROUTES, *setup_routes.ROUTES, *camera_routes.ROUTES,
+            *live_playlist.ROUTES, *evidence_routes.ROUTES, *box_metrics.ROUTES]
 
 
 def make_app(config: Config, clock: Clock = SYSTEM_CLOCK, *, tls: bool | None = None,
@@ -87,6 +116,8 @@ def make_app(config: Config, clock: Clock = SYSTEM_CLOCK, *, tls: bool | None = 
     app = web.Application(middlewares=[access_middleware], client_max_size=MAX_BODY_BYTES)
     app[CONTEXT_KEY] = ctx
     app[account_routes.LIMITER_KEY] = LoginLimiter()
+    app[setup_routes.LIMITER_KEY] = LoginLimiter()
+    app[SETUP_GATE_KEY] = setup_routes.FirstAdminGate(ctx)   # no admin yet: the setup page only
     app[_STATIC_KEY] = _static_files()
     routes = all_routes()
     app[_OPENAPI_KEY] = openapi_document(routes, edgenvr.__version__)

@@ -41,6 +41,11 @@ def ensure_certificate(layout: StorageLayout, box_id: str) -> x509.Certificate:
     return _ensure(layout.web_tls_key_path, layout.web_tls_certificate_path, box_id)
 
 
+def certificate_at(path: Path) -> x509.Certificate:
+    """The certificate at `path` (the hub's); CertificateError if it cannot be read."""
+    return _read(path)
+
+
 def read_certificate(layout: StorageLayout) -> x509.Certificate:
     return _read(layout.web_tls_certificate_path)
 

@@ -28,6 +28,7 @@ from edgenvr.evidence.identity import DeviceIdentity, device_identity
 from edgenvr.index.queries import open_readonly
 from edgenvr.storage.layout import StorageLayout
 from edgenvr.web.accounts import Accounts
+from edgenvr.web.request_values import camera_id
 
 T = TypeVar("T")
 
@@ -91,6 +92,10 @@ class WebContext(AdminWrites):
         if self._identity is None:
             self._identity = device_identity(self.layout, self.config.box.box_id, self.config.box.box_name)
         return self._identity
+
+    def requested_camera(self, raw: str) -> str:
+        """A camera a request names (path or query): one of the box's camera ids, or 400."""
+        return camera_id(raw)
 
     # --- reads of the index ---
 

@@ -6,6 +6,7 @@ import { h } from "./dom.js";
 import { initLanguage, language, setLanguage, t, tEnum } from "./i18n.js";
 import { may, session, signedIn, signedOut } from "./session.js";
 import { errorMessage, notice } from "./ui.js";
+import * as audit from "./views/admin_audit.js";
 import * as clips from "./views/clips.js";
 import * as fleet from "./views/fleet.js";
 import * as login from "./views/login.js";
@@ -45,10 +46,21 @@ function route() {
   } else if (page === "pulls" && may("export")) {
     section = "pulls";
     cleanup = pulls.render(main, params);
+  } else if (page === "audit" && may("read_audit")) {
+    section = "audit";
+    const body = h("section", { class: "panel" }, h("h1", { text: t("hub.audit_title") }));
+    main.append(body);
+    cleanup = audit.render(body, params, { cameras: fleetCameras });
   } else {
     cleanup = fleet.render(main, params);
   }
   renderHeader(section);
+}
+
+/** Every camera the boxes last reported, as the hub's audit trail names them: box/camera. */
+async function fleetCameras() {
+  const { boxes } = await api("/api/fleet");
+  return boxes.flatMap((box) => Object.keys(box.cameras).map((camera) => ({ id: `${box.box}/${camera}`, name: `${box.box}/${camera}` })));
 }
 
 function languageButton() {
@@ -82,7 +94,8 @@ function renderHeader(section) {
     h("nav", { class: "nav", "aria-label": t("header.navigation") },
       may("view") ? link("fleet", "nav.fleet") : null,
       may("view") ? link("clips", "nav.clips") : null,
-      may("export") ? link("pulls", "nav.pulls") : null),
+      may("export") ? link("pulls", "nav.pulls") : null,
+      may("read_audit") ? link("audit", "nav.audit") : null),
     h("div", { class: "user-area" }, languageButton(), signOut));
 }
 

@@ -10,11 +10,13 @@ import * as cameras from "./views/cameras.js";
 import * as holds from "./views/holds.js";
 import * as login from "./views/login.js";
 import * as playback from "./views/playback.js";
+import * as setup from "./views/setup.js";
 
 const main = document.getElementById("main");
 const topbar = document.getElementById("topbar");
 let cleanup = null;
 let showingSignIn = false;
+let setupShown = null;   // GET /api/setup's answer while the setup page is shown (a box without an admin)
 
 /** "#/camera/gate?day=2024-06-01" -> {path: ["camera", "gate"], params: {day: "2024-06-01"}} */
 function parseHash() {
@@ -58,7 +60,8 @@ function languageButton() {
     type: "button", class: "lang-button", lang: other, "aria-label": t("language.switch_label"),
     onclick: async () => {
       await setLanguage(other);
-      if (showingSignIn) showSignIn(true);
+      if (setupShown) showSetup(setupShown);
+      else if (showingSignIn) showSignIn(true);
       else route();
     },
   }, h("span", { class: "long-label", text: t("language.other") }), h("span", { class: "short-label", text: t("language.short") }));
@@ -99,6 +102,17 @@ function showSignIn(force = false) {
   login.render(main, { onSignedIn: afterSignIn, languageButton: languageButton() });
 }
 
+function showSetup(status) {
+  setupShown = status;
+  stopView();
+  topbar.hidden = true;
+  document.title = "edgenvr";
+  setup.render(main, { status, languageButton: languageButton(), onDone: () => {
+    setupShown = null;
+    showSignIn(true);
+  } });
+}
+
 async function afterSignIn(answer) {
   setCsrfToken(answer.csrf_token);
   signedIn(answer.user);
@@ -122,6 +136,11 @@ async function boot() {
   window.addEventListener(SIGNED_OUT_EVENT, () => showSignIn());
   window.addEventListener("hashchange", route);
   document.getElementById("skip-link").textContent = t("header.skip");
+  const setupStatus = await setup.setupStatus();   // a box without an admin serves its setup page only
+  if (setupStatus?.required) {
+    showSetup(setupStatus);
+    return;
+  }
   try {
     const me = await api("/api/me");
     setCsrfToken(me.csrf_token);

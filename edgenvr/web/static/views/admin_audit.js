@@ -7,10 +7,17 @@ import { errorMessage, field, notice } from "../ui.js";
 
 const ACTIONS = ["export", "playback", "live_view", "hold_add", "hold_release", "reference_approve", "config_change",
   "login", "login_failed", "lockout", "logout", "user_add", "user_remove", "user_password", "user_role",
-  "token_create", "token_revoke", "pull_request"];
+  "token_create", "token_revoke", "pull_request", "report"];
 const LIMIT = 2000;
 
-export function render(body) {
+/** The box's cameras as the camera filter offers them: [{id, name}]. */
+async function boxCameras() {
+  const { cameras } = await api("/api/cameras");
+  return cameras.map((c) => ({ id: c.id, name: c.name || c.id }));
+}
+
+/** `cameras`: where the camera filter's choices come from (the hub names its cameras box/camera). */
+export function render(body, _params = {}, { cameras: listCameras = boxCameras } = {}) {
   const since = h("input", { type: "datetime-local", step: "1", value: toInputValue(Date.now() - DAY) });
   const until = h("input", { type: "datetime-local", step: "1" });
   const actor = h("input", { type: "text", autocapitalize: "none", spellcheck: "false" });
@@ -29,9 +36,9 @@ export function render(body) {
   let destroyed = false;
   let names = new Map();
 
-  api("/api/cameras").then(({ cameras }) => {
-    names = new Map(cameras.map((c) => [c.id, c.name || c.id]));
-    camera.append(...cameras.map((c) => h("option", { value: c.id, text: c.name || c.id })));
+  listCameras().then((cameras) => {
+    names = new Map(cameras.map((c) => [c.id, c.name]));
+    camera.append(...cameras.map((c) => h("option", { value: c.id, text: c.name })));
   }).catch(() => { /* the camera filter stays "any"; the search still works */ });
 
   async function search(event) {
