@@ -45,6 +45,7 @@ from edgenvr.simulator import (
     make_scene_clip,
     simulator_unavailable_reason,
 )
+from edgenvr.storage.layout import StorageLayout
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,6 @@ def _demo_hub(data_dir: Path, port: int | None, box_id: str) -> Iterator[DemoHub
     from edgenvr.hub.box_enrolment import create_enrolment
     from edgenvr.hub.hub_accounts import hub_layout
     from edgenvr.hub.hub_config import load_hub_config
-    from edgenvr.web.accounts import Accounts, Role
     from edgenvr.web.tls_certificate import (
         CertificateError,
         certificate_at,
@@ -184,12 +184,7 @@ def _demo_hub(data_dir: Path, port: int | None, box_id: str) -> Iterator[DemoHub
             token = create_enrolment(engine, box_id, "Demo site", SYSTEM_CLOCK)
         finally:
             engine.dispose()
-        password = secrets.token_urlsafe(12)
-        with Accounts(hub_layout(config)) as accounts:
-            if accounts.user(DEMO_ADMIN) is None:
-                accounts.add_user(DEMO_ADMIN, Role.ADMIN, password)
-            else:
-                accounts.set_password(DEMO_ADMIN, password)
+        password = _one_time_admin(hub_layout(config))
         try:
             pin = fingerprint(certificate_at(config.tls_certificate_path))
         except CertificateError as exc:
@@ -207,15 +202,20 @@ def _demo_hub(data_dir: Path, port: int | None, box_id: str) -> Iterator[DemoHub
 
 def _demo_login(config: Config) -> tuple[str, str]:
     """A fresh random password for the demo's admin (made or reset), and the web certificate's fingerprint."""
-    from edgenvr.storage.layout import StorageLayout
-    from edgenvr.web.accounts import Accounts, Role
     from edgenvr.web.tls_certificate import ensure_certificate, fingerprint
 
     layout = StorageLayout(config.storage.data_dir)
+    return _one_time_admin(layout), fingerprint(ensure_certificate(layout, config.box.box_id))
+
+
+def _one_time_admin(layout: StorageLayout) -> str:
+    """A fresh random password for the demo's admin in the accounts of `layout` (the box's or the hub's)."""
+    from edgenvr.web.accounts import Accounts, Role
+
     password = secrets.token_urlsafe(12)
     with Accounts(layout) as accounts:
         if accounts.user(DEMO_ADMIN) is None:
             accounts.add_user(DEMO_ADMIN, Role.ADMIN, password)
         else:
             accounts.set_password(DEMO_ADMIN, password)
-    return password, fingerprint(ensure_certificate(layout, config.box.box_id))
+    return password
