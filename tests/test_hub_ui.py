@@ -34,6 +34,7 @@ from edgenvr.web.accounts import Role
 from edgenvr.web.server import STATIC_DIR as BOX_STATIC_DIR
 from tests.synced_box import BOX_ID
 from tests.test_hub_web import PASSWORDS, HubSite, people_site
+from tests.web_site import PLAYING_JS
 
 LANGUAGES = ("id", "en")
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
@@ -44,7 +45,6 @@ TENUM_PREFIX = re.compile(r"""tEnum\(\s*["']([a-z_.]+)["']""")
 SCRIPTS = [*sorted(STATIC_DIR.rglob("*.js")), *(BOX_STATIC_DIR / name for name in BOX_UI_FILES if name.endswith(".js"))]
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
-PLAYING_JS = "(video) => video.readyState >= 2 && !video.paused && !video.seeking && video.currentTime > 0"
 REASON = "Laporan polisi 22/XII: tabrak lari di gerbang"
 
 
@@ -310,6 +310,11 @@ def test_an_admin_searches_the_hub_audit_trail_by_box_camera(site: HubSite, brow
         page.get_by_label(t(lang, "audit.action"), exact=True).select_option("playback")
         page.get_by_role("button", name=t(lang, "audit.search")).click()
         rows = page.locator(".audit-table tbody tr")
-        rows.filter(has_text="viewer").first.wait_for()
+        # the unfiltered list (every sign-in) stays on screen until the search's answer replaces it
+        page.wait_for_function("([wanted, action]) => { const rows = [...document.querySelectorAll("
+                               "'.audit-table tbody tr')].map((row) => row.innerText); return rows.length > 0"
+                               " && rows.every((text) => text.includes(wanted) && text.includes(action))"
+                               " && rows.some((text) => text.includes('viewer')); }",
+                               arg=[f"{BOX_ID}/gate", t(lang, "action.playback")])
         texts = rows.all_inner_texts()
         assert texts and all(f"{BOX_ID}/gate" in text and t(lang, "action.playback") in text for text in texts), texts

@@ -32,13 +32,12 @@ from edgenvr.evidence.continuity_report_html import (
     signature_section,
     split_page,
 )
-from edgenvr.evidence.identity import (
-    IdentityError,
-    fingerprint,
-    load_public_key,
-    signature_valid,
+from edgenvr.evidence.identity import IdentityError, fingerprint, load_public_key
+from edgenvr.evidence.verification import (
+    VerificationFailed,
+    require_named_key,
+    signer_fingerprint,
 )
-from edgenvr.evidence.verification import VerificationFailed
 
 REPORT_SUFFIXES = (JSON_SUFFIX, *HTML_SUFFIXES)
 
@@ -78,18 +77,10 @@ def verify_report(path: Path, public_key_pem: bytes | None = None) -> VerifiedRe
         key_source = key_path.name
 
     source = "the key given" if public_key_pem is not None else key_source
-    try:
-        key = load_public_key(public_key_pem if public_key_pem is not None else shipped_key, source)
-    except IdentityError as exc:
-        raise VerificationFailed(str(exc)) from None
-    if not signature_valid(key, signature, signed):
-        raise VerificationFailed(f"signature invalid: the report is not signed by {source} (it was edited, or signed"
-                                 " by another key)")
+    key_fingerprint = signer_fingerprint(signed, signature, public_key_pem if public_key_pem is not None
+                                         else shipped_key, source, "the report")
     document = _document(signed)
-    key_fingerprint = fingerprint(key)
-    if document["box"]["key_fingerprint"] != key_fingerprint:
-        raise VerificationFailed(f"the report names key {document['box']['key_fingerprint']}, but it is signed by"
-                                 f" {key_fingerprint}")
+    require_named_key(document["box"]["key_fingerprint"], key_fingerprint, "the report")
     if page is not None:
         if public_key_pem is not None and _fingerprint_of(shipped_key) != key_fingerprint:
             raise VerificationFailed("the page carries another public key than the one given")

@@ -49,7 +49,27 @@ class Verified:
 
 
 class VerificationFailed(Exception):
-    """The folder does not verify; the message names the first problem."""
+    """The folder (or a continuity report) does not verify; the message names the first problem."""
+
+
+def signer_fingerprint(signed: bytes, signature: bytes, key_pem: bytes, source: str, what: str) -> str:
+    """The fingerprint of the key `key_pem` (read from `source`) once `signature` is checked as its Ed25519
+    signature over the exact bytes `signed` (`what`, for the message); VerificationFailed otherwise. The one
+    signature check of exports and continuity reports (evidence.continuity_report_verification)."""
+    try:
+        key = load_public_key(key_pem, source)
+    except IdentityError as exc:
+        raise VerificationFailed(str(exc)) from None
+    if not signature_valid(key, signature, signed):
+        raise VerificationFailed(f"signature invalid: {what} is not signed by {source} (it was edited, or signed"
+                                 " by another key)")
+    return fingerprint(key)
+
+
+def require_named_key(named: object, key_fingerprint: str, what: str) -> None:
+    """A signed document names its signing key's fingerprint: a valid signature by another key is refused."""
+    if named != key_fingerprint:
+        raise VerificationFailed(f"{what} names key {named}, but it is signed by {key_fingerprint}")
 
 
 def verify_export(folder: Path, public_key_pem: bytes | None = None) -> Verified:
@@ -69,19 +89,12 @@ def verify_export(folder: Path, public_key_pem: bytes | None = None) -> Verified
         raise VerificationFailed(f"file altered: {altered[0]} (its SHA-256 is not the one in {SUMS})")
 
     source = "the key given" if public_key_pem is not None else PUBLIC_KEY
-    try:
-        key = load_public_key(public_key_pem if public_key_pem is not None else (folder / PUBLIC_KEY).read_bytes(), source)
-    except (IdentityError, OSError) as exc:
-        raise VerificationFailed(f"{source}: {exc}") from None
-    manifest_bytes = (folder / MANIFEST).read_bytes()
-    if not signature_valid(key, (folder / SIGNATURE).read_bytes(), manifest_bytes):
-        raise VerificationFailed(f"signature invalid: {SIGNATURE} is not a signature of {MANIFEST} by {source}"
-                                 " (the manifest was edited, or signed by another key)")
+    manifest_bytes = _read_part(folder, MANIFEST)
+    key_fingerprint = signer_fingerprint(
+        manifest_bytes, _read_part(folder, SIGNATURE),
+        public_key_pem if public_key_pem is not None else _read_part(folder, PUBLIC_KEY), source, MANIFEST)
     manifest = _manifest(manifest_bytes)
-    key_fingerprint = fingerprint(key)
-    if manifest["box"]["key_fingerprint"] != key_fingerprint:
-        raise VerificationFailed(f"{MANIFEST} names key {manifest['box']['key_fingerprint']}, but it is signed by"
-                                 f" {key_fingerprint}")
+    require_named_key(manifest["box"]["key_fingerprint"], key_fingerprint, MANIFEST)
     videos = {entry["name"]: entry for entry in manifest["files"]}
     named = set(videos) | {MANIFEST, SIGNATURE, PUBLIC_KEY, README}
     if present != named:
@@ -91,6 +104,16 @@ def verify_export(folder: Path, public_key_pem: bytes | None = None) -> Verified
             raise VerificationFailed(f"{name}: size or SHA-256 differs from {MANIFEST}")
     return Verified(manifest["camera"]["id"], manifest["actual"]["start"], manifest["actual"]["end"],
                     key_fingerprint, len(videos))
+
+
+def _read_part(folder: Path, name: str) -> bytes:
+    """One of the export's own files (the sums need not list them for this to be asked: missing is refused)."""
+    try:
+        return (folder / name).read_bytes()
+    except FileNotFoundError:
+        raise VerificationFailed(f"file missing: {name}") from None
+    except OSError as exc:
+        raise VerificationFailed(f"{name} unreadable: {exc.strerror or exc}") from None
 
 
 def _read_sums(folder: Path) -> dict[str, str]:
