@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 
 MULTICAST_GROUP = "239.255.255.250"
 DISCOVERY_PORT = 3702
-DEFAULT_TIMEOUT_S = 3.0
 _PROBE_TYPES = (("dn", "NetworkVideoTransmitter"), ("tds", "Device"))
 _REPEAT_DELAY_S = (0.05, 0.25)   # SOAP-over-UDP's UDP_MIN_DELAY..UDP_MAX_DELAY before the repeat
 
@@ -211,7 +210,7 @@ def _probe_socket(interface: NetworkInterface) -> socket.socket:
     return sock
 
 
-async def discover(interfaces: list[NetworkInterface], timeout_s: float = DEFAULT_TIMEOUT_S) -> DiscoveryResult:
+async def discover(interfaces: list[NetworkInterface], timeout_s: float) -> DiscoveryResult:
     """Probe on ``interfaces`` and collect answers for ``timeout_s`` seconds (devices wait up to 0.5 s at
     random before answering, so less than 1 s may miss some)."""
     loop = asyncio.get_running_loop()

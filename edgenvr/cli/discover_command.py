@@ -1,4 +1,4 @@
-"""`edgenvr discover`: the ONVIF cameras on the LAN (WS-Discovery) and, with --user, their profiles and RTSP
+"""`edgenvr discover` (its arguments: cli.discover_command_line): the ONVIF cameras on the LAN (WS-Discovery) and, with --user, their profiles and RTSP
 URIs as [[cameras]] tables to paste into the config (edgenvr.camera_discovery does the work; this module
 takes the arguments and the password, and prints).
 
@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import getpass
 import json
-import math
 import os
 import sys
 from dataclasses import asdict
@@ -32,57 +31,21 @@ from edgenvr.camera_discovery.onvif_device import (
     device_service_url,
 )
 from edgenvr.camera_discovery.ws_discovery import (
-    DEFAULT_TIMEOUT_S,
     DiscoveredDevice,
     DiscoveryError,
     DiscoveryResult,
     discover,
     multicast_interfaces,
 )
+from edgenvr.cli.discover_command_line import PASSWORD_ENV
 from edgenvr.core.process_setup import setup_logging
 from edgenvr.core.url_redaction import redact_url
 
-PASSWORD_ENV = "EDGENVR_CAMERA_PASSWORD"
 MAX_PASSWORD_LINE = 16 * 1024   # bytes read for a password: far over any camera's limit
-MAX_TIMEOUT_S = 60.0
 
 
 class _Refused(Exception):
     """Arguments that cannot be used: the message, exit 2."""
-
-
-def _timeout_arg(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and 0 < value <= MAX_TIMEOUT_S):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds more than 0, at most "
-                                         f"{MAX_TIMEOUT_S:.0f}")
-    return value
-
-
-def add_discover_command(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    parser = sub.add_parser("discover", help="find ONVIF cameras on the LAN; with --user, their stream URIs as "
-                                             "[[cameras]] tables for the config")
-    parser.add_argument("--interface", action="append", default=[], metavar="NAME",
-                        help="probe on this network interface only (repeatable; default: every one that is up "
-                             "with IPv4 and multicast)")
-    parser.add_argument("--timeout", type=_timeout_arg, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
-                        help=f"how long to wait for answers (default: {DEFAULT_TIMEOUT_S:.0f})")
-    parser.add_argument("--device", action="append", default=[], metavar="URL",
-                        help="ask this device instead of probing: its device service URL, or a host[:port] "
-                             "(repeatable; needs --user)")
-    parser.add_argument("--user", help="the cameras' user name; then their profiles and stream URIs are read")
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--password-file", metavar="FILE", help="read the password from this file's first line")
-    source.add_argument("--password-stdin", action="store_true", help="read the password from stdin's first line")
-    parser.add_argument("--show-password", action="store_true",
-                        help="write the password into the printed URLs (default: the placeholder <password>)")
-    parser.add_argument("--json", action="store_true", help="one JSON object per camera per line")
-    parser.epilog = (f"Without --password-file or --password-stdin the password is taken from ${PASSWORD_ENV}, "
-                     "or asked on the terminal.")
-    parser.set_defaults(func=cmd_discover)
 
 
 def _first_line(data: bytes, where: str) -> str:

@@ -1,4 +1,4 @@
-"""`edgenvr hub`: the city hub. `edgenvr hub --config HUB.toml` serves; `migrate` creates its database tables;
+"""The `edgenvr hub` commands (their arguments: cli.hub_command_line): the city hub. `edgenvr hub --config HUB.toml` serves; `migrate` creates its database tables;
 `enrol` prints a box's one-time enrolment token; `revoke` stops trusting a box; `clips` lists received clips;
 `fetch` writes a clip's evidence folder, which `edgenvr verify` accepts; `pull` asks a box for a range and
 `pulls` shows how requests stand; `boxes` is the fleet view; `lost` lists clips boxes lost before they could send them.
@@ -19,39 +19,27 @@ import shutil
 import sys
 import time
 import zipfile
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from edgenvr.cli.evidence_commands import audited_by
-from edgenvr.cli.user_commands import add_hub_people_commands
+from edgenvr.cli.hub_command_line import hub_config_of
 from edgenvr.core.clock import SYSTEM_CLOCK
 from edgenvr.core.process_setup import setup_logging
 from edgenvr.core.time_format import format_ms
 from edgenvr.hub import hub_database
 from edgenvr.hub.box_enrolment import create_enrolment, revoke_box
 from edgenvr.hub.clip_intake import checked_entries
-from edgenvr.hub.fleet import SILENT_AFTER_MS, fleet
+from edgenvr.hub.fleet import fleet
 from edgenvr.hub.hub_accounts import audit_camera, open_hub_audit
-from edgenvr.hub.hub_config import HubConfig, HubConfigError, load_hub_config
+from edgenvr.hub.hub_config import HubConfig
 from edgenvr.hub.hub_database import CLIPS
 from edgenvr.hub.lost_clips import lost_clips
 from edgenvr.hub.remote_pulls import PullRefused, pulls, request_pull
 from edgenvr.hub.tus_uploads import UPLOAD_ID, UploadRejected
 from edgenvr.sync.hub_protocol import PullState
-
-
-def _config(args: argparse.Namespace) -> HubConfig:
-    if not getattr(args, "config", None):
-        print("edgenvr hub: --config HUB.toml is required", file=sys.stderr)
-        raise SystemExit(2)
-    try:
-        return load_hub_config(args.config)
-    except HubConfigError as exc:
-        print(f"edgenvr hub: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 def _engine(config: HubConfig) -> sa.Engine:
@@ -62,7 +50,7 @@ def cmd_hub_serve(args: argparse.Namespace) -> int:
     # the server's imports (aiohttp, TLS) only when serving
     from edgenvr.hub.hub_server import serve_hub
     from edgenvr.web.tls_certificate import CertificateError
-    config = _config(args)
+    config = hub_config_of(args)
     setup_logging(args.log_level or "info", "hub")
     try:
         if config.workers > 1:   # gunicorn's master, forking the workers (not inside an event loop)
@@ -80,7 +68,7 @@ def cmd_hub_migrate(args: argparse.Namespace) -> int:
     starting at the same time are harmless), waiting up to --wait seconds for a database that is still starting
     (systemd/edgenvr-hub-migrate.service runs it before the hub). What exists is never changed: the tables have no
     versioned migrations yet, a new table is all a new edgenvr has added so far."""
-    config = _config(args)
+    config = hub_config_of(args)
     deadline = time.monotonic() + args.wait   # real time: this waits for another program, the database
     while True:
         try:
@@ -101,7 +89,7 @@ def cmd_hub_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_hub_enrol(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = hub_config_of(args)
     try:
         token = create_enrolment(_engine(config), args.box, args.site, SYSTEM_CLOCK)
     except ValueError as exc:
@@ -133,7 +121,7 @@ def sync_table(config: HubConfig, token: str) -> str:
 
 
 def cmd_hub_revoke(args: argparse.Namespace) -> int:
-    if not revoke_box(_engine(_config(args)), args.box, SYSTEM_CLOCK):
+    if not revoke_box(_engine(hub_config_of(args)), args.box, SYSTEM_CLOCK):
         print(f"edgenvr hub revoke: no enrolled box {args.box!r}", file=sys.stderr)
         return 1
     print(f"box {args.box} revoked: nothing it signs is accepted any more")
@@ -144,7 +132,7 @@ def cmd_hub_clips(args: argparse.Namespace) -> int:
     query = sa.select(CLIPS).order_by(CLIPS.c.start_ms, CLIPS.c.box, CLIPS.c.camera)
     if args.box:
         query = query.where(CLIPS.c.box == args.box)
-    with _engine(_config(args)).connect() as conn:
+    with _engine(hub_config_of(args)).connect() as conn:
         rows = conn.execute(query).all()
     for row in rows:
         clip = {"id": row.id, "box": row.box, "camera": row.camera, "start_ms": row.start_ms, "end_ms": row.end_ms,
@@ -158,7 +146,7 @@ def cmd_hub_clips(args: argparse.Namespace) -> int:
 
 
 def cmd_hub_fetch(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = hub_config_of(args)
     if not UPLOAD_ID.fullmatch(args.clip):
         print(f"edgenvr hub fetch: {args.clip!r} is not a clip id", file=sys.stderr)
         return 1
@@ -189,7 +177,7 @@ def cmd_hub_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_hub_pull(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = hub_config_of(args)
     who = f"cli:{getpass.getuser()}"
     span = {"from_ms": args.from_ms, "to_ms": args.to_ms} if args.from_ms < args.to_ms else {}   # else refused
     try:
@@ -207,7 +195,7 @@ def cmd_hub_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_hub_pulls(args: argparse.Namespace) -> int:
-    for pull in pulls(_engine(_config(args)), args.box):
+    for pull in pulls(_engine(hub_config_of(args)), args.box):
         if args.json:
             print(json.dumps({"id": pull.id, "box": pull.box, "camera": pull.camera, "start_ms": pull.start_ms,
                               "end_ms": pull.end_ms, "state": pull.state, "progress": pull.progress,
@@ -223,7 +211,7 @@ def cmd_hub_pulls(args: argparse.Namespace) -> int:
 
 
 def cmd_hub_boxes(args: argparse.Namespace) -> int:
-    for health in fleet(_engine(_config(args)), SYSTEM_CLOCK.now_ms(), int(args.silent_minutes * 60_000)):
+    for health in fleet(_engine(hub_config_of(args)), SYSTEM_CLOCK.now_ms(), int(args.silent_minutes * 60_000)):
         if args.json:
             print(json.dumps(asdict(health)))
             continue
@@ -239,58 +227,10 @@ def cmd_hub_boxes(args: argparse.Namespace) -> int:
 
 
 def cmd_hub_lost(args: argparse.Namespace) -> int:
-    for loss in lost_clips(_engine(_config(args)), args.box):
+    for loss in lost_clips(_engine(hub_config_of(args)), args.box):
         if args.json:
             print(json.dumps(asdict(loss)))
         else:
             print(f"{loss.box}/{loss.camera}  {format_ms(loss.start_ms)} .. {format_ms(loss.end_ms)}  {loss.kind}  "
                   f"lost {format_ms(loss.lost_ms)}: {loss.reason}")
     return 0
-
-
-def add_hub_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]", time_arg: Callable[[str], int],
-                     text_arg: Callable[[str], str], time_forms: str) -> None:
-    hub = sub.add_parser("hub", help="the city hub: serve (with --config alone), enrol and revoke boxes, clips")
-    hub.add_argument("--config", help="the hub's config file (HUB.toml)")
-    hub.set_defaults(func=cmd_hub_serve)
-    hub_sub = hub.add_subparsers(dest="hub_command")
-
-    def command(name: str, text: str, func: object) -> argparse.ArgumentParser:
-        parser = hub_sub.add_parser(name, help=text)
-        parser.add_argument("--config", default=argparse.SUPPRESS, help="the hub's config file (HUB.toml)")
-        parser.set_defaults(func=func)
-        return parser
-
-    migrate = command("migrate", "create the hub's database tables that are missing (before the hub starts)",
-                      cmd_hub_migrate)
-    migrate.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
-                         help="wait this long for the database to answer (default 60)")
-    enrol = command("enrol", "print a one-time enrolment token for a box", cmd_hub_enrol)
-    enrol.add_argument("--box", required=True, help="the box's [box] id")
-    enrol.add_argument("--site", required=True, help="where it is (shown in the fleet view)")
-    revoke = command("revoke", "refuse everything a box signs from now on", cmd_hub_revoke)
-    revoke.add_argument("--box", required=True)
-    clips = command("clips", "list received clips", cmd_hub_clips)
-    clips.add_argument("--box")
-    clips.add_argument("--json", action="store_true", help="one JSON object per line")
-    fetch = command("fetch", "write a clip's evidence folder (check it with `edgenvr verify DIR`)", cmd_hub_fetch)
-    fetch.add_argument("clip", help="the clip id (from `edgenvr hub clips`)")
-    fetch.add_argument("--out", required=True, help="an empty or new folder")
-    pull = command("pull", "ask a box for a range of one camera (it uploads it as a clip); prints the request id",
-                   cmd_hub_pull)
-    pull.add_argument("--box", required=True, type=text_arg)
-    pull.add_argument("--camera", required=True, type=text_arg)
-    pull.add_argument("--from", dest="from_ms", type=time_arg, required=True, metavar="TIME", help=time_forms)
-    pull.add_argument("--to", dest="to_ms", type=time_arg, required=True, metavar="TIME", help="like --from")
-    pull.add_argument("--reason", required=True, type=text_arg, help="why (police report, request number)")
-    listing = command("pulls", "list pull requests and how each stands", cmd_hub_pulls)
-    listing.add_argument("--box")
-    listing.add_argument("--json", action="store_true", help="one JSON object per line")
-    lost = command("lost", "clips boxes could not send because their video was deleted first, and why", cmd_hub_lost)
-    lost.add_argument("--box")
-    lost.add_argument("--json", action="store_true", help="one JSON object per line")
-    boxes = command("boxes", "the fleet: each box's last report, silent boxes, offline cameras, tamper", cmd_hub_boxes)
-    boxes.add_argument("--json", action="store_true", help="one JSON object per line")
-    boxes.add_argument("--silent-minutes", type=float, default=SILENT_AFTER_MS / 60_000,
-                       help="a box that has not reported for this long is flagged silent (default: %(default)s)")
-    add_hub_people_commands(hub_sub, _config, text_arg, time_arg, time_forms)   # user, token, audit

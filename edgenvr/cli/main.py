@@ -22,9 +22,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from edgenvr.cli.appliance_commands import add_appliance_commands
-from edgenvr.cli.discover_command import add_discover_command
+from edgenvr.cli.discover_command_line import add_discover_command
 from edgenvr.cli.evidence_commands import actor, add_evidence_commands, audited
-from edgenvr.cli.hub_commands import add_hub_commands
+from edgenvr.cli.hub_command_line import add_hub_commands
 from edgenvr.cli.user_commands import add_user_commands
 from edgenvr.config.checking import ConfigError, check_data_dir, load_config
 from edgenvr.config.records import Config

@@ -58,7 +58,7 @@ import edgenvr
 from edgenvr.config.records import Config
 from edgenvr.core.camera_ids import is_camera_id
 from edgenvr.core.clock import SYSTEM_CLOCK, Clock
-from edgenvr.core.records import EventKind, GapRecord
+from edgenvr.core.records import EventKind, GapRecord, RecorderState
 from edgenvr.core.time_format import format_ms
 from edgenvr.core.units import DAY_MS, OPEN_END_MS
 from edgenvr.core.url_redaction import redact_url
@@ -74,6 +74,7 @@ from edgenvr.index.queries import (
     backlog,
     events,
     gaps,
+    open_gap_reason,
     recorded_stretches,
     unindexed_segments,
 )
@@ -81,6 +82,10 @@ from edgenvr.index.retention_classes import CLASS_NAMES, LONGEST_SEGMENT_MS
 from edgenvr.index.writer import (
     GAP_CLOCK_JUMPED,
     GAP_CLOCK_NOT_SYNCHRONISED,
+    GAP_FILE_DAMAGED,
+    GAP_FILE_MISSING,
+    GAP_RECORDER_NOT_RUNNING,
+    GAP_RECORDING_STOPPED,
     GAP_THRESHOLD_MS,
 )
 from edgenvr.retention.holds import hold_to_json, list_holds
@@ -129,9 +134,10 @@ CAUSE_TEXT: dict[GapCause, str] = {
 # index.reconcile's repairs); every other reason is the recorder's report of its camera's problem. An open
 # gap (index.queries.gaps) is "camera <state>" when the recorder gave no reason: "camera recording" and
 # "camera stopped" then mean edgenvr itself is not recording.
-_RECORDER_REASONS = frozenset({"recorder was not running", "recording stopped", "camera stopped", "camera unknown",
-                               "camera recording"})
-_FILE_LOST_REASONS = frozenset({"segment file missing", "segment file damaged"})
+_RECORDER_REASONS = frozenset({GAP_RECORDER_NOT_RUNNING, GAP_RECORDING_STOPPED,
+                               *(open_gap_reason(state) for state in (RecorderState.STOPPED, RecorderState.UNKNOWN,
+                                                                       RecorderState.RECORDING))})
+_FILE_LOST_REASONS = frozenset({GAP_FILE_MISSING, GAP_FILE_DAMAGED})
 
 
 def gap_cause(reason: str) -> GapCause:

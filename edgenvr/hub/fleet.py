@@ -20,9 +20,8 @@ import sqlalchemy as sa
 
 from edgenvr.core.records import RecorderState
 from edgenvr.hub.hub_database import AUDIT_STATE, BOX_REPORTS, BOXES, LOST_CLIPS
-from edgenvr.sync.hub_protocol import MAX_MESSAGE_BYTES
+from edgenvr.sync.hub_protocol import MAX_MESSAGE_BYTES, SILENT_AFTER_MS
 
-SILENT_AFTER_MS = 5 * 60 * 1000      # a box reports every minute: five missed reports mean it is gone
 OFFLINE_STATES = (RecorderState.OFFLINE, RecorderState.RECONNECTING)
 
 

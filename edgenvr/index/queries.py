@@ -139,6 +139,11 @@ def last_video_ms(conn: sqlite3.Connection, layout: StorageLayout, camera: str, 
     return max(indexed_end_ms or 0, recent[-1].end_ms) if recent else indexed_end_ms
 
 
+def open_gap_reason(state: str) -> str:
+    """The reason of an open gap whose recorder reported no problem: its camera's state."""
+    return f"camera {state}"
+
+
 def gaps(conn: sqlite3.Connection, layout: StorageLayout, camera: str | None = None, since_ms: int | None = None,
          until_ms: int | None = None, *, clock: Clock = SYSTEM_CLOCK) -> list[GapRecord]:
     """Closed gaps overlapping the range, plus an open gap for each camera not recording now."""
@@ -158,7 +163,7 @@ def gaps(conn: sqlite3.Connection, layout: StorageLayout, camera: str | None = N
         if last_end is None or now - last_end <= OPEN_GAP_AFTER_MS:
             continue
         if (until_ms is None or last_end < until_ms) and (since_ms is None or now > since_ms):
-            reason = row["state_reason"] or f"camera {row['state']}"
+            reason = row["state_reason"] or open_gap_reason(row["state"])
             result.append(GapRecord(row["id"], last_end, None, reason))
     return sorted(result, key=lambda g: (g.start_ms, g.camera))
 

@@ -30,7 +30,7 @@ from typing import Callable, Iterator
 from edgenvr.core.records import SegmentOrigin, SegmentRecord
 from edgenvr.core.time_format import format_ms
 from edgenvr.core.units import HOUR_MS
-from edgenvr.index.writer import IndexWriter
+from edgenvr.index.writer import GAP_FILE_DAMAGED, GAP_FILE_MISSING, IndexWriter
 from edgenvr.recording.segment_files import (
     PartialNotFinalised,
     finalise_partial,
@@ -299,10 +299,10 @@ def reconcile(writer: IndexWriter, layout: StorageLayout, *, progress: Callable[
             bad_rows, unindexed = _compare(bucket, found)
             for start_ms, row_id, size, damaged in bad_rows:
                 if damaged is None:
-                    reason = "segment file missing"
+                    reason = GAP_FILE_MISSING
                 else:
                     quarantine(layout, damaged, f"size {damaged.stat().st_size} differs from indexed {size}")
-                    reason = "segment file damaged"
+                    reason = GAP_FILE_DAMAGED
                 log.error("reconcile: %s for %s at %d; row removed and recorded as a gap", reason, bucket.camera, start_ms)
                 batch.drop(row_id, size, reason)
             for path in unindexed:

@@ -63,6 +63,11 @@ MOTION_STATUS_EVERY_S = 300.0
 # Gap reasons when the wall clock moved between two segments (index.reanchoring reads them back).
 GAP_CLOCK_NOT_SYNCHRONISED = "clock not synchronised"
 GAP_CLOCK_JUMPED = "clock jumped"
+# Gap reasons of the index's own (any other reason is the recorder's report of its camera's problem):
+GAP_RECORDER_NOT_RUNNING = "recorder was not running"   # a hole with no problem reported before it
+GAP_RECORDING_STOPPED = "recording stopped"             # the recorder said it stopped the camera
+GAP_FILE_MISSING = "segment file missing"               # index.reconcile dropped a row whose file is gone
+GAP_FILE_DAMAGED = "segment file damaged"               # ... or whose file is not the size indexed
 NO_VIDEO_LOST = "no video lost"
 # How far the wall clock may part from the boot-time clock between two segments without being a step: the
 # anchoring of segment times (~1 s) plus NTP's slewing (at most 0.5 ms/s; 1 ms/s allowed).
@@ -190,7 +195,7 @@ class IndexWriter:
         if camera.last_end_ms is None:
             return None
         wall_gap = segment.start_ms - camera.last_end_ms
-        problem = camera.last_problem or "recorder was not running"
+        problem = camera.last_problem or GAP_RECORDER_NOT_RUNNING
         unsynchronised = CLOCK_UNSYNCHRONISED in (placed.clock_state, camera.last_clock_state)
         if placed.boot is not None and placed.boot == camera.last_boot and camera.last_timeline_end_ms is not None:
             real_gap = placed.timeline_ms - camera.last_timeline_end_ms   # the boot-time clock: real time
@@ -216,7 +221,7 @@ class IndexWriter:
         if state.state in (RecorderState.RECONNECTING, RecorderState.OFFLINE) and state.reason:
             camera.last_problem = state.reason
         elif state.state == RecorderState.STOPPED and not camera.last_problem:
-            camera.last_problem = "recording stopped"
+            camera.last_problem = GAP_RECORDING_STOPPED
         self._state_changed |= camera.state != state.state
         before = (camera.state, camera.since_ms, camera.reason, camera.dropped)
         camera.state, camera.since_ms, camera.reason = state.state, state.since_ms, state.reason

@@ -25,6 +25,8 @@ PING_S = 30.0                    # WebSocket pings both ways: NAT mappings stay,
 MAX_MESSAGE_BYTES = 256 * 1024
 AUDIT_BATCH = 50                 # records per audit message (a record is at most a few KB)
 REPORT_EVERY_S = 60.0
+# A box that has not reported for this long is silent in the hub's fleet view: five reports missed.
+SILENT_AFTER_MS = int(5 * REPORT_EVERY_S * 1000)
 PULL_ID = re.compile(r"[0-9a-f]{32}")   # a pull request's id: 128 random bits, hex
 MAX_PULL_REASON = 500            # characters of a pull's reason (and of the box's word on how it stands)
 
