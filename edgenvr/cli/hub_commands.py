@@ -64,10 +64,10 @@ def cmd_hub_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_hub_migrate(args: argparse.Namespace) -> int:
-    """Create the hub's missing tables (hub_database.connect: on PostgreSQL under an advisory lock, so workers
-    starting at the same time are harmless), waiting up to --wait seconds for a database that is still starting
-    (systemd/edgenvr-hub-migrate.service runs it before the hub). What exists is never changed: the tables have no
-    versioned migrations yet, a new table is all a new edgenvr has added so far."""
+    """Create the hub's missing tables and bring the database to this edgenvr's version (hub_database.connect: on
+    PostgreSQL under an advisory lock, so workers starting at the same time are harmless), waiting up to --wait
+    seconds for a database that is still starting (systemd/edgenvr-hub-migrate.service runs it before the hub).
+    A database a newer edgenvr changed is refused, untouched (exit 1)."""
     config = hub_config_of(args)
     deadline = time.monotonic() + args.wait   # real time: this waits for another program, the database
     while True:
@@ -84,7 +84,7 @@ def cmd_hub_migrate(args: argparse.Namespace) -> int:
             return 1
     tables = sa.inspect(engine).get_table_names()
     engine.dispose()
-    print(f"hub database ready ({engine.dialect.name}): {len(tables)} tables")
+    print(f"hub database ready ({engine.dialect.name}): {len(tables)} tables, version {hub_database.SCHEMA_VERSION}")
     return 0
 
 

@@ -17,17 +17,33 @@ Owns: the table definitions (one MetaData, created if missing) and the engine. I
   Under REPEATABLE READ or SERIALIZABLE those UPDATEs would fail with serialization errors instead: keep the
   default. The tables are created under a transaction-scoped advisory lock (workers start together), and
   connections are checked before use (pool_pre_ping), so a restarted database costs no failed request.
-Failure paths: the database unreachable or refusing -> SQLAlchemyError from connect (the hub does not start).
+- The tables have a version (`hub_schema`, SCHEMA_VERSION). connect brings an older database up to it (the
+  MIGRATIONS after its version, in order, in the transaction that reads it, under the advisory lock) and
+  refuses one a newer edgenvr has changed, whose rows may mean what this code does not know. A database from
+  before the version was kept is version 1. A new table needs no migration (create_all adds it).
+Failure paths: the database unreachable or refusing -> SQLAlchemyError from connect (the hub does not start);
+written by a newer edgenvr -> SchemaTooNew (a SQLAlchemyError saying so), nothing changed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import sqlalchemy as sa
 
 METADATA = sa.MetaData()
 SCHEMA_LOCK = 0x65646E76   # "ednv": the advisory lock held while the tables are created on PostgreSQL
+SCHEMA_VERSION = 1
+# version -> the change from the tables of the version before it (an ALTER TABLE, a backfill); run by connect.
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {}
+
+# The tables' version (one row).
+SCHEMA = sa.Table("hub_schema", METADATA, sa.Column("version", sa.Integer, nullable=False))
+
+
+class SchemaTooNew(sa.exc.SQLAlchemyError):
+    """The hub's database was changed by a newer edgenvr: refused, untouched."""
 
 # A box the hub knows: its device key (from its enrolment) authenticates every request it signs.
 BOXES = sa.Table(
@@ -145,8 +161,27 @@ def connect(url: str) -> sa.Engine:
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":   # two workers that both find a table missing must not both
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(SCHEMA_LOCK)))   # create it: one waits
-        METADATA.create_all(conn)
+        else:   # Python's sqlite3 opens a transaction only before INSERT/UPDATE/DELETE: without this, each
+            conn.exec_driver_sql("BEGIN IMMEDIATE")   # CREATE and ALTER would commit alone
+        _bring_up_to_date(conn)
     return engine
+
+
+def _bring_up_to_date(conn: sa.Connection) -> None:
+    """Create what is missing, then migrate to SCHEMA_VERSION (see the module docstring); SchemaTooNew."""
+    existing = set(sa.inspect(conn).get_table_names())
+    found = conn.execute(sa.select(SCHEMA.c.version)).scalar() if SCHEMA.name in existing else None
+    if found is not None and found > SCHEMA_VERSION:
+        raise SchemaTooNew(f"the hub's database is at version {found}, written by a newer edgenvr (this one knows up "
+                           f"to {SCHEMA_VERSION}): run that edgenvr, or restore a backup made for this one")
+    METADATA.create_all(conn)
+    if found is None:   # new (made as this version just now), or from before the version was kept (version 1)
+        found = 1 if BOXES.name in existing else SCHEMA_VERSION
+        conn.execute(sa.insert(SCHEMA).values(version=found))
+    for version in range(found + 1, SCHEMA_VERSION + 1):
+        MIGRATIONS[version](conn)
+    if found < SCHEMA_VERSION:
+        conn.execute(sa.update(SCHEMA).values(version=SCHEMA_VERSION))
 
 # Each box's audit trail, copied up record by record (hub.audit_copies): what the box's own file said when the
 # record arrived, each checked against its hash, its link to the one before and the box's signature.
