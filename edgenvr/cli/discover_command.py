@@ -1,6 +1,6 @@
-"""`edgenvr discover` (its arguments: cli.discover_command_line): the ONVIF cameras on the LAN (WS-Discovery) and, with --user, their profiles and RTSP
+"""`edgenvr discover`: the ONVIF cameras on the LAN (WS-Discovery) and, with --user, their profiles and RTSP
 URIs as [[cameras]] tables to paste into the config (edgenvr.camera_discovery does the work; this module
-takes the arguments and the password, and prints).
+takes the password and prints; its arguments are cli.discover_command_line's).
 
 The password comes from --password-file (its first line), --password-stdin (the first line of stdin, as
 `edgenvr user` takes passwords), the EDGENVR_CAMERA_PASSWORD environment variable, or is asked on the

@@ -47,7 +47,7 @@ def add_hub_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]",
         parser.set_defaults(func=func)
         return parser
 
-    migrate = command("migrate", "create the hub's database tables that are missing (before the hub starts)",
+    migrate = command("migrate", "create the hub's missing tables and upgrade older ones (before the hub starts)",
                       _hub("cmd_hub_migrate"))
     migrate.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
                          help="wait this long for the database to answer (default 60)")

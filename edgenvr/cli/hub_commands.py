@@ -1,12 +1,12 @@
-"""The `edgenvr hub` commands (their arguments: cli.hub_command_line): the city hub. `edgenvr hub --config HUB.toml` serves; `migrate` creates its database tables;
-`enrol` prints a box's one-time enrolment token; `revoke` stops trusting a box; `clips` lists received clips;
-`fetch` writes a clip's evidence folder, which `edgenvr verify` accepts; `pull` asks a box for a range and
-`pulls` shows how requests stand; `boxes` is the fleet view; `lost` lists clips boxes lost before they could send them.
+"""The `edgenvr hub` commands (their arguments: cli.hub_command_line): the city hub. `edgenvr hub --config
+HUB.toml` serves; `migrate` creates or upgrades its database tables; `enrol` prints a box's one-time enrolment
+token; `revoke` stops trusting a box; `clips` lists received clips; `fetch` writes a clip's evidence folder,
+which `edgenvr verify` accepts; `pull` asks a box for a range and `pulls` shows how requests stand; `boxes` is
+the fleet view; `lost` lists clips boxes lost before they could send them.
 
 Failure paths: a bad config -> its problems, exit 2; an unknown box or clip, or a pull breaking a rule -> a
-message, exit 1; the
-database unusable -> its error, exit 1; a fetch target that exists and is not empty -> refused, exit 1 (a
-clip is never unpacked over other files).
+message, exit 1; the database unusable (or changed by a newer edgenvr) -> its error, exit 1; a fetch target
+that exists and is not empty -> refused, exit 1 (a clip is never unpacked over other files).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from edgenvr.cli.hub_command_line import hub_config_of
 from edgenvr.core.clock import SYSTEM_CLOCK
 from edgenvr.core.process_setup import setup_logging
 from edgenvr.core.time_format import format_ms
+from edgenvr.core.units import MINUTE_MS
 from edgenvr.hub import hub_database
 from edgenvr.hub.box_enrolment import create_enrolment, revoke_box
 from edgenvr.hub.clip_intake import checked_entries
@@ -211,7 +212,7 @@ def cmd_hub_pulls(args: argparse.Namespace) -> int:
 
 
 def cmd_hub_boxes(args: argparse.Namespace) -> int:
-    for health in fleet(_engine(hub_config_of(args)), SYSTEM_CLOCK.now_ms(), int(args.silent_minutes * 60_000)):
+    for health in fleet(_engine(hub_config_of(args)), SYSTEM_CLOCK.now_ms(), int(args.silent_minutes * MINUTE_MS)):
         if args.json:
             print(json.dumps(asdict(health)))
             continue

@@ -134,6 +134,52 @@ BOX_REPORTS = sa.Table(
 )
 
 
+# Each box's audit trail, copied up record by record (hub.audit_copies): what the box's own file said when the
+# record arrived, each checked against its hash, its link to the one before and the box's signature.
+AUDIT_COPIES = sa.Table(
+    "audit_copies", METADATA,
+    sa.Column("box", sa.String(64), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("time_ms", sa.BigInteger, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("camera", sa.String(64)),
+    sa.Column("from_ms", sa.BigInteger),
+    sa.Column("to_ms", sa.BigInteger),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Column("signature", sa.String(128), nullable=False),
+    sa.Column("received_ms", sa.BigInteger, nullable=False),
+)
+
+# Where each box's copy ends, and the first thing found wrong with the box's trail (kept until looked into).
+AUDIT_STATE = sa.Table(
+    "audit_state", METADATA,
+    sa.Column("box", sa.String(64), primary_key=True),
+    sa.Column("last_seq", sa.BigInteger, nullable=False),
+    sa.Column("last_hash", sa.String(64), nullable=False),
+    sa.Column("problem", sa.Text, nullable=False, server_default=""),
+    sa.Column("problem_ms", sa.BigInteger),
+)
+
+# Clips a box had queued and could not send because their video was deleted first (the free-space floor), as
+# the box reported them (hub.lost_clips): what the city will never receive, and why.
+LOST_CLIPS = sa.Table(
+    "lost_clips", METADATA,
+    sa.Column("box", sa.String(64), primary_key=True),
+    sa.Column("box_clip", sa.BigInteger, primary_key=True, autoincrement=False),   # the box's outbox id
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("camera", sa.String(64), nullable=False),
+    sa.Column("start_ms", sa.BigInteger, nullable=False),
+    sa.Column("end_ms", sa.BigInteger, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("lost_ms", sa.BigInteger),
+    sa.Column("received_ms", sa.BigInteger, nullable=False),
+)
+
+
 def database_url(data_dir: Path, configured: str | None) -> str:
     """The SQLAlchemy URL: the configured one (postgresql://... is driven by psycopg 3), else SQLite in data_dir."""
     if configured:
@@ -182,48 +228,3 @@ def _bring_up_to_date(conn: sa.Connection) -> None:
         MIGRATIONS[version](conn)
     if found < SCHEMA_VERSION:
         conn.execute(sa.update(SCHEMA).values(version=SCHEMA_VERSION))
-
-# Each box's audit trail, copied up record by record (hub.audit_copies): what the box's own file said when the
-# record arrived, each checked against its hash, its link to the one before and the box's signature.
-AUDIT_COPIES = sa.Table(
-    "audit_copies", METADATA,
-    sa.Column("box", sa.String(64), primary_key=True),
-    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
-    sa.Column("time_ms", sa.BigInteger, nullable=False),
-    sa.Column("actor", sa.Text, nullable=False),
-    sa.Column("action", sa.String(32), nullable=False),
-    sa.Column("camera", sa.String(64)),
-    sa.Column("from_ms", sa.BigInteger),
-    sa.Column("to_ms", sa.BigInteger),
-    sa.Column("reason", sa.Text, nullable=False),
-    sa.Column("detail", sa.Text, nullable=False),
-    sa.Column("prev_hash", sa.String(64), nullable=False),
-    sa.Column("hash", sa.String(64), nullable=False),
-    sa.Column("signature", sa.String(128), nullable=False),
-    sa.Column("received_ms", sa.BigInteger, nullable=False),
-)
-
-# Where each box's copy ends, and the first thing found wrong with the box's trail (kept until looked into).
-AUDIT_STATE = sa.Table(
-    "audit_state", METADATA,
-    sa.Column("box", sa.String(64), primary_key=True),
-    sa.Column("last_seq", sa.BigInteger, nullable=False),
-    sa.Column("last_hash", sa.String(64), nullable=False),
-    sa.Column("problem", sa.Text, nullable=False, server_default=""),
-    sa.Column("problem_ms", sa.BigInteger),
-)
-
-# Clips a box had queued and could not send because their video was deleted first (the free-space floor), as
-# the box reported them (hub.lost_clips): what the city will never receive, and why.
-LOST_CLIPS = sa.Table(
-    "lost_clips", METADATA,
-    sa.Column("box", sa.String(64), primary_key=True),
-    sa.Column("box_clip", sa.BigInteger, primary_key=True, autoincrement=False),   # the box's outbox id
-    sa.Column("kind", sa.String(16), nullable=False),
-    sa.Column("camera", sa.String(64), nullable=False),
-    sa.Column("start_ms", sa.BigInteger, nullable=False),
-    sa.Column("end_ms", sa.BigInteger, nullable=False),
-    sa.Column("reason", sa.Text, nullable=False),
-    sa.Column("lost_ms", sa.BigInteger),
-    sa.Column("received_ms", sa.BigInteger, nullable=False),
-)
