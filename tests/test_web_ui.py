@@ -236,12 +236,21 @@ def play_from_timeline(visit: Visit, ms_before_now: int, *, tap: bool = False) -
     wanted = visit.site.now_ms() - ms_before_now
     assert wanted >= first_recorded_ms(visit.site) + 1000, "the time wanted is before the recording began"
     press(page, *timeline_x(page, wanted), tap)
-    # the player asks the box for the new window (HEAD) before it swaps the video's source: until then the
-    # window of the first tap (near now, 20 s or more from `wanted`) goes on playing, so wait for the one
-    # asked from the time tapped (a pixel of a phone's timeline is under 2 s; the tests check the time closer)
-    page.wait_for_function(f"([video, wanted]) => {{ const m = /[?&]start_ms=(\\d+)/.exec(video.currentSrc);"
-                           f" return m !== null && Math.abs(Number(m[1]) - wanted) < 5000 && ({PLAYING_JS})(video); }}",
-                           arg=[video.element_handle(), wanted])
+    # Tapped outside the loaded window, the player asks the box for a new one (HEAD, "loading" on screen) before
+    # it swaps the video's source, and the first window goes on playing until then; inside it, it seeks. Either
+    # way, wait until the video plays the time tapped with nothing over it (a pixel of a phone's timeline is
+    # under 2 s; the tests check the time closer).
+    showing = ("(video) => ({ src: video.currentSrc, time: video.currentTime, playing: (" + PLAYING_JS + ")(video),"
+               " clear: document.querySelector('.pb-overlay').hidden })")
+    deadline = time.monotonic() + 20
+    while True:
+        shown = video.evaluate(showing)
+        start = visit.video_starts.get(shown["src"])
+        if (shown["playing"] and shown["clear"] and start is not None
+                and abs(start + shown["time"] * 1000 - wanted) < 3000):
+            break
+        assert time.monotonic() < deadline, f"the video does not play the time tapped: {shown}, {start}, {wanted}"
+        page.wait_for_timeout(100)
     return wanted
 
 
