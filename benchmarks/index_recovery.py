@@ -4,7 +4,7 @@ This script owns the figures for issue 9's "a lost index of 1 million rows rebui
 at bounded memory". It builds a data dir of stand-in segments (default 8 cameras x ~35 days of 10 s
 segments = 1,000,000 files): sparse files of the size a 10 s 1080p segment has (no data written), each
 carrying its row in the `user.edgenvr` attribute exactly as a recorder writes it
-(`recording.segment_files.write_segment_attribute`), in the layout's hour directories. Then, each in a
+(`storage.segment_attributes.write_segment_attribute`), in the layout's hour directories. Then, each in a
 fresh process so that its peak RSS is its own:
 
 1. rebuild: the index is missing; `index.recovery.open_or_rebuild` + `index.reconcile.reconcile`, as
@@ -42,8 +42,8 @@ from pathlib import Path
 
 from edgenvr.core.records import SegmentRecord
 from edgenvr.core.units import DAY_MS, SECOND_MS
-from edgenvr.recording.segment_files import write_segment_attribute
 from edgenvr.storage.layout import StorageLayout
+from edgenvr.storage.segment_attributes import write_segment_attribute
 
 SEGMENT_SECONDS = 10
 SEGMENT_BYTES = 5_000_000   # a 10 s segment of a 1080p 4 Mbit/s camera (sparse: no data is written)

@@ -44,8 +44,8 @@ import record  # noqa: E402
 from edgenvr.core.clock import SYSTEM_CLOCK  # noqa: E402
 from edgenvr.core.records import SegmentRecord  # noqa: E402
 from edgenvr.core.units import DAY_MS, MINUTE_MS  # noqa: E402
-from edgenvr.recording.segment_files import write_segment_attribute  # noqa: E402
 from edgenvr.storage.layout import StorageLayout  # noqa: E402
+from edgenvr.storage.segment_attributes import write_segment_attribute  # noqa: E402
 
 SEGMENT_BYTES = 5_000_000   # a 10 s segment of a 4 Mbit/s camera
 ROUTES = {"metrics": "/api/metrics", "cameras": "/api/cameras", "sync": "/api/sync"}

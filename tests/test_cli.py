@@ -317,3 +317,18 @@ def test_the_box_s_commands_start_without_the_hub_s_and_the_onvif_client_s_libra
     assert len(deferred) >= 11
     for handler in deferred:
         assert callable(handler.handler()), handler
+
+
+def test_status_loads_no_video_or_picture_library(tmp_path: Path) -> None:
+    """`edgenvr status`, `segments` and `gaps` read the index only: they load neither PyAV nor OpenCV nor numpy
+    (half a second on this machine, several on a Raspberry Pi, for a command run by hand and by monitoring)."""
+    config = tmp_path / "c.toml"
+    config.write_text(f'[storage]\ndata_dir = "{tmp_path}/data"\n[[cameras]]\nid = "gate"\nurl = "rtsp://h/gate"\n')
+    index_schema.connect(tmp_path / "data" / "index.sqlite3").close()
+    for command in ("status", "segments", "gaps"):
+        loaded = subprocess.run(
+            [sys.executable, "-c", "import sys; from edgenvr.cli.main import main; code = main(sys.argv[1:]); "
+                                   "print(' '.join(sorted({m.split('.')[0] for m in sys.modules}))); sys.exit(code)",
+             command, "--config", str(config)],
+            capture_output=True, text=True, check=True).stdout.splitlines()[-1].split()
+        assert not {"av", "cv2", "numpy"} & set(loaded), (command, loaded)

@@ -35,16 +35,15 @@ from edgenvr.index import reanchoring
 from edgenvr.index.queries import gaps, open_readonly, segments
 from edgenvr.index.reconcile import check_consistency
 from edgenvr.index.recording_timeline import CLOCK_REANCHORED, CLOCK_UNSYNCHRONISED
-from edgenvr.recording.segment_files import (
-    SEGMENT_XATTR,
-    SegmentWriter,
-    finalise_partial,
-    read_segment_attribute,
-    write_segment_attribute,
-)
+from edgenvr.recording.segment_files import SegmentWriter, finalise_partial
 from edgenvr.retention.policy import RetentionPolicy, pressure_victims
 from edgenvr.simulator import SimulatedRecordingLoad
 from edgenvr.storage.layout import StorageLayout
+from edgenvr.storage.segment_attributes import (
+    SEGMENT_XATTR,
+    read_segment_attribute,
+    write_segment_attribute,
+)
 
 TRUE_NOW_MS = 1_780_000_000_000          # 2026-05-28: what NTP says when it answers
 YEAR_MS = 365 * DAY_MS

@@ -310,11 +310,48 @@ def test_an_admin_searches_the_hub_audit_trail_by_box_camera(site: HubSite, brow
         page.get_by_label(t(lang, "audit.action"), exact=True).select_option("playback")
         page.get_by_role("button", name=t(lang, "audit.search")).click()
         rows = page.locator(".audit-table tbody tr")
-        # the unfiltered list (every sign-in) stays on screen until the search's answer replaces it
+        # the unfiltered list (every sign-in) stays on screen, dimmed, until the search's answer replaces it
         page.wait_for_function("([wanted, action]) => { const rows = [...document.querySelectorAll("
                                "'.audit-table tbody tr')].map((row) => row.innerText); return rows.length > 0"
                                " && rows.every((text) => text.includes(wanted) && text.includes(action))"
                                " && rows.some((text) => text.includes('viewer')); }",
                                arg=[f"{BOX_ID}/gate", t(lang, "action.playback")])
+        assert page.locator(".table-wrap").get_attribute("aria-busy") is None
         texts = rows.all_inner_texts()
         assert texts and all(f"{BOX_ID}/gate" in text and t(lang, "action.playback") in text for text in texts), texts
+
+
+def test_an_audit_search_answered_late_never_replaces_the_newer_search_s_rows(site: HubSite, browser: Any) -> None:
+    """A person who searches again before a slow answer came sees the rows of what the form now asks: the rows on
+    screen are marked as not yet answering it, and the late answer of the first search is dropped."""
+    viewer = site.login("viewer")
+    assert site.request("GET", f"/api/clips/{site.clip['id']}/video.mp4", session=viewer).status == 200
+    with browsing(browser, site) as visit:
+        page, lang = visit.page, visit.lang
+        held: list[Any] = []
+        page.route(re.compile(r"/api/audit\?"), lambda route: held.append(route) if "action=login" in route.request.url
+                   else route.continue_())
+        sign_in(visit, "admin")
+        page.get_by_role("link", name=t(lang, "nav.audit")).click()
+        page.get_by_role("heading", name=t(lang, "hub.audit_title")).wait_for()
+        page.locator(".table-wrap:not([aria-busy]) .audit-table").wait_for()   # every record of the last day
+        action = page.get_by_label(t(lang, "audit.action"), exact=True)
+        search = page.get_by_role("button", name=t(lang, "audit.search"))
+        action.select_option("login")
+        search.click()
+        page.wait_for_function("() => document.querySelector('.table-wrap').getAttribute('aria-busy') === 'true'")
+        for _ in range(100):   # the first search's request reaches the route (events run while playwright waits)
+            if held:
+                break
+            page.wait_for_timeout(50)
+        action.select_option("playback")
+        search.click()
+        page.locator(".table-wrap:not([aria-busy]) .audit-table").wait_for()
+        playbacks = page.locator(".audit-table tbody tr").all_inner_texts()
+        assert playbacks and all(t(lang, "action.playback") in text for text in playbacks), playbacks
+        assert len(held) == 1, "the first search never asked the hub"
+        with page.expect_response(lambda response: "action=login" in response.url):
+            held[0].continue_()
+        page.wait_for_timeout(500)   # time for the page to handle the late answer
+        assert page.locator(".audit-table tbody tr").all_inner_texts() == playbacks
+        assert page.locator(".table-wrap").get_attribute("aria-busy") is None

@@ -95,6 +95,7 @@ def test_the_code_is_on_the_console_only(box: NewBox) -> None:
     text = box.console_text()
     assert text.stat().st_mode & 0o777 == 0o600 and box.code in text.read_text()
     assert "\\4:" in text.read_text()   # agetty puts the box's address there
+    assert "127.x" in text.read_text()   # without a network agetty shows 127.0.1.1: the text says what that means
     for link in (box.root / "etc" / "issue.d" / "50-edgenvr-setup.issue",
                  box.root / "run" / "issue.d" / "50-edgenvr-setup.issue"):
         assert link.is_symlink() and str(link.readlink()) == "/run/edgenvr-setup/setup.issue"

@@ -211,8 +211,7 @@ def cmd_gaps(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from edgenvr.detection.reference_approval import latest_reference
-    from edgenvr.index.queries import camera_states, last_video_ms
+    from edgenvr.index.queries import camera_states, last_video_ms, latest_reference
 
     config = _load(args.config)
     layout = StorageLayout(config.storage.data_dir)

@@ -63,9 +63,9 @@ from edgenvr.detection.motion_detector import (
     MotionEventChange,
     MotionEventTracker,
 )
-from edgenvr.detection.reference_approval import latest_reference
 from edgenvr.detection.tamper_detector import STREAM_LOST, TamperChange, TamperDetector
 from edgenvr.index import schema as index_schema
+from edgenvr.index.queries import latest_reference
 from edgenvr.storage.durable_writes import write_durably
 from edgenvr.storage.layout import StorageLayout
 

@@ -42,13 +42,6 @@ COVERED_CONTRAST = 8.0   # luma std-dev of a picture too uniform to be a view (l
 MAX_KEY_INTERVAL_SECONDS = 4   # the watch lasts at most the timeout plus this per picture needed
 
 
-def latest_reference(conn: sqlite3.Connection, camera: str) -> sqlite3.Row | None:
-    """The camera's reference view in use (approved_ms, image, approved_by); None before its first one.
-    approved_by is COMMISSIONING while nobody has approved a view."""
-    return conn.execute("SELECT approved_ms, image, approved_by FROM reference_views WHERE camera = ?"
-                        " ORDER BY approved_ms DESC LIMIT 1", (camera,)).fetchone()
-
-
 def grab_view(camera: CameraConfig, timeout_seconds: float = 15.0, samples: int = VIEW_SAMPLES) -> np.ndarray:
     """The camera's background view (the analysis picture) over `samples` pictures a second apart, from the
     detect stream's frames, or the main stream's key frames (one per key frame if they come less often)."""

@@ -28,8 +28,8 @@ from edgenvr.index.recording_timeline import (
     CLOCK_UNSYNCHRONISED,
 )
 from edgenvr.index.retention_classes import CLASS_NAMES, LONGEST_SEGMENT_MS
-from edgenvr.recording.segment_files import read_segment_attribute
 from edgenvr.storage.layout import StorageLayout, parse_segment_name
+from edgenvr.storage.segment_attributes import read_segment_attribute
 
 # A camera whose newest segment ended longer ago than this is not recording now: it has an open gap.
 OPEN_GAP_AFTER_MS = MINUTE_MS
@@ -202,6 +202,13 @@ def events(conn: sqlite3.Connection, layout: StorageLayout, camera: str | None =
                      r["peak_score"], str(layout.absolute(r["snapshot"])) if r["snapshot"] else None, r["detail"],
                      r["id"])
             for r in conn.execute(query + " ORDER BY start_ms, camera", args)]
+
+
+def latest_reference(conn: sqlite3.Connection, camera: str) -> sqlite3.Row | None:
+    """The camera's reference view in use (approved_ms, image, approved_by); None before its first one.
+    approved_by is core.records.COMMISSIONING while nobody has approved a view."""
+    return conn.execute("SELECT approved_ms, image, approved_by FROM reference_views WHERE camera = ?"
+                        " ORDER BY approved_ms DESC LIMIT 1", (camera,)).fetchone()
 
 
 def newest_codec(conn: sqlite3.Connection, camera: str, last_end_ms: int | None) -> str | None:

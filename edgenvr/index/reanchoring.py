@@ -52,15 +52,15 @@ from edgenvr.index.recording_timeline import (
 )
 from edgenvr.index.retention_classes import classify
 from edgenvr.index.writer import IndexWriter, reanchored_gap_reason
-from edgenvr.recording.segment_files import (
-    ClockRecord,
-    mark_reanchored,
-    read_start_attribute,
-)
 from edgenvr.storage.durable_writes import fsync_dir
 from edgenvr.storage.layout import StorageLayout
 from edgenvr.storage.permissions import make_data_dirs
 from edgenvr.storage.renaming import rename_no_replace
+from edgenvr.storage.segment_attributes import (
+    ClockRecord,
+    mark_reanchored,
+    read_start_attribute,
+)
 
 log = logging.getLogger(__name__)
 

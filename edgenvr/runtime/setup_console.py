@@ -90,6 +90,9 @@ def _console_text(config: Config, code: str | None) -> str:
     else:
         lines += ["with this one-time setup code:", "", f"    {code}", "",
                   "(Kotak ini belum punya admin: buka halaman di atas dan masukkan kode penyiapan ini.)"]
+    if config.web.enabled:   # agetty shows the hostname's address (127.0.1.1) until an interface has one
+        lines += ["An address of 127.x means the box is not on the network yet: check its cable.",
+                  "(Alamat 127.x berarti kotak belum tersambung ke jaringan: periksa kabelnya.)"]
     return "\n".join(lines) + "\n\n"
 
 

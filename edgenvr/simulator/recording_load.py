@@ -36,10 +36,10 @@ from edgenvr.core.records import CameraState, SegmentRecord
 from edgenvr.index import schema as index_schema
 from edgenvr.index.reconcile import ConsistencyReport, reconcile
 from edgenvr.index.writer import IndexWriter
-from edgenvr.recording.segment_files import write_segment_attribute
 from edgenvr.retention.policy import RetentionPolicy
 from edgenvr.runtime.periodic_work import IndexHousekeeping
 from edgenvr.storage.layout import StorageLayout
+from edgenvr.storage.segment_attributes import write_segment_attribute
 
 SIMULATED_FPS = 25   # packets per second of video, as a 25 fps camera sends them
 MAX_CLOCK_DRIFT_MS = 2000   # as recording.recorder re-anchors a stream at a cut

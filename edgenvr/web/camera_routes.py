@@ -25,7 +25,6 @@ from aiohttp import web
 from edgenvr.config.records import Config
 from edgenvr.core.records import COMMISSIONING, EventKind, RecorderState
 from edgenvr.core.units import DAY_MS, MINUTE_MS
-from edgenvr.detection.reference_approval import latest_reference
 from edgenvr.evidence.audit import AuditAction
 from edgenvr.index.queries import (
     EventRow,
@@ -34,6 +33,7 @@ from edgenvr.index.queries import (
     event_by_id,
     events,
     gaps,
+    latest_reference,
     newest_codec,
     recorded_stretches,
 )

@@ -93,3 +93,29 @@ export async function copyText(text, input) {
     return false;
   }
 }
+
+/**
+ * A search form's requests, whose answers replace `results`. While one runs, the results on screen answer the
+ * previous question: they are marked busy (dimmed) and a failure clears them. Only the newest search's answer
+ * is shown: an earlier one that answers late is dropped, so the rows always match the form.
+ * Returns run(ask, show, failedText): ask() fetches, show(answer) fills status and results.
+ */
+export function latestSearch(status, results, isDestroyed) {
+  let generation = 0;
+  return async (ask, show, failedText) => {
+    const mine = ++generation;
+    const current = () => !isDestroyed() && mine === generation;
+    status.replaceChildren(h("p", { class: "loading", text: t("common.loading") }));
+    results.setAttribute("aria-busy", "true");
+    try {
+      const answer = await ask();
+      if (current()) show(answer);
+    } catch (error) {
+      if (!current()) return;
+      results.replaceChildren();
+      status.replaceChildren(notice("error", failedText, " ", errorMessage(error)));
+    } finally {
+      if (current()) results.removeAttribute("aria-busy");
+    }
+  };
+}

@@ -6,7 +6,7 @@ import { h } from "../dom.js";
 import { t, tEnum } from "../i18n.js";
 import { may } from "../session.js";
 import { DAY, formatDateTime, formatDuration, fromInputValue, toInputValue } from "../time.js";
-import { errorMessage, field, notice } from "../ui.js";
+import { errorMessage, field, latestSearch, notice } from "../ui.js";
 
 const KINDS = ["tamper", "requested", "motion", "continuous"];
 
@@ -34,20 +34,16 @@ export function render(main, params) {
     box.append(...boxes.map((b) => h("option", { value: b.box, text: `${b.box} (${b.site})`, selected: params.box === b.box })));
   }).catch(() => { /* the box filter stays "any"; the search still works */ });
 
-  async function search(event) {
+  const run = latestSearch(status, results, () => destroyed);
+  function search(event) {
     event?.preventDefault();
-    status.replaceChildren(h("p", { class: "loading", text: t("common.loading") }));
-    try {
-      const { clips } = await api(`/api/clips${query({
-        box: box.value || params.box, camera: camera.value.trim(), kind: kind.value,
-        from_ms: fromInputValue(from.value) ?? undefined, to_ms: fromInputValue(to.value) ?? undefined,
-      })}`);
-      if (destroyed) return;
+    return run(() => api(`/api/clips${query({
+      box: box.value || params.box, camera: camera.value.trim(), kind: kind.value,
+      from_ms: fromInputValue(from.value) ?? undefined, to_ms: fromInputValue(to.value) ?? undefined,
+    })}`), ({ clips }) => {
       status.replaceChildren(h("p", { class: "hint", text: t("clips.count", { count: clips.length }) }));
       results.replaceChildren(clips.length ? table(clips) : notice("info", t("clips.none")));
-    } catch (error) {
-      if (!destroyed) status.replaceChildren(notice("error", t("clips.failed"), " ", errorMessage(error)));
-    }
+    }, t("clips.failed"));
   }
 
   function table(clips) {

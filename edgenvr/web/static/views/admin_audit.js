@@ -3,7 +3,7 @@ import { api, query } from "../api.js";
 import { h } from "../dom.js";
 import { t, tEnum } from "../i18n.js";
 import { DAY, formatDateTime, fromInputValue, toInputValue } from "../time.js";
-import { errorMessage, field, notice } from "../ui.js";
+import { field, latestSearch, notice } from "../ui.js";
 
 const ACTIONS = ["export", "playback", "live_view", "hold_add", "hold_release", "reference_approve", "config_change",
   "login", "login_failed", "lockout", "logout", "user_add", "user_remove", "user_password", "user_role",
@@ -41,21 +41,17 @@ export function render(body, _params = {}, { cameras: listCameras = boxCameras }
     camera.append(...cameras.map((c) => h("option", { value: c.id, text: c.name })));
   }).catch(() => { /* the camera filter stays "any"; the search still works */ });
 
-  async function search(event) {
+  const run = latestSearch(status, results, () => destroyed);
+  function search(event) {
     event?.preventDefault();
-    status.replaceChildren(h("p", { class: "loading", text: t("common.loading") }));
-    try {
-      const { records } = await api(`/api/audit${query({
-        since_ms: fromInputValue(since.value) ?? undefined, until_ms: fromInputValue(until.value) ?? undefined,
-        actor: actor.value.trim(), action: action.value, camera: camera.value, text: text.value.trim(),
-      })}`);
-      if (destroyed) return;
+    return run(() => api(`/api/audit${query({
+      since_ms: fromInputValue(since.value) ?? undefined, until_ms: fromInputValue(until.value) ?? undefined,
+      actor: actor.value.trim(), action: action.value, camera: camera.value, text: text.value.trim(),
+    })}`), ({ records }) => {
       status.replaceChildren(h("p", { class: "hint",
         text: records.length >= LIMIT ? t("audit.limited", { count: records.length }) : t("audit.count", { count: records.length }) }));
       results.replaceChildren(records.length ? table(records) : notice("info", t("audit.none")));
-    } catch (error) {
-      if (!destroyed) status.replaceChildren(notice("error", t("audit.failed"), " ", errorMessage(error)));
-    }
+    }, t("audit.failed"));
   }
 
   function table(records) {
