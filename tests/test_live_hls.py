@@ -204,10 +204,16 @@ def test_malformed_or_expired_part_names_get_404_and_never_a_server_error(site: 
             answer = site.request(method, PART.format(camera="gate", name=name), session=admin)
             assert answer.status == 404, f"{method} {name}: {answer.status} {answer.body[:200]!r}"
             assert b"root:" not in answer.body
-    assert site.request("GET", PART.format(camera="gate", name=f"{newest}.m4s"), session=admin).status == 200
-    # a part outside the caller's own (audited) session is not served, even while the window is open
+    # a part outside the caller's own (audited) session is not served, even while the window is open. The newest
+    # part is listed ~WINDOW_SEGMENTS s only: it is taken from a playlist fetched just now, and the operator is
+    # refused it between that playlist and the admin being served it, so the part existed then (a part never
+    # comes back once expired): the 404 is the refusal, not an expiry
     operator = site.login("operator")
-    assert site.request("GET", PART.format(camera="gate", name=f"{newest}.m4s"), session=operator).status == 404
+    answer = site.request("GET", PLAYLIST.format(camera="gate"), session=admin)
+    assert answer.status == 200, answer.body
+    current = playlist_segments(answer.body.decode())[-1][1][len("live/"):]
+    assert site.request("GET", PART.format(camera="gate", name=current), session=operator).status == 404
+    assert site.request("GET", PART.format(camera="gate", name=current), session=admin).status == 200
 
 
 def test_distance_from_the_live_edge(site: Site) -> None:
@@ -270,15 +276,18 @@ def test_the_live_tile_plays_hls_where_there_is_no_media_source(site: Site) -> N
             handle = video.element_handle()
             page.wait_for_function(PLAYING_JS, arg=handle)
             assert page.evaluate("(v) => v.currentSrc", handle).endswith("/api/cameras/gate/live.m3u8")
-            shots = []
-            for _ in range(16):
+            # a shot every 0.5 s, at least 16, until 12 different frames were shown: a stall of the native
+            # player on a loaded machine delays this but does not fail it; a picture that never moves does
+            shots, numbers = [], []
+            deadline = time.monotonic() + 20
+            while (len(shots) < 16 or len(set(numbers)) < 12) and time.monotonic() < deadline:
                 shots.append(page.evaluate(VIDEO_FRAME_JS, [handle, 16]))
+                numbers.append(counter_on_screen(shots[-1]))
                 page.wait_for_timeout(500)
         finally:
             browser.close()
     assert not problems, problems
     pushes = read_push_log(site, "gate")
-    numbers = [counter_on_screen(shot) for shot in shots]
     assert None not in numbers, numbers
     assert len(set(numbers)) >= 12, f"the picture moves on: {numbers}"
     latencies = [shot["now"] - sent_ms(pushes, number, shot["now"]) for shot, number in zip(shots, numbers)]

@@ -126,15 +126,20 @@ def test_a_box_shows_up_in_home_assistant_and_a_broker_that_dies_never_touches_r
 
                 # the MQTT process killed -9: the last will says offline; restarted, the box is back
                 pid = int(re.findall(r"mqtt to 127\.0\.0\.1:\d+ started \(pid (\d+)\)", supervisor.log())[-1])
+                killing = time.time()   # only an "offline" that came after this is the last will
                 os.kill(pid, signal.SIGKILL)
                 killed = time.time()
-                will = after.wait_for("the last will", _is(AVAILABILITY, b"offline"), 10, context)
+                will = after.wait_for("the last will", lambda m: m.topic == AVAILABILITY and m.payload == b"offline"
+                                      and m.at > killing, 10, context)
                 will_s = will.at - killed
                 supervisor.wait_for_log("mqtt exited with code")
                 after.wait_for("online after the restart", lambda m: m.topic == AVAILABILITY
                                and m.payload == b"online" and m.at > will.at, 30, context)
         finally:
+            stopping = time.time()   # the broker passes the box's last word on asynchronously: wait for it
             assert supervisor.stop() == 0
+        seen.wait_for("offline after the clean stop", lambda m: m.topic == AVAILABILITY and m.payload == b"offline"
+                      and m.at > stopping, 10, lambda: (tmp_path / "edgenvr.log").read_text()[-3000:])
         assert seen.latest(AVAILABILITY) == b"offline", "a clean stop says offline itself"
 
     segments = _segments(data_dir)

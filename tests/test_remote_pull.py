@@ -23,6 +23,8 @@ from edgenvr.evidence.identity import device_identity
 from edgenvr.simulator import SimulatedCamera, make_scene_clip
 from edgenvr.storage.layout import StorageLayout
 from edgenvr.sync.hub_client import HubClient, HubRefused
+from edgenvr.sync.outbox import SETTLE_MARGIN_MS
+from edgenvr.sync.uploader import ROUND_SECONDS
 from tests.conftest import CLIP_CACHE, config_text, edgenvr, start_supervisor
 from tests.hub_site import Hub, running_hub
 from tests.link_faults import FaultyLink
@@ -31,6 +33,13 @@ from tests.web_site import add_user, free_port, make_token
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("simulator_ready")]
 
 BOX = "kecamatan-03"
+SEGMENT_SECONDS = 2
+# "Within seconds", at the hub (request filed to clip filed): the box sends a range once it has settled (a segment
+# and SETTLE_MARGIN_MS after its end; the range asked for ends before the request, and the hub hands the request
+# over within that wait) at its uploader's next round (ROUND_SECONDS), then exports it, uploads it over loopback
+# and the hub checks and files it: EXPORT_AND_UPLOAD_MS, on a loaded 2-core machine.
+EXPORT_AND_UPLOAD_MS = 5_000
+PULL_READY_WITHIN_MS = SEGMENT_SECONDS * 1000 + SETTLE_MARGIN_MS + int(ROUND_SECONDS * 1000) + EXPORT_AND_UPLOAD_MS
 
 
 def _box_config(root: Path, camera_url: str, hub_url: str, token: str) -> tuple[Path, int]:
@@ -39,7 +48,7 @@ def _box_config(root: Path, camera_url: str, hub_url: str, token: str) -> tuple[
     config, web_port = root / "edgenvr.toml", free_port()
     dead = f"rtsp://127.0.0.1:{free_port()}/yard"
     config.write_text(f'[box]\nid = "{BOX}"\nname = "Kecamatan 03"\n'
-                      + config_text(root / "data", {"gate": camera_url, "yard": dead}, segment_seconds=2)
+                      + config_text(root / "data", {"gate": camera_url, "yard": dead}, segment_seconds=SEGMENT_SECONDS)
                       + f'[web]\nlisten = "127.0.0.1:{web_port}"\ntls = false\n'
                       + f'[sync]\nhub_url = "{hub_url}"\nenrolment_token = "{token}"\n')
     add_user(config, "admin", "admin")   # a box without an admin serves its setup page only
@@ -99,7 +108,6 @@ def test_a_pull_reaches_a_box_that_only_dials_out_and_becomes_a_verifiable_clip(
 
             # A pull of the last few seconds: ready within seconds, with its progress seen on the way.
             now_ms = int(time.time() * 1000)
-            asked = time.monotonic()
             pull_id = _pull(hub, "gate", now_ms - 6_000, now_ms - 2_000)
             seen: list[str] = []
 
@@ -109,11 +117,12 @@ def test_a_pull_reaches_a_box_that_only_dials_out_and_becomes_a_verifiable_clip(
                     seen.append(pull["state"])
                 return pull if pull["state"] == "ready" else None
             done = _wait_for("the pull", ready, 60, logs)
-            took = time.monotonic() - asked
             assert seen[0] == "queued" and seen[-1] == "ready" and set(seen) <= {
                 "queued", "exporting", "uploading", "ready"}, seen
-            assert took < 20, f"the pull took {took:.1f} s"
             clip = next(c for c in _json_lines(hub, "clips") if c["id"] == done["clip_id"])
+            took_ms = clip["received_ms"] - done["created_ms"]   # the hub's clock, both: no CLI start-up in it
+            assert 0 < took_ms <= PULL_READY_WITHIN_MS, f"the pull took {took_ms} ms (at most {PULL_READY_WITHIN_MS})"
+            print(f"\npull {pull_id}: asked to filed in {took_ms} ms at the hub (at most {PULL_READY_WITHIN_MS} ms)")
             assert (clip["box"], clip["camera"], clip["kind"]) == (BOX, "gate", "requested")
             out = tmp_path / "pulled"
             assert hub.cli("fetch", done["clip_id"], "--out", str(out)).returncode == 0
@@ -194,7 +203,11 @@ def test_a_channel_speaks_only_for_its_own_box(tmp_path: Path) -> None:
                 await channel.send_str(json.dumps({"type": "report", "box": BOX, "version": "x", "cameras": [],
                                                    "tamper": [], "backlog": {}, "disk": {}, "temperature_c": None,
                                                    "clock_synchronised": True}))
-                await asyncio.sleep(1.5)
+                # The hub handles a channel's messages in order: its answer to this one (where its copy of
+                # intruder-1's audit trail ends) comes only once both forged messages above were handled.
+                await channel.send_str(json.dumps({"type": "audit", "records": [], "head": None}))
+                handled = json.loads((await channel.receive(timeout=30)).data)
+                assert handled == {"type": "audit_ack", "seq": 0}, handled
                 await channel.close()
             async with aiohttp.ClientSession() as session:
                 try:

@@ -157,7 +157,12 @@ def test_disk_filled_by_something_else_is_reported_and_recording_resumes(
         thread.join(10)
         filler.unlink()
         freed_at_ms = int(time.time() * 1000)
-        time.sleep(8)
+        deadline = time.monotonic() + 30   # recording resumes: three new segments indexed (~6 s)
+        resumed = 0
+        while time.monotonic() < deadline and resumed < 3:
+            time.sleep(0.5)
+            with open_readonly(StorageLayout(disk / "data")) as conn:
+                resumed = conn.execute("SELECT COUNT(*) FROM segments WHERE start_ms > ?", (freed_at_ms,)).fetchone()[0]
         assert supervisor.stop() == 0
     log = supervisor.log()
     assert "Traceback" not in log and " exited with code" not in log
@@ -178,8 +183,10 @@ def test_video_held_from_the_cli_survives_the_ring_while_recording(small_disks: 
     layout = StorageLayout(disk / "data")
     with SimulatedCamera({"cam": (clip, "h264")}, log_path=tmp_path / "cam.log") as camera:
         config = tmp_path / "c.toml"
+        # the ring keeps ~8 segments (16 s: the `hold add` below has that long to start and commit on a loaded
+        # machine before the first ones are due)
         config.write_text(config_text(layout.data_dir, {"gate": camera.url("cam")}, segment_seconds=2,
-                                      quota="7MB", min_free="1MB"))  # the ring keeps ~4 segments
+                                      quota="10MB", min_free="1MB"))
         supervisor = start_supervisor(config, tmp_path / "edgenvr.log")
         supervisors.append(supervisor)
         deadline = time.monotonic() + 30
@@ -194,7 +201,13 @@ def test_video_held_from_the_cli_survives_the_ring_while_recording(small_disks: 
         held = edgenvr("hold", "add", "--config", str(config), "--camera", "gate", "--from", f"{first[0][0]}ms",
                        "--to", f"{first[1][1]}ms", "--reason", "incident 1")
         assert held.returncode == 0, held.stderr
-        time.sleep(20)  # the 7 MB ring turns over several times
+        deadline = time.monotonic() + 90   # until the ring has turned over past the held video (~30 s)
+        oldest_in_ring = None
+        while time.monotonic() < deadline and (oldest_in_ring is None or oldest_in_ring <= first[1][0] + 10_000):
+            time.sleep(0.5)
+            with open_readonly(layout) as conn:
+                oldest_in_ring = conn.execute("SELECT MIN(start_ms) FROM segments WHERE retention_class != 2"
+                                              " AND deleting = 0").fetchone()[0]
         assert supervisor.stop() == 0
     with open_readonly(layout) as conn:
         kept = [(r[0], r[1]) for r in conn.execute("SELECT start_ms, retention_class FROM segments ORDER BY start_ms")]

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from edgenvr.simulator import SimulatedCamera, counter_ignore_polygon, make_scene_clip
+from edgenvr.sync.outbox import SETTLE_MARGIN_MS
 from tests.conftest import CLIP_CACHE, config_text, edgenvr, start_supervisor
 from tests.hub_site import running_hub
 from tests.link_faults import FaultyLink
@@ -25,6 +26,8 @@ from tests.link_faults import FaultyLink
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("simulator_ready")]
 
 BOX = "rt08-kuningan"
+SEGMENT_SECONDS = 2
+EVENT_POST_SECONDS = 2
 
 
 def _polygon(points: list[tuple[float, float]]) -> str:
@@ -37,8 +40,8 @@ def _box_config(root: Path, camera_url: str, hub_url: str, token: str, *sync_lin
     data_dir, config = root / "data", root / "edgenvr.toml"
     config.write_text(
         f'[box]\nid = "{BOX}"\nname = "Pos RT 08"\n'
-        + config_text(data_dir, {}, motion=True, segment_seconds=2,
-                      extra_storage="event_pre_seconds = 1\nevent_post_seconds = 2")
+        + config_text(data_dir, {}, motion=True, segment_seconds=SEGMENT_SECONDS,
+                      extra_storage=f"event_pre_seconds = 1\nevent_post_seconds = {EVENT_POST_SECONDS}")
         + f'[[cameras]]\nid = "gate"\nurl = "{camera_url}"\ndetect_url = "{camera_url}"\n'
         + f"[cameras.motion]\nignore = [{_polygon(counter_ignore_polygon(640, 360))}]\n"
         + f'[sync]\nhub_url = "{hub_url}"\nenrolment_token = "{token}"\n' + "".join(f"{line}\n" for line in sync_lines))
@@ -50,6 +53,19 @@ def _outbox(data_dir: Path) -> list[dict]:
     conn.row_factory = sqlite3.Row
     try:
         return [dict(row) for row in conn.execute("SELECT * FROM outbox ORDER BY id")]
+    finally:
+        conn.close()
+
+
+def _events_not_in_outbox(data_dir: Path) -> int:
+    """Motion and tamper events still open, or closed since the box started syncing but not queued yet (the
+    outbox's rule: sync.outbox.enqueue_closed_events): clips the box has yet to queue."""
+    conn = sqlite3.connect(f"file:{data_dir / 'index.sqlite3'}?mode=ro", uri=True)
+    try:
+        return conn.execute(
+            "SELECT COUNT(*) FROM events e WHERE e.kind IN ('motion', 'tamper') AND (e.end_ms IS NULL OR"
+            " (e.end_ms >= (SELECT since_ms FROM sync_since) AND e.keep_from_ms IS NOT NULL"
+            " AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.event_id = e.id)))").fetchone()[0]
     finally:
         conn.close()
 
@@ -84,6 +100,16 @@ def test_motion_clips_reach_the_hub_exactly_once_after_the_link_was_down_and_whi
             while any(row["state"] == "queued" for row in _outbox(data_dir)) or len(_outbox(data_dir)) < 2:
                 assert time.monotonic() < deadline, "the backlog did not drain:\n" + supervisor.log()[-4000:]
                 time.sleep(1)
+            # Enough clips: the scene loops, so stop the camera (no new motion), or a clip queued just before
+            # SIGTERM would stay queued. Every event is in the index once its padded end and the settle margin
+            # are over (events are committed within a second); then wait until each is queued and none waits.
+            camera.stop()
+            all_in_index = time.monotonic() + EVENT_POST_SECONDS + (SEGMENT_SECONDS * 1000 + SETTLE_MARGIN_MS) / 1000
+            deadline = time.monotonic() + 120
+            while (time.monotonic() < all_in_index or _events_not_in_outbox(data_dir)
+                   or any(row["state"] == "queued" for row in _outbox(data_dir))):
+                assert time.monotonic() < deadline, "the last clips were not sent:\n" + supervisor.log()[-4000:]
+                time.sleep(1)
         finally:
             assert supervisor.stop() == 0
         rows = _outbox(data_dir)
@@ -110,6 +136,17 @@ def _hub_upload_offset(hub_data: Path, upload_path: str) -> int:
         conn.close()
 
 
+def _hub_upload_locked(hub_data: Path, upload_path: str) -> bool:
+    """A PATCH of the upload is in progress at the hub (its lease held and not lapsed)."""
+    conn = sqlite3.connect(f"file:{hub_data / 'hub.sqlite3'}?mode=ro", uri=True)
+    try:
+        row = conn.execute("SELECT lock_token, lock_until_ms FROM uploads WHERE id = ?",
+                           (upload_path.rsplit("/", 1)[1],)).fetchone()
+        return row is not None and row[0] is not None and row[1] >= time.time() * 1000
+    finally:
+        conn.close()
+
+
 def test_a_sync_process_killed_mid_upload_resumes_where_the_hub_is_and_the_clip_arrives_once(tmp_path: Path) -> None:
     """kill -9 of the sync process while a clip is half sent (an 80 kbit/s cap makes it last): the supervisor
     restarts it, it goes on with the same upload at the hub's offset, and the hub ends with one copy."""
@@ -128,10 +165,16 @@ def test_a_sync_process_killed_mid_upload_resumes_where_the_hub_is_and_the_clip_
                     break
                 assert time.monotonic() < deadline, "no upload started:\n" + supervisor.log()[-3000:]
                 time.sleep(0.2)
-            clip, offset = sending[0], _hub_upload_offset(hub.data_dir, sending[0]["upload"])
+            clip = sending[0]
             sync_pid = int(supervisor.log().split("sync to ")[1].split("(pid ")[1].split(")")[0])
             os.kill(sync_pid, signal.SIGKILL)
             supervisor.wait_for_log("sync exited with code")
+            # Where the hub is once the killed PATCH is over there (its lock let go): where the restart resumes.
+            deadline = time.monotonic() + 30
+            while _hub_upload_locked(hub.data_dir, clip["upload"]):
+                assert time.monotonic() < deadline, "the hub kept the killed upload locked:\n" + hub.log.read_text()
+                time.sleep(0.1)
+            offset = _hub_upload_offset(hub.data_dir, clip["upload"])
             deadline = time.monotonic() + 120
             while next(r for r in _outbox(data_dir) if r["id"] == clip["id"])["state"] != "synced":
                 assert time.monotonic() < deadline, "the clip never arrived:\n" + supervisor.log()[-3000:]

@@ -232,7 +232,7 @@ def play_from_timeline(visit: Visit, ms_before_now: int, *, tap: bool = False) -
     zoom_in = page.get_by_role("button", name=t(lang, "timeline.zoom_in"), exact=True)
     for _ in range(3):
         zoom_in.tap() if tap else zoom_in.click()
-    assert page.locator(".zoom-text").inner_text() == t(lang, "timeline.span_minutes", n=10)
+    expect(page.locator(".zoom-text")).to_have_text(t(lang, "timeline.span_minutes", n=10))
     wanted = visit.site.now_ms() - ms_before_now
     assert wanted >= first_recorded_ms(visit.site) + 1000, "the time wanted is before the recording began"
     press(page, *timeline_x(page, wanted), tap)
@@ -292,9 +292,13 @@ def test_an_operator_signs_in_and_both_cameras_play_live_with_their_state(browse
             assert item.locator(".badge").first.inner_text().strip() == t("id", "state.recording")
             video = item.locator("video")
             wait_playing(page, video)
-            assert item.locator(".live-badge").inner_text() == t("id", "live.badge")
+            expect(item.locator(".live-badge")).to_be_visible()
+            expect(item.locator(".live-badge")).to_have_text(t("id", "live.badge"))
             first = grab(video)
+            # a second on, or a little later if a fragment comes late (live keeps ~1 s buffered at most)
             page.wait_for_timeout(1000)
+            page.wait_for_function("([video, at]) => video.currentTime > at",
+                                   arg=[video.element_handle(), first.time + 0.5], timeout=10_000)
             second = grab(video)
             assert second.time > first.time + 0.5, f"{camera}: live video stands still ({first.time} -> {second.time})"
             changed = np.abs(second.luma.astype(int) - first.luma.astype(int)) > 24
