@@ -319,16 +319,20 @@ def test_the_box_s_commands_start_without_the_hub_s_and_the_onvif_client_s_libra
         assert callable(handler.handler()), handler
 
 
-def test_status_loads_no_video_or_picture_library(tmp_path: Path) -> None:
-    """`edgenvr status`, `segments` and `gaps` read the index only: they load neither PyAV nor OpenCV nor numpy
-    (half a second on this machine, several on a Raspberry Pi, for a command run by hand and by monitoring)."""
+def test_status_and_verify_load_no_video_or_picture_library(tmp_path: Path) -> None:
+    """`edgenvr status`, `segments` and `gaps` read the index only, and `verify` (on a police laptop) reads a
+    folder: they load neither PyAV nor OpenCV nor numpy (half a second on this machine, several on a Raspberry
+    Pi, for commands run by hand and by monitoring)."""
     config = tmp_path / "c.toml"
     config.write_text(f'[storage]\ndata_dir = "{tmp_path}/data"\n[[cameras]]\nid = "gate"\nurl = "rtsp://h/gate"\n')
     index_schema.connect(tmp_path / "data" / "index.sqlite3").close()
-    for command in ("status", "segments", "gaps"):
-        loaded = subprocess.run(
+    (tmp_path / "export").mkdir()   # an empty folder: NOT VERIFIED, once the checks have been loaded
+    for command, code in ((["status", "--config", str(config)], 0), (["segments", "--config", str(config)], 0),
+                          (["gaps", "--config", str(config)], 0), (["verify", str(tmp_path / "export")], 1)):
+        done = subprocess.run(
             [sys.executable, "-c", "import sys; from edgenvr.cli.main import main; code = main(sys.argv[1:]); "
                                    "print(' '.join(sorted({m.split('.')[0] for m in sys.modules}))); sys.exit(code)",
-             command, "--config", str(config)],
-            capture_output=True, text=True, check=True).stdout.splitlines()[-1].split()
+             *command], capture_output=True, text=True)
+        assert done.returncode == code, (command, done.stderr)
+        loaded = done.stdout.splitlines()[-1].split()
         assert not {"av", "cv2", "numpy"} & set(loaded), (command, loaded)

@@ -3,7 +3,8 @@ where they come from, who exported them and why), `manifest.sig` (the box's Ed25
 manifest's exact bytes), `device.pub`, `SHA256SUMS` (as `sha256sum -c` reads it) and `VERIFY.txt` (how to
 check it all by hand, in Indonesian and English).
 
-Owns the folder's layout and the manifest's format (MANIFEST_FORMAT); evidence.verification reads both.
+Owns how the folder is built and the manifest's content; its names and format are evidence.export_folder's,
+which evidence.verification reads too.
 
 Invariants:
 - The folder appears whole or not at all: everything is written into a hidden temporary folder next to it
@@ -37,18 +38,19 @@ from edgenvr.core.records import EventKind
 from edgenvr.core.time_format import format_ms
 from edgenvr.evidence.audit import AuditAction, AuditTrail
 from edgenvr.evidence.clip_builder import Clip, build_clip
+from edgenvr.evidence.export_folder import (
+    MANIFEST,
+    MANIFEST_FORMAT,
+    PUBLIC_KEY,
+    README,
+    SIGNATURE,
+    SUMS,
+)
 from edgenvr.evidence.identity import DeviceIdentity
 from edgenvr.index.queries import events
-from edgenvr.recording.segment_files import sha256_of
 from edgenvr.storage.durable_writes import fsync_dir
+from edgenvr.storage.file_digest import sha256_of
 from edgenvr.storage.layout import StorageLayout
-
-MANIFEST_FORMAT = "edgenvr-export/1"
-MANIFEST = "manifest.json"
-SIGNATURE = "manifest.sig"
-PUBLIC_KEY = "device.pub"
-SUMS = "SHA256SUMS"
-README = "VERIFY.txt"
 
 
 class ExportError(Exception):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgenvr.evidence.bundle import (
+from edgenvr.evidence.export_folder import (
     MANIFEST,
     MANIFEST_FORMAT,
     PUBLIC_KEY,
@@ -34,7 +34,7 @@ from edgenvr.evidence.identity import (
     load_public_key,
     signature_valid,
 )
-from edgenvr.recording.segment_files import sha256_of
+from edgenvr.storage.file_digest import sha256_of
 
 _SUM_LINE = re.compile(r"([0-9a-f]{64})  ([^/\n]+)")
 

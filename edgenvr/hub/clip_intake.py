@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgenvr.core.camera_ids import CAMERA_ID_RULE, is_camera_id
 from edgenvr.core.clock import Clock
-from edgenvr.evidence.bundle import MANIFEST
+from edgenvr.evidence.export_folder import MANIFEST
 from edgenvr.evidence.hub_receipts import make_receipt
 from edgenvr.evidence.identity import public_pem
 from edgenvr.evidence.verification import VerificationFailed, verify_export

@@ -26,7 +26,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from edgenvr.evidence.bundle import MANIFEST
+from edgenvr.evidence.export_folder import MANIFEST
 from edgenvr.hub.clip_intake import checked_entries
 from edgenvr.hub.hub_database import CLIPS
 from edgenvr.hub.tus_uploads import UPLOAD_ID, UploadRejected

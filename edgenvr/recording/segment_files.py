@@ -30,6 +30,7 @@ from edgenvr.core.records import SegmentOrigin, SegmentRecord
 from edgenvr.core.units import SECOND_MS
 from edgenvr.recording.live_feed import LiveFeed
 from edgenvr.storage.durable_writes import fsync_dir, write_durably
+from edgenvr.storage.file_digest import sha256_of
 from edgenvr.storage.layout import (
     StorageLayout,
     final_path_of_partial,
@@ -67,14 +68,6 @@ class PartialNotFinalised(Exception):
 
 class SegmentWriteError(Exception):
     """Writing or closing a segment failed (disk full, I/O error). The partial file is left for finalising."""
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def fsync_path(path: Path) -> None:

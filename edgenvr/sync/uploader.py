@@ -45,8 +45,8 @@ from edgenvr.evidence.audit import AuditTrail
 from edgenvr.evidence.bundle import ExportError, ExportRequest, export_clip, zip_export
 from edgenvr.evidence.identity import DeviceIdentity, IdentityError, device_identity
 from edgenvr.index import schema as index_schema
-from edgenvr.recording.segment_files import sha256_of
 from edgenvr.storage.durable_writes import write_durably
+from edgenvr.storage.file_digest import sha256_of
 from edgenvr.storage.layout import StorageLayout
 from edgenvr.sync import outbox
 from edgenvr.sync.hub_channel import HubChannel
