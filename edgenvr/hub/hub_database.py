@@ -189,7 +189,7 @@ def database_url(data_dir: Path, configured: str | None) -> str:
 
 
 def connect(url: str) -> sa.Engine:
-    """An engine for `url` with the tables created if missing."""
+    """An engine for `url`, its tables created if missing and brought to SCHEMA_VERSION; SchemaTooNew."""
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"timeout": 30})
     else:
